@@ -1,0 +1,7 @@
+"""Allow ``python -m alerter``."""
+
+import sys
+
+from alerter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""Typed errors raised at the edges; the CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+EXIT_UPSTREAM = 4
+EXIT_DELIVERY = 5
+
+
+class AlerterError(Exception):
+    """Base class: ``str(err)`` is a one-line message naming the cause and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(AlerterError):
+    """The config file or the command line is wrong (exit 2)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class AuthError(AlerterError):
+    """No usable login, or the login expired (exit 3).
+
+    ``permanent`` is True when only a new ``droid`` login can fix it (for example a
+    refresh token that WorkOS rejected); the job then notifies the user once.
+    """
+
+    exit_code = EXIT_AUTH
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class UpstreamError(AlerterError):
+    """Factory's API (or WorkOS) could not be reached or gave an unusable answer (exit 4)."""
+
+    exit_code = EXIT_UPSTREAM
+
+
+class DeliveryError(AlerterError):
+    """One or more notifications could not be delivered (exit 5)."""
+
+    exit_code = EXIT_DELIVERY
