@@ -20,6 +20,11 @@ class ConfigError(AlerterError):
 
     exit_code = EXIT_CONFIG
 
+    def __init__(self, message: str, *, problems: list[str] | None = None, file=None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
+        self.file = file
+
 
 class AuthError(AlerterError):
     """No usable login, or the login expired (exit 3).

@@ -106,7 +106,9 @@ def open_login(settings: CredentialSettings, env: Mapping[str, str] = os.environ
         try:
             data = json.loads(plain.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise AuthError(f"cannot read {plain}: {type(exc).__name__}; run `droid` to log in again") from None
+            raise AuthError(
+                f"cannot read {plain}: {type(exc).__name__}; run `droid` to log in again"
+            ) from None
         token = data.get("access_token") if isinstance(data, dict) else None
         if isinstance(token, str) and token:
             return Login(token, identity_from_token(token, "auth.json"))

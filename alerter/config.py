@@ -1,0 +1,409 @@
+"""The YAML config: defaults merged under the user's file, validated all at once.
+
+Every problem is reported as ``At 'key': what is wrong`` so that one look at the error
+tells the user which line to fix. The result is a frozen :class:`Config`; nothing past
+this module reads YAML or environment variables for settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alerter.errors import ConfigError
+
+CONFIG_ENV = "FACTORY_USAGE_ALERT_CONFIG"
+DEFAULT_BASE_URL = "https://api.factory.ai"
+EU_BASE_URL = "https://api.eu.factory.ai"
+DEFAULT_WORKOS_URL = "https://api.workos.com/user_management"
+DEFAULT_THRESHOLDS = (50.0, 80.0, 95.0, 100.0)
+SEVERITIES = ("info", "warning", "critical")
+SOURCES = ("auto", "limits", "allowance")
+
+# Every meter the job knows; thresholds may name any of them, or `default`.
+METER_IDS = (
+    "standard",
+    "premium",
+    "standard.5h",
+    "standard.weekly",
+    "standard.monthly",
+    "core.5h",
+    "core.weekly",
+    "core.monthly",
+)
+
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One place notifications go: an apprise URL, or stdout when none is configured.
+
+    ``id`` is a short digest of the URL, stable across runs and safe to store; the URL
+    itself may carry credentials and is never shown (``label`` is what people see).
+    """
+
+    id: str
+    label: str
+    url: str | None
+    severities: frozenset[str] = frozenset(SEVERITIES)
+    tags: tuple[str, ...] = ()
+
+
+STDOUT_CHANNEL = Channel(id="stdout", label="stdout", url=None)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated settings of one run."""
+
+    path: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    base_url_configured: bool = False
+    home: Path = field(default_factory=lambda: Path.home() / ".factory")
+    timeout_seconds: float = 10.0
+    deadline_seconds: float = 60.0
+    workos_url: str = DEFAULT_WORKOS_URL
+    refresh_margin_hours: float = 24.0
+    source: str = "auto"
+    ca_bundle: str | None = None
+    state_file: Path = field(default_factory=lambda: default_state_file({}))
+    thresholds: Mapping[str, tuple[float, ...]] = field(
+        default_factory=lambda: {"default": DEFAULT_THRESHOLDS}
+    )
+    warning_at: float = 80.0
+    critical_at: float = 100.0
+    channels: tuple[Channel, ...] = ()
+
+    def thresholds_for(self, meter_id: str) -> tuple[float, ...]:
+        """Given a meter id, return its thresholds (its own key, else `default`)."""
+        if meter_id in self.thresholds:
+            return self.thresholds[meter_id]
+        return self.thresholds.get("default", DEFAULT_THRESHOLDS)
+
+    def severity_of(self, threshold: float) -> str:
+        """Given a threshold percent, return its severity: info, warning or critical."""
+        if threshold >= self.critical_at:
+            return "critical"
+        if threshold >= self.warning_at:
+            return "warning"
+        return "info"
+
+    def delivery_channels(self) -> tuple[Channel, ...]:
+        """Return the configured channels, or stdout alone when there are none."""
+        return self.channels or (STDOUT_CHANNEL,)
+
+
+# --- default locations -------------------------------------------------------------
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+
+def default_config_file(env: Mapping[str, str]) -> Path:
+    """Return ``$XDG_CONFIG_HOME/factory-usage-alert/config.yaml`` (or under ~/.config)."""
+    base = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
+    return Path(base) / "factory-usage-alert" / "config.yaml"
+
+
+def default_state_file(env: Mapping[str, str]) -> Path:
+    """Return the default state path: systemd's $STATE_DIRECTORY, else XDG_STATE_HOME."""
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several directories separated by ':'; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.json"
+    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
+    return Path(base) / "factory-usage-alert" / "state.json"
+
+
+def default_factory_home(env: Mapping[str, str]) -> Path:
+    """Return droid's credential directory: $FACTORY_HOME_OVERRIDE, else ~/.factory."""
+    if env.get("FACTORY_HOME_OVERRIDE"):
+        return Path(env["FACTORY_HOME_OVERRIDE"]).expanduser()
+    return _home(env) / ".factory"
+
+
+def channel_id(url: str) -> str:
+    """Given an apprise URL, return a short stable id that does not reveal it."""
+    return "ch-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+
+
+def mask_url(url: str) -> str:
+    """Given an apprise URL, return only its scheme and host, e.g. ``slack://***``."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0]
+    host = host.rsplit("@", 1)[-1]  # drop user:password@
+    if scheme.lower() in ("json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"):
+        # For generic web hooks and mail the host is the useful, non-secret part.
+        return f"{scheme}://{host}" if host else f"{scheme}://***"
+    return f"{scheme}://***"
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config:
+    """Given ``--config`` (or None) and the environment, return the validated Config.
+
+    With no explicit path the default location is used when it exists, and built-in
+    defaults otherwise. Raise ConfigError naming the file, each bad key and the fix.
+    """
+    explicit = path or env.get(CONFIG_ENV) or None
+    file = Path(explicit).expanduser() if explicit else default_config_file(env)
+    if not file.exists():
+        if explicit:
+            raise ConfigError(
+                f"{file}: config file not found; create it (`factory-usage-alert init`) "
+                "or fix --config / $" + CONFIG_ENV
+            )
+        return build_config({}, None, env)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
+    return build_config(parse_yaml(text, file), file, env)
+
+
+def parse_yaml(text: str, file: Path | None) -> dict:
+    """Given YAML text, return its top-level mapping. Raise ConfigError on bad YAML."""
+    import yaml
+
+    where = str(file) if file else "config"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML{line}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of keys, not a {_kind(data)}")
+    return data
+
+
+def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, str]) -> Config:
+    """Given the parsed YAML mapping, return a Config. Raise ConfigError listing every problem."""
+    v = _Validator()
+    v.keys(data, "", {"factory", "state_file", "thresholds", "severity", "notify"})
+
+    factory = v.mapping(data, "factory")
+    v.keys(
+        factory,
+        "factory.",
+        {
+            "base_url",
+            "home",
+            "timeout_seconds",
+            "deadline_seconds",
+            "workos_url",
+            "refresh_margin_hours",
+            "source",
+            "ca_bundle",
+        },
+    )
+    base_url = v.url(factory, "factory.base_url", DEFAULT_BASE_URL)
+    workos_url = v.url(factory, "factory.workos_url", DEFAULT_WORKOS_URL)
+    home = v.path(factory, "factory.home") or default_factory_home(env)
+    timeout = v.number(factory, "factory.timeout_seconds", 10.0, 0.1, 300)
+    deadline = v.number(factory, "factory.deadline_seconds", 60.0, 1, 3600)
+    margin = v.number(factory, "factory.refresh_margin_hours", 24.0, 0, 24 * 30)
+    source = v.choice(factory, "factory.source", "auto", SOURCES)
+    ca_bundle = v.path(factory, "factory.ca_bundle")
+
+    state_file = v.path(data, "state_file") or default_state_file(env)
+
+    thresholds = _thresholds(v, data)
+
+    severity = v.mapping(data, "severity")
+    v.keys(severity, "severity.", {"warning_at", "critical_at"})
+    warning_at = v.number(severity, "severity.warning_at", 80.0, 1, 1000)
+    critical_at = v.number(severity, "severity.critical_at", 100.0, 1, 1000)
+
+    channels = _channels(v, v.mapping(data, "notify"))
+
+    if v.problems:
+        where = str(file) if file else "config"
+        raise ConfigError(f"{where}: " + "; ".join(v.problems), problems=v.problems, file=file)
+    return Config(
+        path=file,
+        base_url=base_url.rstrip("/"),
+        base_url_configured="base_url" in factory,
+        home=home,
+        timeout_seconds=timeout,
+        deadline_seconds=deadline,
+        workos_url=workos_url.rstrip("/"),
+        refresh_margin_hours=margin,
+        source=source,
+        ca_bundle=str(ca_bundle) if ca_bundle else None,
+        state_file=state_file,
+        thresholds=thresholds,
+        warning_at=warning_at,
+        critical_at=critical_at,
+        channels=channels,
+    )
+
+
+def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+    section = v.mapping(data, "thresholds")
+    v.keys(section, "thresholds.", {"default", *METER_IDS})
+    result = {"default": DEFAULT_THRESHOLDS}
+    for key, value in section.items():
+        if key not in ("default", *METER_IDS):
+            continue
+        name = f"thresholds.{key}"
+        if not isinstance(value, list) or not value:
+            v.problem(
+                name, f"must be a non-empty list of percents like [50, 80, 95, 100], not {_kind(value)}"
+            )
+            continue
+        percents = []
+        for item in value:
+            if not _is_number(item) or not 1 <= item <= 1000:
+                v.problem(name, f"{item!r} is not a percent between 1 and 1000")
+            else:
+                percents.append(float(item))
+        result[key] = tuple(sorted(set(percents)))
+    return result
+
+
+def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:
+    v.keys(notify, "notify.", {"urls", "channels"})
+    channels: list[Channel] = []
+    urls = notify.get("urls", [])
+    if not isinstance(urls, list):
+        v.problem("notify.urls", f"must be a list of apprise URLs, not {_kind(urls)}")
+        urls = []
+    for i, url in enumerate(urls):
+        if v.apprise_url(url, f"notify.urls[{i}]"):
+            channels.append(Channel(id=channel_id(url), label=mask_url(url), url=url))
+    routed = notify.get("channels", [])
+    if not isinstance(routed, list):
+        v.problem("notify.channels", f"must be a list of channels, not {_kind(routed)}")
+        routed = []
+    for i, item in enumerate(routed):
+        name = f"notify.channels[{i}]"
+        if not isinstance(item, dict):
+            v.problem(name, "must be a mapping with `url` (and optional name, severities, tags)")
+            continue
+        v.keys(item, name + ".", {"url", "name", "severities", "tags"})
+        url = item.get("url")
+        if url is None:
+            v.problem(name + ".url", "is required")
+            continue
+        if not v.apprise_url(url, name + ".url"):
+            continue
+        severities = item.get("severities", list(SEVERITIES))
+        if not isinstance(severities, list) or not severities or not all(s in SEVERITIES for s in severities):
+            v.problem(name + ".severities", f"must be a list drawn from {list(SEVERITIES)}")
+            severities = list(SEVERITIES)
+        tags = item.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            v.problem(name + ".tags", "must be a list of words")
+            tags = []
+        label = item.get("name")
+        if label is not None and not isinstance(label, str):
+            v.problem(name + ".name", "must be text")
+            label = None
+        channels.append(
+            Channel(
+                id=channel_id(url),
+                label=label or mask_url(url),
+                url=url,
+                severities=frozenset(severities),
+                tags=tuple(tags),
+            )
+        )
+    seen: set[str] = set()
+    unique = []
+    for ch in channels:
+        if ch.id in seen:
+            v.problem("notify", f"the URL of {ch.label} is listed twice; keep one")
+            continue
+        seen.add(ch.id)
+        unique.append(ch)
+    return tuple(unique)
+
+
+# --- small validation helpers ----------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "mapping", list: "list", str: "text", bool: "true/false"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _Validator:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"At '{key}': {message}")
+
+    def keys(self, section: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        for key in section:
+            if key not in allowed:
+                choices = ", ".join(sorted(allowed))
+                self.problem(f"{prefix}{key}", f"unknown key; expected one of: {choices}")
+
+    def mapping(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(key, f"must be a mapping of keys, not {_kind(value)}")
+            return {}
+        return value
+
+    def number(self, data: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+        value = data.get(key.rsplit(".", 1)[-1], default)
+        if not _is_number(value) or not low <= value <= high:
+            self.problem(key, f"must be a number from {low:g} to {high:g}, not {value!r}")
+            return default
+        return float(value)
+
+    def choice(self, data: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = data.get(key.rsplit(".", 1)[-1], default)
+        if value not in choices:
+            self.problem(key, f"must be one of {', '.join(choices)}, not {value!r}")
+            return default
+        return value
+
+    def url(self, data: Mapping[str, Any], key: str, default: str) -> str:
+        value = data.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+            self.problem(key, f"must be an http(s) URL, not {value!r}")
+            return default
+        return value
+
+    def path(self, data: Mapping[str, Any], key: str) -> Path | None:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, f"must be a file system path, not {_kind(value)}")
+            return None
+        return Path(os.path.expandvars(value)).expanduser()
+
+    def apprise_url(self, url: Any, key: str) -> bool:
+        # A cheap syntax check here; apprise itself parses the URLs once per config
+        # change (see notify.validate_channels), since importing it costs ~0.25 s.
+        if not isinstance(url, str) or not _URL_SCHEME.match(url.strip()):
+            self.problem(key, "is not an apprise URL (expected scheme://...)")
+            return False
+        return True

@@ -1,0 +1,206 @@
+"""Talking to Factory's API: one request per run in the steady state.
+
+Every request has connect and read timeouts and fits inside the run's overall deadline.
+Connection errors, 5xx and 429 are retried with exponential backoff and jitter (honouring
+``Retry-After`` while the deadline allows); other 4xx are not. A 401/403 asks the login
+for a fresh token once and repeats the request once.
+
+``fetch_reading`` picks the endpoint: ``billing/limits`` (rate-limit windows) or
+``subscription/usage`` (per-period token allowance), remembering in the state which one
+serves this account so that a steady run makes a single request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+import requests
+
+from alerter.credentials import Login
+from alerter.errors import AuthError, UpstreamError
+from alerter.meters import BadAnswer, Reading, parse_limits, parse_usage, uses_limits_billing
+
+USAGE_PATH = "/api/organization/subscription/usage"
+LIMITS_PATH = "/api/billing/limits"
+REPROBE_SECONDS = 24 * 3600
+USER_AGENT = "factory-usage-alert"
+log = logging.getLogger(__name__)
+
+
+class NotServed(UpstreamError):
+    """The endpoint does not exist for this account (404/405) or says it is not in use."""
+
+
+class FactoryClient:
+    """A requests session bound to one base URL, one login and one deadline."""
+
+    def __init__(
+        self,
+        base_url: str,
+        login: Login,
+        *,
+        timeout: float = 10.0,
+        deadline: float | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.login = login
+        self.timeout = timeout
+        self.deadline = deadline if deadline is not None else time.monotonic() + 60.0
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept"] = "application/json"
+        if ca_bundle:
+            self.session.verify = ca_bundle  # never False: TLS is always verified
+        self.requests_made = 0
+
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request (retrying as allowed) and return its JSON body.
+
+        Raise NotServed on 404/405, AuthError when the token is refused even after a
+        refresh, UpstreamError on anything else unusable.
+        """
+        refreshed = False
+        while True:
+            response = self._send(method, path, **kwargs)
+            if response.status_code in (401, 403) and not refreshed:
+                refreshed = True
+                if self.login.refresh_after_rejection():
+                    continue
+            return self._body(response, path)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamError(
+                    f"Factory API did not answer {path} within the run's deadline; will retry next run"
+                )
+            headers = {"Authorization": f"Bearer {self.login.bearer()}"}
+            timeout = (min(self.timeout, remaining), min(self.timeout, remaining))
+            problem: str
+            retry_after: float | None = None
+            try:
+                self.requests_made += 1
+                response = self.session.request(method, url, headers=headers, timeout=timeout, **kwargs)
+            except requests.exceptions.SSLError:
+                raise UpstreamError(
+                    f"TLS verification failed for {self.base_url}; "
+                    "behind a corporate proxy, set factory.ca_bundle"
+                ) from None
+            except requests.exceptions.Timeout:
+                problem = f"timed out after {timeout[1]:.0f} s"
+            except requests.exceptions.RequestException as exc:
+                problem = f"unreachable ({_reason(exc)})"
+            else:
+                if response.status_code == 429 or response.status_code >= 500:
+                    problem = f"answered HTTP {response.status_code}"
+                    retry_after = _retry_after(response)
+                else:
+                    return response
+            attempt += 1
+            wait = retry_after if retry_after is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
+            wait += random.uniform(0, 0.25 * wait)
+            if time.monotonic() + wait >= self.deadline:
+                raise UpstreamError(f"Factory API {problem} at {path}; will retry next run")
+            log.info("Factory API %s at %s; retrying in %.1f s", problem, path, wait)
+            time.sleep(wait)  # backoff between attempts
+
+    def _body(self, response: requests.Response, path: str) -> Any:
+        status = response.status_code
+        if status in (404, 405):
+            raise NotServed(f"Factory API answered HTTP {status} at {path}")
+        if status == 401:
+            raise AuthError("Factory refused the login (HTTP 401); run `droid` to log in again")
+        if status == 403:
+            if self.login.identity.source == "FACTORY_API_KEY":
+                raise AuthError(
+                    "Factory refused FACTORY_API_KEY (HTTP 403): only Manager/Owner keys may read usage; "
+                    "unset it to use droid's login"
+                )
+            raise AuthError(
+                "Factory refused access to the organization (HTTP 403); run `droid` to log in again"
+            )
+        if status >= 400:
+            raise UpstreamError(f"Factory API answered HTTP {status} at {path}")
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
+            size = len(response.content)
+            what = "an empty body" if size == 0 else f"{size} bytes of {kind}, not JSON"
+            raise BadAnswer(f"Factory API answered HTTP {status} at {path} with {what}") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = type(exc).__name__
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = "connection refused or no route" if "refused" in str(exc).lower() else "connection failed"
+    return text
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+# --- choosing the endpoint -------------------------------------------------------------------
+
+
+def fetch_usage(client: FactoryClient) -> Reading:
+    """Return the allowance Reading: GET with useCache (and userId), POST when GET is 405."""
+    params = {"useCache": "true"}
+    if client.login.identity.user_id:
+        params["userId"] = client.login.identity.user_id
+    try:
+        body = client.request_json("GET", USAGE_PATH, params=params)
+    except NotServed as exc:
+        if "405" not in str(exc):
+            raise
+        body = client.request_json("POST", USAGE_PATH, json={"useCache": True})
+    return parse_usage(body)
+
+
+def fetch_limits(client: FactoryClient, now: float) -> Reading:
+    """Return the limits Reading. Raise NotServed when the account is not on limits billing."""
+    body = client.request_json("GET", LIMITS_PATH)
+    if uses_limits_billing(body) is False:
+        raise NotServed("this account is not on rate-limit billing")
+    if isinstance(body, dict) and body.get("limits") is None and "error" not in body:
+        raise NotServed("Factory's billing/limits answer has no limits")
+    return parse_limits(body, now)
+
+
+def fetch_reading(client: FactoryClient, source: str, memory: dict, now: float) -> tuple[Reading, dict]:
+    """Given the configured source and the remembered one, return (reading, new memory).
+
+    ``auto`` uses the remembered endpoint while it keeps answering and asks again once a
+    day; otherwise it tries billing/limits first and falls back to subscription/usage.
+    """
+    if source == "limits":
+        return fetch_limits(client, now), memory
+    if source == "allowance":
+        return fetch_usage(client), memory
+    known = memory.get("name") if isinstance(memory, dict) else None
+    checked = memory.get("checked_at", 0) if isinstance(memory, dict) else 0
+    fresh = isinstance(checked, (int, float)) and now - checked < REPROBE_SECONDS
+    if known in ("limits", "allowance") and fresh:
+        try:
+            reading = fetch_limits(client, now) if known == "limits" else fetch_usage(client)
+            return reading, memory
+        except NotServed as exc:
+            log.info("the remembered endpoint (%s) is no longer served (%s); probing again", known, exc)
+    try:
+        reading = fetch_limits(client, now)
+    except NotServed as exc:
+        log.debug("billing/limits not in use (%s); using subscription/usage", exc)
+        reading = fetch_usage(client)
+    return reading, {"name": reading.source, "checked_at": now}

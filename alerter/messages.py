@@ -1,0 +1,98 @@
+"""Words and numbers as people read them: percents, token counts, reset times.
+
+Pure functions; the only outside input is the local time zone used to show reset times.
+Notification bodies are plain text short enough for a phone lock screen.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from alerter.meters import Meter, Reading
+
+WINDOW_NAMES = {"5h": "5-hour", "weekly": "weekly", "monthly": "monthly"}
+
+
+def percent(value: float) -> str:
+    """Given a percent, return it rounded down with a % sign: 79.9 -> '79%'."""
+    if not math.isfinite(value):
+        return "?%"
+    return f"{math.floor(value + 1e-9):d}%"
+
+
+def tokens(count: float | None) -> str:
+    """Given a token count, return it short: 16400000 -> '16.4M'."""
+    if count is None:
+        return "?"
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= size:
+            text = f"{count / size:.1f}".rstrip("0").rstrip(".")
+            return text + suffix
+    return str(int(count))
+
+
+def duration(seconds: float) -> str:
+    """Given a number of seconds, return it coarse: '3d 4h', '2h 14m', '5m'."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
+
+
+def local_time(ts: float, now: float) -> str:
+    """Given a unix time, return it in local time; the date only when it is not today."""
+    when = datetime.fromtimestamp(ts).astimezone()
+    today = datetime.fromtimestamp(now).astimezone().date()
+    if when.date() == today:
+        return when.strftime("%H:%M")
+    return f"{when.strftime('%a')} {when.day} {when.strftime('%b %H:%M')}"
+
+
+def resets(meter: Meter, now: float) -> str:
+    """Given a meter, return when it resets: 'resets Sun 7 Dec 14:00 (in 11d 3h)'."""
+    if meter.window_end is None:
+        return "reset time unknown"
+    if meter.window_end <= now:
+        return "resets now"
+    return f"resets {local_time(meter.window_end, now)} (in {duration(meter.window_end - now)})"
+
+
+def window_name(meter_id: str) -> str:
+    """Given a meter id, return a readable name: 'standard.5h' -> 'standard 5-hour limit'."""
+    pool, _, window = meter_id.partition(".")
+    if not window:
+        return f"{pool} token allowance"
+    return f"{pool} {WINDOW_NAMES.get(window, window)} limit"
+
+
+def usage_line(meter: Meter) -> str:
+    """Given a meter, return 'standard: 82% used (16.4M of 20M tokens)'."""
+    line = f"{meter.id}: {percent(meter.percent)} used"
+    if meter.allowance_tokens:
+        line += f" ({tokens(meter.used_tokens)} of {tokens(meter.allowance_tokens)} tokens)"
+    return line
+
+
+def threshold_message(
+    meter: Meter, threshold: float, reading: Reading, now: float, critical: bool
+) -> tuple[str, str]:
+    """Given a meter past a threshold, return the notification (title, body)."""
+    used = percent(meter.percent)
+    exhausted = threshold >= 100
+    if exhausted:
+        title = f"Factory {meter.id} at {used}: {window_name(meter.id)} used up"
+    else:
+        title = f"Factory {meter.id} at {used} (past {percent(threshold)})"
+    lines = [f"{usage_line(meter)}, past the {percent(threshold)} alert."]
+    if exhausted:
+        lines = [f"{usage_line(meter)}: the {window_name(meter.id)} is used up."]
+    lines.append(resets(meter, now)[0].upper() + resets(meter, now)[1:] + ".")
+    if critical and reading.extra_usage_cents is not None:
+        lines.append(f"Extra usage balance: ${reading.extra_usage_cents / 100:.2f}.")
+    return title, "\n".join(lines)

@@ -1,0 +1,125 @@
+"""What should be sent now: a pure function of (reading, state, config, now).
+
+``evaluate`` never does I/O. It returns the alerts that are due, each naming the channels
+that still need it, and the new state *without* any delivery recorded: the shell calls
+``record_delivery`` for each channel that apprise reports as delivered, so a failed send
+stays due and is retried on the next run.
+
+State per meter (plain JSON)::
+
+    "meters": {"standard": {"window": {"start": 1770623326.0, "end": null},
+                            "sent": {"<channel id>": 80.0}}}
+
+``sent`` holds, per channel, the highest threshold delivered in that window: a threshold
+once sent stays sent even if usage later dips, and a new window re-arms them all.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from alerter.config import Config
+from alerter.messages import threshold_message
+from alerter.meters import Meter, Reading
+
+# Limit windows are identified by their end; the server's end may drift by a few minutes
+# between answers, while two consecutive 5-hour windows are hours apart.
+WINDOW_DRIFT_SECONDS = 15 * 60
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One notification that is due, and the channels that have yet to receive it."""
+
+    meter_id: str
+    kind: str  # "threshold"
+    level: float  # the threshold percent it announces
+    severity: str  # info, warning or critical
+    title: str
+    body: str
+    channels: tuple[str, ...]
+
+
+def same_window(saved: dict | None, meter: Meter) -> bool:
+    """Given a saved window and a meter, return True when the meter is still in it."""
+    if not isinstance(saved, dict):
+        return False
+    start, end = saved.get("start"), saved.get("end")
+    if meter.window_start is not None or start is not None:
+        # Billing periods are identified by their start; the end may be unknown.
+        return (
+            meter.window_start is not None
+            and isinstance(start, (int, float))
+            and abs(meter.window_start - start) <= WINDOW_DRIFT_SECONDS
+        )
+    if meter.window_end is not None and isinstance(end, (int, float)):
+        return abs(meter.window_end - end) <= WINDOW_DRIFT_SECONDS
+    return meter.window_end is None and end is None
+
+
+def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple[list[Alert], dict]:
+    """Given a reading, the saved state, the config and the time, return (alerts, new state)."""
+    new_state = copy.deepcopy(state)
+    new_state.pop("login", None)  # a working login re-arms the "login expired" notice
+    meters_state = new_state.setdefault("meters", {})
+    alerts: list[Alert] = []
+    for meter in reading.meters:
+        if meter.unlimited or not meter.active:
+            continue  # nothing can run out, or the window has reset
+        saved = meters_state.get(meter.id)
+        if not (isinstance(saved, dict) and same_window(saved.get("window"), meter)):
+            saved = {"sent": {}}  # a new window re-arms every threshold
+        saved["window"] = {"start": meter.window_start, "end": meter.window_end}
+        meters_state[meter.id] = saved
+        alerts.extend(_threshold_alerts(meter, saved.get("sent", {}), reading, config, now))
+    return alerts, new_state
+
+
+def _threshold_alerts(meter: Meter, sent: dict, reading: Reading, config: Config, now: float) -> list[Alert]:
+    crossed = [t for t in config.thresholds_for(meter.id) if meter.percent + EPSILON >= t]
+    due: dict[float, list[str]] = {}
+    for channel in config.delivery_channels():
+        mine = [t for t in crossed if config.severity_of(t) in channel.severities]
+        if not mine:
+            continue
+        top = max(mine)
+        if float(sent.get(channel.id, 0)) >= top:
+            continue  # this channel already heard of this threshold (or a higher one)
+        due.setdefault(top, []).append(channel.id)
+    alerts = []
+    for level, channels in sorted(due.items()):
+        severity = config.severity_of(level)
+        title, body = threshold_message(meter, level, reading, now, severity == "critical")
+        alerts.append(Alert(meter.id, "threshold", level, severity, title, body, tuple(channels)))
+    return alerts
+
+
+LOGIN_TITLE = "Factory login expired: run `droid` to log in again"
+LOGIN_BODY = (
+    "factory-usage-alert can no longer read your Factory usage: the droid login has expired "
+    "or was revoked.\nRun `droid` on this machine and log in; alerts resume on the next run."
+)
+
+
+def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict]:
+    """Given the state, return the "login expired" alert for channels not yet told, if any."""
+    told = state.get("login", {}).get("expired_sent", []) if isinstance(state.get("login"), dict) else []
+    channels = tuple(ch.id for ch in config.delivery_channels() if ch.id not in told)
+    if not channels:
+        return None, state
+    return Alert("login", "login", 0.0, "critical", LOGIN_TITLE, LOGIN_BODY, channels), state
+
+
+def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
+    """Given the state, an alert and a channel that received it, return the updated state."""
+    new_state = copy.deepcopy(state)
+    if alert.kind == "login":
+        login = new_state.setdefault("login", {})
+        login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})
+        return new_state
+    saved = new_state.setdefault("meters", {}).setdefault(alert.meter_id, {"sent": {}})
+    sent = saved.setdefault("sent", {})
+    sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
+    return new_state

@@ -1,0 +1,144 @@
+"""Fixtures: stand-in servers, a private HOME, and a way to run the command."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alerter.cli import main
+from tests.standins import JsonReceiver, Reply, SmtpReceiver, StandIn
+
+USAGE_PATH = "/api/organization/subscription/usage"
+LIMITS_PATH = "/api/billing/limits"
+API_KEY = "fk-test-0123456789abcdefSECRET"
+DAY = 86400
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    """Reset times in messages are shown in local time; make local time UTC."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+@pytest.fixture
+def factory():
+    server = StandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver():
+    server = JsonReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp():
+    server = SmtpReceiver().start()
+    yield server
+    server.stop()
+
+
+def bucket(used: int, allowance: int, ratio: float | None = None) -> dict:
+    """A usage bucket in Factory's shape."""
+    return {
+        "userTokens": used // 2,
+        "orgTotalTokensUsed": used,
+        "orgOverageUsed": 0,
+        "basicAllowance": allowance,
+        "totalAllowance": allowance,
+        "orgOverageLimit": 0,
+        "usedRatio": (used / allowance if allowance else 0) if ratio is None else ratio,
+    }
+
+
+def usage_body(
+    used: int,
+    allowance: int = 20_000_000,
+    *,
+    start: float | None = None,
+    end: float | None | str = "auto",
+    premium: dict | None = None,
+) -> dict:
+    """A subscription/usage answer; times are unix seconds here and ms on the wire."""
+    start = time.time() - 10 * DAY if start is None else start
+    end_ms = int((start + 27 * DAY) * 1000) if end == "auto" else (None if end is None else int(end * 1000))
+    return {
+        "usage": {
+            "startDate": int(start * 1000),
+            "endDate": end_ms,
+            "standard": bucket(used, allowance),
+            "premium": premium if premium is not None else bucket(0, 0),
+        },
+        "source": "cache",
+        "cacheUpdated": False,
+    }
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class App:
+    """Runs ``factory-usage-alert`` in this process against a private HOME."""
+
+    def __init__(self, home: Path, capsys, factory: StandIn) -> None:
+        self.home = home
+        self.capsys = capsys
+        self.factory = factory
+        self.config_path = home / "config.yaml"
+        self.state_path = home / "state" / "state.json"
+        self.env = {
+            "HOME": str(home),
+            "FACTORY_API_KEY": API_KEY,
+            "FACTORY_HOME_OVERRIDE": str(home / ".factory"),
+            "PATH": os.environ.get("PATH", ""),
+        }
+        self.write_config({})
+
+    def write_config(self, extra: dict) -> Path:
+        config = {
+            "factory": {"base_url": self.factory.url, "timeout_seconds": 5, "source": "allowance"},
+            "state_file": str(self.state_path),
+        }
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        self.config_path.write_text(yaml.safe_dump(config))
+        return self.config_path
+
+    def __call__(self, *args: str, config: bool = True) -> Result:
+        argv = list(args)
+        if config and "--config" not in argv:
+            argv += ["--config", str(self.config_path)]
+        self.capsys.readouterr()
+        code = main(argv, self.env)
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def serve_usage(self, body: dict | Reply, method: str = "GET") -> None:
+        reply = body if isinstance(body, Reply) else Reply(200, body)
+        self.factory.route(method, USAGE_PATH, reply)
+
+    def state(self) -> dict:
+        import json
+
+        return json.loads(self.state_path.read_text())
+
+
+@pytest.fixture
+def app(tmp_path, capsys, factory) -> App:
+    return App(tmp_path, capsys, factory)
