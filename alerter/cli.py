@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from alerter import __version__
 from alerter.config import EU_BASE_URL, Config, load_config
@@ -57,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    """Run the command line and return the exit code."""
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Run the command line and return the exit code; ``clock`` gives the wall time."""
     env = os.environ if env is None else env
     parser = build_parser()
     try:
@@ -66,6 +70,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0) if exc.code in (0, None) else 2
     setup_logging(args.verbose, args.quiet, env)
+    args.clock = clock
     try:
         if args.command == "run":
             return cmd_run(args, env)
@@ -153,19 +158,18 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     deadline = started + config.deadline_seconds
     if args.dry_run:
         state = load_state(config.state_file, keep_aside=False)
-        return _run_once(config, state, env, deadline, dry_run=True)[0]
+        return _run_once(config, state, env, deadline, args.clock(), dry_run=True)[0]
     with locked(config.state_file, timeout=config.deadline_seconds):
         state = load_state(config.state_file)
-        code, new_state = _run_once(config, state, env, deadline, dry_run=False)
+        code, new_state = _run_once(config, state, env, deadline, args.clock(), dry_run=False)
         if new_state != state:
             save_state(config.state_file, new_state)
     return code
 
 
 def _run_once(
-    config: Config, state: dict, env: Mapping[str, str], deadline: float, dry_run: bool
+    config: Config, state: dict, env: Mapping[str, str], deadline: float, now: float, dry_run: bool
 ) -> tuple[int, dict]:
-    now = time.time()
     try:
         client = connect(config, env, deadline)
         reading, memory = fetch_reading(client, config.source, state.get("source", {}), now)
@@ -234,7 +238,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = load_config(args.config, env)
     deadline = time.monotonic() + config.deadline_seconds
     state = load_state(config.state_file, keep_aside=False)
-    now = time.time()
+    now = args.clock()
     client = connect(config, env, deadline)
     reading: Reading
     reading, _ = fetch_reading(client, config.source, state.get("source", {}), now)

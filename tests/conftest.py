@@ -97,6 +97,7 @@ class App:
         self.home = home
         self.capsys = capsys
         self.factory = factory
+        self.now: float | None = None  # set to run the job at a chosen wall time
         self.config_path = home / "config.yaml"
         self.state_path = home / "state" / "state.json"
         self.env = {
@@ -125,7 +126,8 @@ class App:
         if config and "--config" not in argv:
             argv += ["--config", str(self.config_path)]
         self.capsys.readouterr()
-        code = main(argv, self.env)
+        clock = time.time if self.now is None else (lambda: self.now)
+        code = main(argv, self.env, clock)
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
