@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alerter.errors import ConfigError
+from alerter.forecast import DEFAULT_RULES, WINDOW_KINDS, ForecastSettings, Rule
 
 CONFIG_ENV = "FACTORY_USAGE_ALERT_CONFIG"
 DEFAULT_BASE_URL = "https://api.factory.ai"
@@ -80,6 +81,7 @@ class Config:
     warning_at: float = 80.0
     critical_at: float = 100.0
     channels: tuple[Channel, ...] = ()
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
 
     def thresholds_for(self, meter_id: str) -> tuple[float, ...]:
         """Given a meter id, return its thresholds (its own key, else `default`)."""
@@ -191,7 +193,7 @@ def parse_yaml(text: str, file: Path | None) -> dict:
 def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, str]) -> Config:
     """Given the parsed YAML mapping, return a Config. Raise ConfigError listing every problem."""
     v = _Validator()
-    v.keys(data, "", {"factory", "state_file", "thresholds", "severity", "notify"})
+    v.keys(data, "", {"factory", "state_file", "thresholds", "severity", "notify", "forecast"})
 
     factory = v.mapping(data, "factory")
     v.keys(
@@ -227,6 +229,7 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
     critical_at = v.number(severity, "severity.critical_at", 100.0, 1, 1000)
 
     channels = _channels(v, v.mapping(data, "notify"))
+    forecast = _forecast(v, v.mapping(data, "forecast"))
 
     if v.problems:
         where = str(file) if file else "config"
@@ -247,6 +250,7 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         warning_at=warning_at,
         critical_at=critical_at,
         channels=channels,
+        forecast=forecast,
     )
 
 
@@ -271,6 +275,50 @@ def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float
                 percents.append(float(item))
         result[key] = tuple(sorted(set(percents)))
     return result
+
+
+def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
+    v.keys(section, "forecast.", {"enabled", "severity", "min_elapsed_share", "rearm_below_percent", "rules"})
+    enabled = v.boolean(section, "forecast.enabled", True)
+    severity = v.choice(section, "forecast.severity", "warning", SEVERITIES)
+    min_share = v.number(section, "forecast.min_elapsed_share", 0.1, 0, 0.9)
+    rearm = v.number(section, "forecast.rearm_below_percent", 90.0, 1, 100)
+    rules = dict(DEFAULT_RULES)
+    section_rules = v.mapping(section, "forecast.rules")
+    v.keys(section_rules, "forecast.rules.", set(WINDOW_KINDS))
+    for kind in WINDOW_KINDS:
+        if kind not in section_rules:
+            continue
+        name = f"forecast.rules.{kind}"
+        items = section_rules[kind]
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            v.problem(name, f"must be a list of rules (or [] for none), not {_kind(items)}")
+            continue
+        parsed = []
+        for i, item in enumerate(items):
+            where = f"{name}[{i}]"
+            if not isinstance(item, dict):
+                v.problem(where, "must be a mapping with long_hours, short_hours and burn_rate")
+                continue
+            v.keys(item, where + ".", {"long_hours", "short_hours", "burn_rate"})
+            missing = [k for k in ("long_hours", "short_hours") if k not in item]
+            for key in missing:
+                v.problem(f"{where}.{key}", "is required")
+            if missing:
+                continue
+            long = v.number(item, f"{where}.long_hours", 168.0, 0.05, 24 * 62)
+            short = v.number(item, f"{where}.short_hours", 24.0, 0.01, 24 * 62)
+            burn = v.number(item, f"{where}.burn_rate", 1.0, 0.1, 100)
+            if short >= long:
+                v.problem(f"{where}.short_hours", f"must be shorter than long_hours ({long:g})")
+                continue
+            parsed.append(Rule(long * 3600, short * 3600, burn))
+        rules[kind] = tuple(parsed)
+    return ForecastSettings(
+        enabled=enabled, severity=severity, min_elapsed_share=min_share, rearm_below=rearm / 100, rules=rules
+    )
 
 
 def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:
@@ -376,6 +424,13 @@ class _Validator:
             self.problem(key, f"must be a number from {low:g} to {high:g}, not {value!r}")
             return default
         return float(value)
+
+    def boolean(self, data: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = data.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, bool):
+            self.problem(key, f"must be true or false, not {value!r}")
+            return default
+        return value
 
     def choice(self, data: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
         value = data.get(key.rsplit(".", 1)[-1], default)

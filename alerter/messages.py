@@ -96,3 +96,53 @@ def threshold_message(
     if critical and reading.extra_usage_cents is not None:
         lines.append(f"Extra usage balance: ${reading.extra_usage_cents / 100:.2f}.")
     return title, "\n".join(lines)
+
+
+def lookback(seconds: float) -> str:
+    """Given a lookback in seconds, return it readable: '7 days', '24 h', '30 min'."""
+    if seconds >= 2 * 86400 and seconds % 86400 < 60:
+        return f"{round(seconds / 86400)} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{round(seconds / 60)} min"
+
+
+def pace(meter: Meter, rate: float, per: float) -> str:
+    """Given a rate (used fraction per second), return '4.6% a day (920k tokens)'."""
+    unit = "a day" if per == 86400 else "an hour"
+    share = rate * per * 100
+    text = f"{share:.1f}% {unit}" if share < 10 else f"{share:.0f}% {unit}"
+    if meter.allowance_tokens:
+        text += f" ({tokens(rate * per * meter.allowance_tokens)} tokens)"
+    return text
+
+
+def pace_unit(window_start: float | None, window_end: float | None) -> float:
+    """Given a window, return the unit rates are shown in: a day, or an hour for short windows."""
+    if window_start is not None and window_end is not None and window_end - window_start < 2 * 86400:
+        return 3600.0
+    return 86400.0
+
+
+def forecast_message(
+    meter: Meter,
+    rate: float,
+    rate_seconds: float,
+    runs_out: float,
+    window: tuple[float | None, float],
+    now: float,
+) -> tuple[str, str]:
+    """Given a meter, its pace over a lookback and when it runs out, return (title, body)."""
+    start, end = window
+    per = pace_unit(start, end)
+    early = duration(end - runs_out)
+    title = f"Factory {meter.id} runs out {local_time(runs_out, now)} at this pace, {early} before the reset"
+    left = max(0.0, 1 - meter.used_ratio)
+    budget = left / max(1.0, end - now)
+    lines = [
+        f"At this pace {meter.id} runs out {local_time(runs_out, now)} (in {duration(runs_out - now)}), "
+        f"{early} before the reset {local_time(end, now)}.",
+        f"{usage_line(meter)}; pace over the last {lookback(rate_seconds)}: {pace(meter, rate, per)}.",
+        f"To last until the reset: at most {pace(meter, budget, per)}.",
+    ]
+    return title, "\n".join(lines)

@@ -12,6 +12,10 @@ State per meter (plain JSON)::
 
 ``sent`` holds, per channel, the highest threshold delivered in that window: a threshold
 once sent stays sent even if usage later dips, and a new window re-arms them all.
+
+Each meter also keeps ``history`` (its recent readings, see :mod:`alerter.forecast`),
+``forecast`` (the current risk episode and the channels told of it) and, for billing
+periods, ``period_seconds`` (the last known period length, for a period with no end).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from alerter import forecast
 from alerter.config import Config
-from alerter.messages import threshold_message
+from alerter.messages import forecast_message, threshold_message
 from alerter.meters import Meter, Reading
 
 # Limit windows are identified by their end; the server's end may drift by a few minutes
@@ -34,8 +39,8 @@ class Alert:
     """One notification that is due, and the channels that have yet to receive it."""
 
     meter_id: str
-    kind: str  # "threshold"
-    level: float  # the threshold percent it announces
+    kind: str  # "threshold", "forecast" or "login"
+    level: float  # the threshold percent it announces; for a forecast, the percent at reset
     severity: str  # info, warning or critical
     title: str
     body: str
@@ -69,12 +74,79 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
         if meter.unlimited or not meter.active:
             continue  # nothing can run out, or the window has reset
         saved = meters_state.get(meter.id)
-        if not (isinstance(saved, dict) and same_window(saved.get("window"), meter)):
-            saved = {"sent": {}}  # a new window re-arms every threshold
+        saved = saved if isinstance(saved, dict) else {}
+        same = same_window(saved.get("window"), meter)
+        history = saved.get("history") if isinstance(saved.get("history"), list) else []
+        length = _period_length(saved, meter, same)
+        if not same:
+            saved = {"sent": {}}  # a new window re-arms every threshold and ends any episode
+        if length is not None:
+            saved["period_seconds"] = length
         saved["window"] = {"start": meter.window_start, "end": meter.window_end}
+        saved["history"] = forecast.add_sample(history, meter, now, same)
         meters_state[meter.id] = saved
         alerts.extend(_threshold_alerts(meter, saved.get("sent", {}), reading, config, now))
+        if config.forecast.enabled:
+            alerts.extend(_forecast_alerts(meter, saved, config, now))
     return alerts, new_state
+
+
+def _period_length(saved: dict, meter: Meter, same: bool) -> float | None:
+    """Return the billing period length known so far (to place the end of a period without one)."""
+    low, high = forecast.PERIOD_RANGE
+    if meter.window_start is not None and meter.window_end is not None:
+        length = meter.window_end - meter.window_start
+        return length if low <= length <= high else None
+    old = saved.get("period_seconds")
+    old_start = (saved.get("window") or {}).get("start") if isinstance(saved.get("window"), dict) else None
+    if not same and isinstance(old_start, (int, float)) and meter.window_start is not None:
+        length = meter.window_start - old_start  # one period ran from the old start to this one
+        if low <= length <= high:
+            return length
+    return old if isinstance(old, (int, float)) else None
+
+
+def assess_meter(meter: Meter, saved: dict, config: Config, now: float) -> forecast.Assessment:
+    """Given a meter and its state entry (its reading already in the history), return its forecast."""
+    kind = forecast.window_kind(meter.id)
+    start, end = forecast.window_bounds(meter, saved.get("period_seconds"))
+    pts = forecast.points(saved.get("history") or [], meter, start)
+    rules = config.forecast.rules_for(kind)
+    return forecast.assess(pts, now, start, end, rules, config.forecast)
+
+
+def _forecast_alerts(meter: Meter, saved: dict, config: Config, now: float) -> list[Alert]:
+    settings = config.forecast
+    assessment = assess_meter(meter, saved, config, now)
+    kind = forecast.window_kind(meter.id)
+    state = forecast.next_episode(saved.get("forecast"), assessment, now, settings.rearm_seconds(kind))
+    if state:
+        saved["forecast"] = state
+    else:
+        saved.pop("forecast", None)
+    episode = state.get("episode")
+    if episode is None:
+        return []
+    # Within an episode a channel that has not heard of it yet (a failed send) is told as
+    # long as the meter still runs out before the reset, with today's numbers.
+    if assessment.firing is not None:
+        rate, seconds = assessment.rate, assessment.firing.long_seconds
+    else:
+        rate, seconds = assessment.pace, assessment.pace_seconds
+    runs_out = assessment.runs_out_at(rate)
+    end = assessment.window_end
+    if runs_out is None or end is None or runs_out >= end:
+        return []
+    sent = set(episode.get("sent", []))
+    channels = tuple(
+        ch.id for ch in config.delivery_channels() if settings.severity in ch.severities and ch.id not in sent
+    )
+    if not channels:
+        return []
+    start, _ = forecast.window_bounds(meter, saved.get("period_seconds"))
+    title, body = forecast_message(meter, rate, seconds, runs_out, (start, end), now)
+    level = round((assessment.used + rate * (end - now)) * 100, 1)
+    return [Alert(meter.id, "forecast", level, settings.severity, title, body, channels)]
 
 
 def _threshold_alerts(meter: Meter, sent: dict, reading: Reading, config: Config, now: float) -> list[Alert]:
@@ -120,6 +192,10 @@ def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
         login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})
         return new_state
     saved = new_state.setdefault("meters", {}).setdefault(alert.meter_id, {"sent": {}})
+    if alert.kind == "forecast":
+        episode = saved.setdefault("forecast", {}).setdefault("episode", {"since": None, "sent": []})
+        episode["sent"] = sorted({*episode.get("sent", []), channel_id})
+        return new_state
     sent = saved.setdefault("sent", {})
     sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
     return new_state

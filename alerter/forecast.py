@@ -1,0 +1,381 @@
+"""Burn-rate forecasts: will a meter run out before its window resets?
+
+Pure functions: samples in, numbers out, ``now`` always passed in. ``rules.evaluate``
+keeps each meter's history in the state and asks :func:`assess` whether the pace of
+use, measured over trailing lookbacks, runs the meter out before the reset.
+
+The rule follows the multiwindow, multi-burn-rate alerts of the Google SRE workbook. The
+*burn rate* is the pace of use divided by the pace that would use up exactly what is left
+by the reset; above 1 the meter runs out early. A rule pairs a long lookback (enough use
+to be significant) with a short one (it is still happening), and fires when both burn at
+least its factor. One busy morning raises the short lookback only; a burst that ended
+days ago keeps the long one high while the short one has calmed down; neither fires.
+
+History, per meter, is a list of segments, one per window seen, newest last::
+
+    {"start": 1770623326, "end": 1773042526, "scale": 20000000, "samples": [[t, v], ...]}
+
+``v / scale`` is the used fraction at unix time ``t``: tokens used and the allowance for
+billing periods, usedPercent and 100 for limit windows. Keeping the raw numbers lets
+``history --jsonl`` re-create the observations. Old samples are thinned (see
+:data:`THINNING`) so that the state stays a few kilobytes per meter, however often the
+job runs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from alerter.meters import Meter
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+# Nominal window lengths; limit windows report only their end, billing periods both ends.
+WINDOW_LENGTHS = {"5h": 5 * HOUR, "weekly": 7 * DAY, "monthly": 30 * DAY, "period": 30 * DAY}
+WINDOW_KINDS = tuple(WINDOW_LENGTHS)
+
+# Billing periods run from 27 to 31 days; a "previous period" outside this is not one.
+PERIOD_RANGE = (20 * DAY, 40 * DAY)
+
+# (age below, keep one sample per), both as shares of the window length. For a 30-day
+# period: every hour for a day, every 3 h for 7.5 days, every 12 h back to 45 days.
+# The finest steps cover the longest lookback of the default rules (7 days, 2 h for the
+# 5-hour window); samples older than 1.5 windows are dropped.
+THINNING = ((1 / 30, 1 / 720), (1 / 4, 1 / 240), (1.5, 1 / 60))
+
+# A lookback counts as covered when history reaches back this share of it.
+COVERAGE_SLACK = 0.05
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A long and a short lookback that must both burn at least ``burn_rate``."""
+
+    long_seconds: float
+    short_seconds: float
+    burn_rate: float
+
+
+def _rules(*triples: tuple[float, float, float]) -> tuple[Rule, ...]:
+    return tuple(Rule(long * HOUR, short * HOUR, burn) for long, short, burn in triples)
+
+
+DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
+    "period": _rules((168, 24, 1.0), (72, 6, 1.5)),
+    "monthly": _rules((168, 24, 1.0), (72, 6, 1.5)),
+    "weekly": _rules((72, 6, 1.0), (24, 2, 1.5)),
+    "5h": _rules((2, 0.5, 1.0), (1, 0.25, 1.5)),
+}
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """The ``forecast:`` section of the config."""
+
+    enabled: bool = True
+    severity: str = "warning"
+    min_elapsed_share: float = 0.1
+    rearm_below: float = 0.9  # a pace that ends the window below this share is safe
+    rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=lambda: dict(DEFAULT_RULES))
+
+    def rules_for(self, kind: str) -> tuple[Rule, ...]:
+        """Given a window kind, return its rules, slowest (longest lookback) first."""
+        return tuple(sorted(self.rules.get(kind, ()), key=lambda r: -r.long_seconds))
+
+    def rearm_seconds(self, kind: str) -> float:
+        """Given a window kind, return how long a safe pace must last to end an episode."""
+        rules = self.rules_for(kind)
+        return rules[0].short_seconds if rules else 0.0
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """The pace over one trailing lookback, as used fraction per second."""
+
+    seconds: float
+    rate: float
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the history says about one meter now.
+
+    ``pace`` is the rate over the longest covered lookback (or since the earliest sample
+    when none is covered yet); ``firing`` is the rule that fires, if any, and ``rate``
+    the long-lookback pace it saw. Times are unix seconds; fractions 1.0 = 100 %.
+    """
+
+    used: float
+    window_end: float | None
+    lookbacks: tuple[Lookback, ...] = ()
+    pace: float | None = None
+    pace_seconds: float | None = None
+    projected_at_reset: float | None = None
+    exhaustion_at: float | None = None
+    firing: Rule | None = None
+    rate: float | None = None
+    safe: bool = False
+    now: float = 0.0
+
+    def runs_out_at(self, rate: float | None) -> float | None:
+        """Given a pace, return when the meter runs out at it (None: never, or already)."""
+        if rate is None or rate <= 0 or self.used >= 1:
+            return None
+        return self.now + (1 - self.used) / rate
+
+
+# --- windows -----------------------------------------------------------------------------
+
+
+def window_kind(meter_id: str) -> str:
+    """Given a meter id, return its window kind: period, monthly, weekly or 5h."""
+    _, _, window = meter_id.partition(".")
+    return window if window in WINDOW_LENGTHS else "period"
+
+
+def window_bounds(meter: Meter, previous_length: float | None = None) -> tuple[float | None, float | None]:
+    """Given a meter, return (start, end) of its window, either None when unknowable.
+
+    A billing period with no endDate is assumed to last as long as the previous one did
+    (``previous_length``); without that its end, and so its forecast, is unknown. Limit
+    windows report only their end; their start is the end less the nominal length.
+    """
+    kind = window_kind(meter.id)
+    if kind == "period":
+        end = meter.window_end
+        if end is None and meter.window_start is not None and previous_length:
+            end = meter.window_start + previous_length
+        return meter.window_start, end
+    if meter.window_end is None:
+        return None, None
+    return meter.window_end - WINDOW_LENGTHS[kind], meter.window_end
+
+
+# --- history -----------------------------------------------------------------------------
+
+
+def sample_of(meter: Meter) -> tuple[float, float]:
+    """Given a meter, return (value, scale) to store: tokens and allowance, or percent and 100."""
+    if meter.used_tokens is not None and meter.allowance_tokens:
+        return float(meter.used_tokens), float(meter.allowance_tokens)
+    if window_kind(meter.id) == "period":
+        return round(meter.used_ratio, 9), 1.0
+    return round(meter.percent, 4), 100.0
+
+
+def add_sample(history: list, meter: Meter, now: float, same_window: bool) -> list:
+    """Given a meter's history, return it with the meter's reading at ``now`` appended.
+
+    A new segment starts at a new window (``same_window`` False) or a new allowance.
+    The result is thinned; the input is not changed.
+    """
+    value, scale = sample_of(meter)
+    segments = [dict(s) for s in history if isinstance(s, dict) and isinstance(s.get("samples"), list)]
+    current = segments[-1] if segments else None
+    if current is None or not same_window or current.get("scale") != _plain(scale):
+        current = {"start": meter.window_start, "end": meter.window_end, "scale": _plain(scale)}
+        current["samples"] = []
+        segments.append(current)
+    current["end"] = meter.window_end  # limit windows drift by minutes; keep the latest
+    samples = [s for s in current["samples"] if s[0] < round(now)]
+    samples.append([round(now), _plain(value)])
+    current["samples"] = samples
+    return thin(segments, now, _length(meter))
+
+
+def _plain(value: float) -> int | float:
+    """Store whole numbers as ints: shorter JSON, and the same after a round trip."""
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+
+
+def _length(meter: Meter) -> float:
+    start, end = meter.window_start, meter.window_end
+    if window_kind(meter.id) == "period" and start is not None and end is not None and end > start:
+        return end - start
+    return WINDOW_LENGTHS[window_kind(meter.id)]
+
+
+def thin(segments: list, now: float, length: float) -> list:
+    """Given history segments, return them with old samples thinned and expired ones dropped.
+
+    Samples fall in buckets of absolute time, so thinning gives the same result whether
+    it runs every five minutes or once an hour, and the meters of one reading keep the
+    same sample times. The newest sample is always kept.
+    """
+    result = []
+    for index, segment in enumerate(segments):
+        newest = index == len(segments) - 1
+        kept: dict[tuple[int, int], list] = {}
+        samples = segment["samples"]
+        for i, sample in enumerate(samples):
+            age = now - sample[0]
+            if newest and i == len(samples) - 1:
+                kept[(-1, 0)] = sample
+                continue
+            for tier, (max_age, step) in enumerate(THINNING):
+                if age < max_age * length:
+                    kept[(tier, int(sample[0] // (step * length)))] = sample
+                    break
+        if kept:
+            result.append(dict(segment, samples=sorted(kept.values(), key=lambda s: s[0])))
+    return result
+
+
+def points(history: Sequence, meter: Meter, start: float | None) -> list[tuple[float, float]]:
+    """Given history, return the (time, used fraction) points of the meter's current window.
+
+    The current window is the newest segment, plus, for a billing period, the segments
+    before it in the same period (the allowance changed). A billing period starts at
+    zero, so its start is a point too: the pace since the start is known from the first
+    reading on.
+    """
+    if not history:
+        return []
+    segments = [history[-1]]
+    if window_kind(meter.id) == "period":
+        begin = history[-1].get("start")
+        for segment in reversed(history[:-1]):
+            if not _near(segment.get("start"), begin):
+                break
+            segments.append(segment)
+    result = []
+    for segment in segments:
+        scale = float(segment.get("scale") or 1.0)
+        result.extend((float(t), float(v) / scale) for t, v in segment["samples"])
+    result.sort()
+    if window_kind(meter.id) == "period" and start is not None and (not result or result[0][0] > start):
+        result.insert(0, (start, 0.0))
+    return result
+
+
+def _near(a: float | None, b: float | None) -> bool:
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 15 * 60
+
+
+# --- rates and the rule ------------------------------------------------------------------
+
+
+def used_at(pts: Sequence[tuple[float, float]], when: float) -> float:
+    """Given time-ordered points, return the used fraction at ``when`` (linear in between)."""
+    if when <= pts[0][0]:
+        return pts[0][1]
+    if when >= pts[-1][0]:
+        return pts[-1][1]
+    i = bisect.bisect_right(pts, (when, math.inf))
+    (t0, u0), (t1, u1) = pts[i - 1], pts[i]
+    return u0 if t1 == t0 else u0 + (u1 - u0) * (when - t0) / (t1 - t0)
+
+
+def burn(pts: Sequence[tuple[float, float]], now: float, seconds: float) -> float | None:
+    """Given points ending at ``now``, return the pace over the last ``seconds``, or None.
+
+    None when history does not reach back that far, or when the readings around the
+    lookback's start are further apart than the lookback itself: a pace spread evenly
+    over a gap in the history is a guess, not a measurement. Use is cumulative: a dip
+    (a correction by the server) counts as no use, not as negative use.
+    """
+    if len(pts) < 2 or pts[0][0] > now - seconds * (1 - COVERAGE_SLACK):
+        return None
+    since = max(now - seconds, pts[0][0])
+    if now - since <= 0:
+        return None
+    i = bisect.bisect_right(pts, (since, math.inf))
+    if 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > seconds:
+        return None
+    return max(0.0, pts[-1][1] - used_at(pts, since)) / (now - since)
+
+
+def assess(
+    pts: Sequence[tuple[float, float]],
+    now: float,
+    start: float | None,
+    end: float | None,
+    rules: Sequence[Rule],
+    settings: ForecastSettings,
+) -> Assessment:
+    """Given a meter's points (the last one is now), its window and rules, return the forecast.
+
+    A rule fires only before the meter is used up, once ``min_elapsed_share`` of the
+    window has passed, and when its long and short lookbacks both burn at least its
+    factor. ``rules`` are tried slowest first.
+    """
+    used = pts[-1][1] if pts else 0.0
+    if end is None or end <= now or not pts:
+        return Assessment(used=used, window_end=end, now=now)
+    left = end - now
+    lookbacks = []
+    rates: dict[float, float | None] = {}
+    for rule in rules:
+        for seconds in (rule.long_seconds, rule.short_seconds):
+            if seconds not in rates:
+                rates[seconds] = burn(pts, now, seconds)
+                if rates[seconds] is not None:
+                    lookbacks.append(Lookback(seconds, rates[seconds]))
+    covered = [rule for rule in rules if rates[rule.long_seconds] is not None]
+    if covered:
+        pace_seconds = covered[0].long_seconds
+        pace = rates[pace_seconds]
+    else:
+        pace_seconds = now - pts[0][0]
+        pace = burn(pts, now, pace_seconds) if pace_seconds > 0 else None
+    projected = None if pace is None else used + pace * left
+    exhaustion = None
+    if pace and used < 1:
+        exhaustion = now + (1 - used) / pace
+    elif used >= 1:
+        exhaustion = now
+    needed = (1 - used) / left  # the pace that uses up exactly what is left by the reset
+    elapsed_ok = start is None or now - start >= settings.min_elapsed_share * (end - start)
+    firing = None
+    if used < 1 and elapsed_ok:
+        for rule in covered:
+            long, short = rates[rule.long_seconds], rates[rule.short_seconds]
+            if short is not None and min(long, short) >= rule.burn_rate * needed - 1e-15:
+                firing = rule
+                break
+    safe = bool(covered) and all(
+        used + rates[rule.long_seconds] * left < settings.rearm_below for rule in covered
+    )
+    return Assessment(
+        used=used,
+        window_end=end,
+        lookbacks=tuple(sorted(lookbacks, key=lambda lb: lb.seconds)),
+        pace=pace,
+        pace_seconds=pace_seconds,
+        projected_at_reset=projected,
+        exhaustion_at=exhaustion,
+        firing=firing,
+        rate=rates[firing.long_seconds] if firing else None,
+        safe=safe,
+        now=now,
+    )
+
+
+# --- episodes ------------------------------------------------------------------------------
+
+
+def next_episode(saved: dict | None, assessment: Assessment, now: float, rearm_seconds: float) -> dict:
+    """Given the meter's forecast state and the assessment, return the new forecast state.
+
+    An episode starts when a rule fires and ends only after the pace has been safe for
+    ``rearm_seconds`` on trustworthy readings (this function only ever sees readings
+    that were fetched and parsed). Shape: ``{"episode": {"since": t, "sent": [ids]},
+    "safe_since": t}``, or ``{}`` outside an episode.
+    """
+    saved = saved if isinstance(saved, dict) else {}
+    episode = saved.get("episode") if isinstance(saved.get("episode"), dict) else None
+    if episode is not None:
+        if assessment.safe and assessment.firing is None:
+            safe_since = saved.get("safe_since")
+            safe_since = safe_since if isinstance(safe_since, (int, float)) else now
+            if now - safe_since >= rearm_seconds:
+                return {}
+            return {"episode": episode, "safe_since": safe_since}
+        return {"episode": episode}
+    if assessment.firing is not None:
+        return {"episode": {"since": round(now), "sent": []}}
+    return {}
