@@ -160,8 +160,13 @@ def window_bounds(meter: Meter, previous_length: float | None = None) -> tuple[f
 
 def sample_of(meter: Meter) -> tuple[float, float]:
     """Given a meter, return (value, scale) to store: tokens and allowance, or percent and 100."""
-    if meter.used_tokens is not None and meter.allowance_tokens:
-        return float(meter.used_tokens), float(meter.allowance_tokens)
+    if meter.allowance_tokens:
+        used = (
+            meter.used_tokens
+            if meter.used_tokens is not None
+            else round(meter.used_ratio * meter.allowance_tokens)
+        )
+        return float(used), float(meter.allowance_tokens)
     if window_kind(meter.id) == "period":
         return round(meter.used_ratio, 9), 1.0
     return round(meter.percent, 4), 100.0

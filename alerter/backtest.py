@@ -1,0 +1,238 @@
+"""Replay recorded observations through the same evaluation as ``run``.
+
+A trace is JSON Lines, one observation a line, in time order::
+
+    {"at": 1764000000000, "usage": <the "usage" object of subscription/usage>}
+    {"at": 1764000300000, "limits": <the body of billing/limits>}
+
+``replay`` is a loop over :func:`alerter.rules.evaluate` with the clock set to each
+``at``: the state lives in memory, every channel counts as delivered, nothing is sent.
+``export_history`` goes the other way: it turns the history kept in the state file back
+into observations of the same format, so a user can replay their own past.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from alerter.config import Config
+from alerter.errors import ConfigError
+from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, parse_limits, parse_usage
+from alerter.rules import evaluate, record_delivery
+from alerter.state import fresh_state
+
+# Unix milliseconds from 2001 to 2096: anything else is seconds, or not a time at all.
+AT_RANGE = (1e12, 4e12)
+WINDOW_FIELDS = {suffix: key for key, suffix in WINDOW_KEYS}
+
+
+class TraceError(ConfigError):
+    """A trace line is not an observation (exit 2, like any bad input file)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One recorded answer: when (unix ms), which endpoint, and its body."""
+
+    at: int
+    source: str  # "usage" or "limits"
+    body: dict
+
+    def reading(self) -> Reading:
+        """Return the Reading the job would have made of it. Raise BadAnswer."""
+        if self.source == "usage":
+            return parse_usage({"usage": self.body})
+        return parse_limits(self.body, self.at / 1000.0)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notification that would have been sent."""
+
+    at: int
+    meter: str
+    kind: str
+    severity: str
+    title: str
+    body: str
+
+    def as_json(self) -> dict:
+        """Return the notification as the dict ``backtest --json`` prints."""
+        return {
+            "at": self.at,
+            "meter": self.meter,
+            "kind": self.kind,
+            "severity": self.severity,
+            "title": self.title,
+            "body": self.body,
+        }
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay produced."""
+
+    notifications: tuple[Notification, ...]
+    observations: int
+    skipped: tuple[str, ...]  # "line N: why", for observations the job would have rejected
+    state: dict
+
+
+# --- reading a trace -------------------------------------------------------------------------
+
+
+def parse_line(text: str, where: str) -> Observation | None:
+    """Given one trace line, return its Observation (None for a blank line). Raise TraceError."""
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise TraceError(f"{where}: not a JSON object") from None
+    if not isinstance(data, dict):
+        raise TraceError(f"{where}: not a JSON object")
+    at = data.get("at")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+        raise TraceError(f'{where}: "at" must be a time in unix milliseconds')
+    if not AT_RANGE[0] <= at <= AT_RANGE[1]:
+        hint = " (it looks like seconds)" if 1e9 <= at < 1e11 else ""
+        raise TraceError(f'{where}: "at" is not a time in unix milliseconds{hint}: {at!r}')
+    sources = [key for key in ("usage", "limits") if key in data]
+    if len(sources) != 1:
+        raise TraceError(f'{where}: needs exactly one of "usage" or "limits"')
+    source = sources[0]
+    body = data[source]
+    if not isinstance(body, dict):
+        raise TraceError(f'{where}: "{source}" must be a JSON object')
+    if source == "limits" and not isinstance(body.get("limits"), dict):
+        body = {"limits": body}  # the inner object alone is accepted too
+    return Observation(int(at), source, body)
+
+
+def read_trace(lines: Iterable[str], name: str) -> list[Observation]:
+    """Given the lines of a trace, return its observations. Raise TraceError naming the line."""
+    observations: list[Observation] = []
+    for number, line in enumerate(lines, 1):
+        observation = parse_line(line, f"{name}:{number}")
+        if observation is None:
+            continue
+        if observations and observation.at < observations[-1].at:
+            raise TraceError(f"{name}:{number}: goes back in time; observations must be in time order")
+        observations.append(observation)
+    return observations
+
+
+# --- replaying -------------------------------------------------------------------------------
+
+
+def replay(observations: Iterable[Observation], config: Config, state: dict | None = None) -> Replay:
+    """Given observations and the config, return what ``run`` at each ``at`` would have sent."""
+    state = fresh_state() if state is None else state
+    notifications: list[Notification] = []
+    skipped: list[str] = []
+    count = 0
+    for count, observation in enumerate(observations, 1):
+        try:
+            reading = observation.reading()
+        except BadAnswer as exc:  # a run would have stopped here and changed nothing
+            skipped.append(f"observation {count}: {exc}")
+            continue
+        now = observation.at / 1000.0
+        alerts, state = evaluate(reading, state, config, now)
+        for alert in alerts:
+            notifications.append(
+                Notification(
+                    observation.at, alert.meter_id, alert.kind, alert.severity, alert.title, alert.body
+                )
+            )
+            for channel_id in alert.channels:
+                state = record_delivery(state, alert, channel_id)
+    return Replay(tuple(notifications), count, tuple(skipped), state)
+
+
+def render(result: Replay) -> str:
+    """Given a replay, return it as text: each notification with its (local) time."""
+    lines = []
+    for note in result.notifications:
+        when = datetime.fromtimestamp(note.at / 1000).astimezone().strftime("%a %Y-%m-%d %H:%M")
+        lines.append(f"{when}  {note.kind} ({note.severity}) {note.meter}")
+        lines.append(f"  {note.title}")
+        lines.extend(f"  {line}" for line in note.body.splitlines())
+        lines.append("")
+    total = len(result.notifications)
+    summary = f"{total} notification{'s' if total != 1 else ''} from {result.observations} observations"
+    if result.skipped:
+        summary += f" ({len(result.skipped)} skipped: Factory's answer was unusable)"
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+# --- exporting the history -------------------------------------------------------------------
+
+
+def export_history(state: dict) -> list[dict]:
+    """Given a state, return the observations its history holds, in trace format, oldest first.
+
+    History is thinned with age, so older observations are sparser than the runs were.
+    Meters of one reading share their sample times and are put back together.
+    """
+    usage: dict[tuple, dict] = {}
+    limits: dict[int, dict] = {}
+    meters = state.get("meters") if isinstance(state.get("meters"), dict) else {}
+    for meter_id, saved in sorted(meters.items()):
+        history = saved.get("history") if isinstance(saved, dict) else None
+        for segment in history if isinstance(history, list) else []:
+            for t, value in _samples(segment):
+                if "." in meter_id:
+                    _add_limit(limits, meter_id, segment, t, value)
+                else:
+                    _add_usage(usage, meter_id, segment, t, value)
+    lines = [{"at": t * 1000, "limits": body} for t, body in limits.items()]
+    for (t, *_), body in usage.items():
+        if "standard" in body:  # subscription/usage always has a standard bucket
+            lines.append({"at": t * 1000, "usage": body})
+    lines.sort(key=lambda line: line["at"])
+    return lines
+
+
+def _samples(segment: Any) -> Iterator[tuple[int, float]]:
+    if not isinstance(segment, dict) or not isinstance(segment.get("samples"), list):
+        return
+    for sample in segment["samples"]:
+        if isinstance(sample, list) and len(sample) == 2:
+            yield int(sample[0]), sample[1]
+
+
+def _ms(seconds: Any) -> int | None:
+    return int(round(seconds * 1000)) if isinstance(seconds, (int, float)) else None
+
+
+def _add_usage(lines: dict, meter_id: str, segment: dict, t: int, value: float) -> None:
+    start, end = _ms(segment.get("start")), _ms(segment.get("end"))
+    if start is None:
+        return
+    body = lines.setdefault((t, start, end), {"startDate": start, "endDate": end})
+    scale = segment.get("scale") or 1
+    used = value if scale != 1 else None
+    body[meter_id] = {
+        "orgTotalTokensUsed": used,
+        "totalAllowance": scale,
+        "basicAllowance": scale,
+        "usedRatio": value / scale,
+    }
+
+
+def _add_limit(lines: dict, meter_id: str, segment: dict, t: int, value: float) -> None:
+    pool, _, suffix = meter_id.partition(".")
+    field = WINDOW_FIELDS.get(suffix)
+    end = segment.get("end")
+    if field is None or not isinstance(end, (int, float)):
+        return
+    body = lines.setdefault(t, {"limits": {}})
+    window_end = datetime.fromtimestamp(end, timezone.utc).isoformat().replace("+00:00", "Z")
+    body["limits"].setdefault(pool, {})[field] = {"usedPercent": value, "windowEnd": window_end}
