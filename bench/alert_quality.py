@@ -63,9 +63,8 @@ class Period:
 
     def observations(self) -> list[Observation]:
         """Return the period as trace observations (subscription/usage answers)."""
-        return [
-            Observation(int(t * 1000), "usage", usage_object(self, u)) for t, u in zip(self.times, self.used)
-        ]
+        pairs = zip(self.times, self.used, strict=True)
+        return [Observation(int(t * 1000), "usage", usage_object(self, u)) for t, u in pairs]
 
 
 def usage_object(period: Period, used: float) -> dict:
@@ -111,7 +110,7 @@ def generate(rng: random.Random, pattern: str, runs_out: bool | None) -> Period:
         total = rng.uniform(1.15, 2.0)
     else:
         total = rng.uniform(0.3, 0.85)
-    weights = [_shape(rng, pattern, h, hours, start) for h in range(hours)]
+    weights = [_shape(pattern, h, hours, start) for h in range(hours)]
     daily = [rng.lognormvariate(0, 0.3) for _ in range(days + 1)]
     weights = [w * daily[h // 24] * rng.lognormvariate(0, 0.5) for h, w in enumerate(weights)]
     for _ in range(rng.choice((0, 0, 1, 2, 3))):  # busy mornings: a few hours at 6x
@@ -137,7 +136,7 @@ def generate(rng: random.Random, pattern: str, runs_out: bool | None) -> Period:
     )
 
 
-def _shape(rng: random.Random, pattern: str, h: int, hours: int, start: float) -> float:
+def _shape(pattern: str, h: int, hours: int, start: float) -> float:
     t = start + h * HOUR
     weekday = (int(t // DAY) + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
     hour = int(t % DAY // HOUR)
@@ -197,7 +196,7 @@ def baseline_alerts(period: Period, min_elapsed_share: float = 0.0) -> list[floa
     """Return the times of the naive linear projection's alerts (each crossing of 100 %)."""
     length = period.end - period.start
     alerts, above = [], False
-    for t, used in zip(period.times, period.used):
+    for t, used in zip(period.times, period.used, strict=True):
         elapsed = t - period.start
         if used >= 1 or elapsed < min_elapsed_share * length:
             above = False if used < 1 else above
@@ -225,7 +224,7 @@ class Score:
 def score(all_periods: list[Period], alerts: list[list[float]]) -> Score:
     """Given periods and each one's alert times, return the measures."""
     recalled, leads, false, counts = 0, [], 0, []
-    for period, times in zip(all_periods, alerts):
+    for period, times in zip(all_periods, alerts, strict=True):
         counts.append(len(times))
         if period.exhausted_at is None:
             false += bool(times)
@@ -283,7 +282,7 @@ def per_pattern(all_periods: list[Period], alerts: list[list[float]]) -> str:
     """Return a markdown table of the forecast's measures per pattern."""
     lines = ["| pattern | runs out / lasts | recall | median lead | false alarms |", "|---|---|---|---|---|"]
     for pattern in PATTERNS:
-        picked = [(p, a) for p, a in zip(all_periods, alerts) if p.pattern == pattern]
+        picked = [(p, a) for p, a in zip(all_periods, alerts, strict=True) if p.pattern == pattern]
         s = score([p for p, _ in picked], [a for _, a in picked])
         recall = "-" if s.runs_out == 0 else f"{s.recall:.0%}"
         lead = "-" if s.runs_out == 0 else f"{s.median_lead:.0f} h"
