@@ -7,20 +7,24 @@ error; everything else raises a typed error with a one-line message.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
 
 from alerter import __version__
+from alerter.backtest import TraceError, export_history, read_trace, render, replay
 from alerter.config import EU_BASE_URL, Config, load_config
 from alerter.credentials import CredentialSettings, Login, open_login
 from alerter.errors import EXIT_OK, AlerterError, AuthError, DeliveryError
 from alerter.factory import FactoryClient, fetch_reading
 from alerter.meters import Reading
 from alerter.notify import channels_digest, send, validate_channels
-from alerter.rules import Alert, evaluate, login_expired_alert, record_delivery
+from alerter.rules import Alert, assess_meter, evaluate, login_expired_alert, record_delivery
 from alerter.state import StateBusy, load_state, locked, save_state
 from alerter.status import render_status, status_json
 
@@ -54,6 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common], help="show the current usage; send nothing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    backtest = sub.add_parser(
+        "backtest",
+        parents=[common],
+        help="replay recorded usage and show the notifications it would have sent",
+        description='Replay TRACE (JSON Lines: {"at": <unix ms>, "usage": {...}} or '
+        '{"at": <unix ms>, "limits": {...}} per line) through the same evaluation as `run`, '
+        "with the clock at each observation; nothing is sent, no network is used, no state is saved.",
+    )
+    backtest.add_argument("trace", metavar="TRACE", help="the recorded observations ('-' for stdin)")
+    backtest.add_argument("--json", action="store_true", help="machine-readable output")
+
+    history = sub.add_parser("history", parents=[common], help="show the usage history kept in the state")
+    history.add_argument(
+        "--jsonl", action="store_true", help="print it as observations that `backtest` replays"
+    )
     return parser
 
 
@@ -76,6 +96,10 @@ def main(
             return cmd_run(args, env)
         if args.command == "status":
             return cmd_status(args, env)
+        if args.command == "backtest":
+            return cmd_backtest(args, env)
+        if args.command == "history":
+            return cmd_history(args, env)
         raise AssertionError(args.command)
     except StateBusy as exc:
         log.warning("%s", exc)
@@ -242,12 +266,68 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     client = connect(config, env, deadline)
     reading: Reading
     reading, _ = fetch_reading(client, config.source, state.get("source", {}), now)
+    forecasts = forecast_preview(reading, state, config, now)
     if args.json:
-        import json
-
-        print(json.dumps(status_json(reading, client.login.identity, now), indent=2))
+        print(json.dumps(status_json(reading, client.login.identity, now, forecasts), indent=2))
     else:
-        print(render_status(reading, client.login.identity, now))
+        print(render_status(reading, client.login.identity, now, forecasts))
+    return EXIT_OK
+
+
+def forecast_preview(reading: Reading, state: dict, config: Config, now: float) -> dict:
+    """Given a reading, return each meter's forecast as `run` would see it (nothing is saved)."""
+    _, preview = evaluate(reading, state, config, now)
+    return {
+        m.id: assess_meter(m, preview["meters"][m.id], config, now)
+        for m in reading.meters
+        if m.active and not m.unlimited
+    }
+
+
+# --- backtest and history -----------------------------------------------------------------------
+
+
+def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Replay a trace through the evaluation and print what would have been sent."""
+    config = load_config(args.config, env)
+    name = "stdin" if args.trace == "-" else args.trace
+    try:
+        if args.trace == "-":
+            text = sys.stdin.read()
+        else:
+            text = Path(args.trace).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        why = exc.strerror or exc.__class__.__name__
+        raise TraceError(f"{name}: cannot read the trace ({why})") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{name}: not a text file (expected JSON Lines)") from None
+    result = replay(read_trace(text.split("\n"), name), config)
+    for reason in result.skipped:
+        log.warning("%s: skipped %s", name, reason)
+    if args.json:
+        print(json.dumps({"notifications": [n.as_json() for n in result.notifications]}, indent=2))
+    else:
+        print(render(result))
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print the usage history kept in the state file."""
+    config = load_config(args.config, env)
+    state = load_state(config.state_file, keep_aside=False)
+    lines = export_history(state)
+    if args.jsonl:
+        for line in lines:
+            print(json.dumps(line, separators=(",", ":")))
+        return EXIT_OK
+    if not lines:
+        print(f"no history yet in {config.state_file}: it grows with each `run`")
+        return EXIT_OK
+    first, last = (datetime.fromtimestamp(x["at"] / 1000).astimezone() for x in (lines[0], lines[-1]))
+    print(
+        f"{len(lines)} observations from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} "
+        f"in {config.state_file}\n(older ones are thinned; `history --jsonl` prints them for `backtest`)"
+    )
     return EXIT_OK
 
 

@@ -47,8 +47,11 @@ def duration(seconds: float) -> str:
 
 def local_time(ts: float, now: float) -> str:
     """Given a unix time, return it in local time; the date only when it is not today."""
-    when = datetime.fromtimestamp(ts).astimezone()
-    today = datetime.fromtimestamp(now).astimezone().date()
+    try:
+        when = datetime.fromtimestamp(ts).astimezone()
+        today = datetime.fromtimestamp(now).astimezone().date()
+    except (OverflowError, OSError, ValueError):  # beyond what the calendar can show
+        return "in the far future" if ts > now else "long ago"
     if when.date() == today:
         return when.strftime("%H:%M")
     return f"{when.strftime('%a')} {when.day} {when.strftime('%b %H:%M')}"

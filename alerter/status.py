@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from alerter.credentials import Identity
-from alerter.messages import duration, percent, tokens
+from alerter.forecast import Assessment
+from alerter.messages import duration, local_time, lookback, pace, pace_unit, percent, tokens
 from alerter.meters import Meter, Reading
 
 BAR_WIDTH = 20
@@ -38,6 +39,28 @@ def meter_line(meter: Meter, now: float) -> str:
     return line
 
 
+def forecast_line(meter: Meter, forecast: Assessment | None, now: float) -> str | None:
+    """Given a meter and its forecast, return '  pace 4.6% a day (7 days), 118% at reset, ...'."""
+    if forecast is None:
+        return None
+    if forecast.window_end is None:
+        return "  no forecast: the reset time is unknown"
+    if forecast.pace is None:
+        return "  no forecast yet: it needs a few runs of history"
+    per = pace_unit(meter.window_start, forecast.window_end)
+    parts = [f"  pace {pace(meter, forecast.pace, per)} over {lookback(forecast.pace_seconds or 0)}"]
+    if forecast.projected_at_reset is not None:
+        parts.append(f"{percent(forecast.projected_at_reset * 100)} at reset")
+    out = forecast.exhaustion_at
+    if meter.used_ratio >= 1:
+        parts.append("used up")
+    elif out is not None and out < forecast.window_end:
+        parts.append(f"runs out {local_time(out, now)} (in {duration(out - now)})")
+    else:
+        parts.append("lasts until the reset")
+    return ", ".join(parts)
+
+
 def login_line(identity: Identity, now: float) -> str:
     """Given the login identity, return where it came from and until when it is valid."""
     parts = [f"login: {identity.source}"]
@@ -54,8 +77,10 @@ def login_line(identity: Identity, now: float) -> str:
     return ", ".join(parts)
 
 
-def render_status(reading: Reading, identity: Identity, now: float) -> str:
-    """Given a reading and the login identity, return the human status text."""
+def render_status(
+    reading: Reading, identity: Identity, now: float, forecasts: dict[str, Assessment] | None = None
+) -> str:
+    """Given a reading, the login identity and forecasts per meter, return the status text."""
     head = f"Factory usage from {SOURCE_NAMES.get(reading.source, reading.source)}"
     if reading.plan:
         head += f" (plan: {reading.plan})"
@@ -66,7 +91,11 @@ def render_status(reading: Reading, identity: Identity, now: float) -> str:
         left = f" (in {duration(period.window_end - now)})" if period.window_end else ""
         lines.append(f"period: {_iso(period.window_start)} to {end}{left}")
     lines.append("")
-    lines.extend(meter_line(m, now) for m in reading.meters)
+    for m in reading.meters:
+        lines.append(meter_line(m, now))
+        extra = forecast_line(m, (forecasts or {}).get(m.id), now)
+        if extra:
+            lines.append(extra)
     if not reading.meters:
         lines.append("no meters: this account reports no allowance or limits")
     if reading.extra_usage_cents is not None:
@@ -74,8 +103,34 @@ def render_status(reading: Reading, identity: Identity, now: float) -> str:
     return "\n".join(lines)
 
 
-def status_json(reading: Reading, identity: Identity, now: float) -> dict:
-    """Given a reading and the login identity, return the status as a JSON-ready dict."""
+def forecast_json(forecast: Assessment | None) -> dict | None:
+    """Given a forecast, return it JSON-ready: rates in percent per day, times in ISO 8601."""
+    if forecast is None:
+        return None
+    day = 86400 * 100
+    runs_out = forecast.exhaustion_at
+    pace_day = forecast.pace
+    lookback_h = forecast.pace_seconds
+    projected = forecast.projected_at_reset
+    lookbacks = forecast.lookbacks
+    return {
+        "pace_percent_per_day": None if pace_day is None else round(pace_day * day, 3),
+        "pace_lookback_hours": None if lookback_h is None else round(lookback_h / 3600, 2),
+        "burn_percent_per_day": {f"{b.seconds / 3600:g}h": round(b.rate * day, 3) for b in lookbacks},
+        "projected_percent_at_reset": None if projected is None else round(projected * 100, 2),
+        "exhaustion_at": _iso(runs_out),
+        "runs_out_before_reset": runs_out is not None
+        and forecast.window_end is not None
+        and runs_out < forecast.window_end,
+        "alerting": forecast.firing is not None,
+    }
+
+
+def status_json(
+    reading: Reading, identity: Identity, now: float, forecasts: dict[str, Assessment] | None = None
+) -> dict:
+    """Given a reading, the login identity and forecasts per meter, return the status as a dict."""
+    forecasts = forecasts or {}
     return {
         "source": SOURCE_NAMES.get(reading.source, reading.source),
         "plan": reading.plan,
@@ -97,6 +152,7 @@ def status_json(reading: Reading, identity: Identity, now: float) -> dict:
                 "window_start": _iso(m.window_start),
                 "window_end": _iso(m.window_end),
                 "seconds_to_reset": None if m.window_end is None else max(0, round(m.window_end - now)),
+                "forecast": forecast_json(forecasts.get(m.id)),
             }
             for m in reading.meters
         ],
