@@ -25,6 +25,7 @@ job runs.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +42,17 @@ WINDOW_KINDS = tuple(WINDOW_LENGTHS)
 # Billing periods run from 27 to 31 days; a "previous period" outside this is not one.
 PERIOD_RANGE = (20 * DAY, 40 * DAY)
 
-# (age below, keep one sample per), both as shares of the window length. For a 30-day
-# period: every hour for a day, every 3 h for 7.5 days, every 12 h back to 45 days.
-# The finest steps cover the longest lookback of the default rules (7 days, 2 h for the
-# 5-hour window); samples older than 1.5 windows are dropped.
-THINNING = ((1 / 30, 1 / 720), (1 / 4, 1 / 240), (1.5, 1 / 60))
+# Per window kind: (age below, keep one sample per) in seconds. Every step is a whole
+# multiple of the finer one, which makes thinning independent of how often it runs. The
+# finest steps cover the longest default lookback (7 days; 2 h for the 5-hour window);
+# the oldest band reaches back about one and a half windows, so that `history --jsonl`
+# still holds the whole previous window.
+THINNING = {
+    "period": ((1 * DAY, HOUR), (8 * DAY, 3 * HOUR), (47 * DAY, 12 * HOUR)),
+    "monthly": ((1 * DAY, HOUR), (8 * DAY, 3 * HOUR), (47 * DAY, 12 * HOUR)),
+    "weekly": ((6 * HOUR, 900), (2 * DAY, 2700), (11 * DAY, 3 * HOUR)),
+    "5h": ((3 * HOUR, 300), (8 * HOUR, 900)),
+}
 
 # A lookback counts as covered when history reaches back this share of it.
 COVERAGE_SLACK = 0.05
@@ -58,6 +65,11 @@ class Rule:
     long_seconds: float
     short_seconds: float
     burn_rate: float
+
+
+@functools.lru_cache(maxsize=64)
+def _slowest_first(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    return tuple(sorted(rules, key=lambda r: -r.long_seconds))
 
 
 def _rules(*triples: tuple[float, float, float]) -> tuple[Rule, ...]:
@@ -84,7 +96,7 @@ class ForecastSettings:
 
     def rules_for(self, kind: str) -> tuple[Rule, ...]:
         """Given a window kind, return its rules, slowest (longest lookback) first."""
-        return tuple(sorted(self.rules.get(kind, ()), key=lambda r: -r.long_seconds))
+        return _slowest_first(tuple(self.rules.get(kind, ())))
 
     def rearm_seconds(self, kind: str) -> float:
         """Given a window kind, return how long a safe pace must last to end an episode."""
@@ -131,6 +143,7 @@ class Assessment:
 # --- windows -----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def window_kind(meter_id: str) -> str:
     """Given a meter id, return its window kind: period, monthly, weekly or 5h."""
     _, _, window = meter_id.partition(".")
@@ -186,10 +199,21 @@ def add_sample(history: list, meter: Meter, now: float, same_window: bool) -> li
         current["samples"] = []
         segments.append(current)
     current["end"] = meter.window_end  # limit windows drift by minutes; keep the latest
-    samples = [s for s in current["samples"] if s[0] < round(now)]
-    samples.append([round(now), _plain(value)])
+    kind = window_kind(meter.id)
+    t = round(now)
+    samples = list(current["samples"])
+    while samples and samples[-1][0] >= t:
+        samples.pop()  # the clock went back: the newer reading replaces what it contradicts
+    step = THINNING[kind][0][1]
+    if samples and samples[-1][0] // step == t // step:
+        # Same finest bucket as the previous reading: this one stands for it. Thinning
+        # the older bands can wait for the next bucket; it gives the same result then.
+        samples[-1] = [t, _plain(value)]
+        current["samples"] = samples
+        return segments
+    samples.append([t, _plain(value)])
     current["samples"] = samples
-    return thin(segments, now, _length(meter))
+    return thin(segments, now, kind)
 
 
 def _plain(value: float) -> int | float:
@@ -197,46 +221,51 @@ def _plain(value: float) -> int | float:
     return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
 
 
-def _length(meter: Meter) -> float:
-    start, end = meter.window_start, meter.window_end
-    if window_kind(meter.id) == "period" and start is not None and end is not None and end > start:
-        return end - start
-    return WINDOW_LENGTHS[window_kind(meter.id)]
-
-
-def thin(segments: list, now: float, length: float) -> list:
+def thin(segments: list, now: float, kind: str) -> list:
     """Given history segments, return them with old samples thinned and expired ones dropped.
 
-    Samples fall in buckets of absolute time, so thinning gives the same result whether
-    it runs every five minutes or once an hour, and the meters of one reading keep the
-    same sample times. The newest sample is always kept.
+    Each age band keeps the latest sample of each bucket of absolute time; a coarser
+    band's buckets are whole multiples of a finer one's, so a sample once dropped stays
+    dropped and the result is the same however often thinning runs (thinning twice is
+    thinning once). The meters of one reading keep the same sample times, and the newest
+    sample is always kept.
     """
+    bands = [(now - max_age, step) for max_age, step in THINNING[kind]]  # newest band first
     result = []
-    for index, segment in enumerate(segments):
-        newest = index == len(segments) - 1
-        kept: dict[tuple[int, int], list] = {}
+    for segment in segments:
         samples = segment["samples"]
-        for i, sample in enumerate(samples):
-            age = now - sample[0]
-            if newest and i == len(samples) - 1:
-                kept[(-1, 0)] = sample
-                continue
-            for tier, (max_age, step) in enumerate(THINNING):
-                if age < max_age * length:
-                    kept[(tier, int(sample[0] // (step * length)))] = sample
-                    break
+        parts = []
+        hi = len(samples)
+        for oldest, step in bands:
+            lo = bisect.bisect_right(samples, oldest, hi=hi, key=_time)
+            part = []
+            for i in range(lo, hi):
+                # The next sample, in whatever band, is the one to compare with: then a
+                # sample once dropped would be dropped by any later thinning too.
+                if i + 1 < len(samples) and samples[i + 1][0] // step == samples[i][0] // step:
+                    continue  # a later sample stands for this bucket
+                part.append(samples[i])
+            parts.append(part)
+            hi = lo
+        kept = [sample for part in reversed(parts) for sample in part]
         if kept:
-            result.append(dict(segment, samples=sorted(kept.values(), key=lambda s: s[0])))
+            result.append(dict(segment, samples=kept))
     return result
 
 
-def points(history: Sequence, meter: Meter, start: float | None) -> list[tuple[float, float]]:
+def _time(sample: list) -> float:
+    return sample[0]
+
+
+def points(
+    history: Sequence, meter: Meter, start: float | None, since: float | None = None
+) -> list[tuple[float, float]]:
     """Given history, return the (time, used fraction) points of the meter's current window.
 
     The current window is the newest segment, plus, for a billing period, the segments
     before it in the same period (the allowance changed). A billing period starts at
     zero, so its start is a point too: the pace since the start is known from the first
-    reading on.
+    reading on. With ``since``, points before it are left out but for the last one.
     """
     if not history:
         return []
@@ -248,10 +277,15 @@ def points(history: Sequence, meter: Meter, start: float | None) -> list[tuple[f
                 break
             segments.append(segment)
     result = []
-    for segment in segments:
+    for segment in reversed(segments):
         scale = float(segment.get("scale") or 1.0)
-        result.extend((float(t), float(v) / scale) for t, v in segment["samples"])
-    result.sort()
+        samples = segment["samples"]
+        first = 0
+        if since is not None:
+            first = max(0, bisect.bisect_left(samples, since, key=_time) - 1)
+        result.extend((float(t), float(v) / scale) for t, v in samples[first:])
+    if len(segments) > 1:
+        result.sort()
     if window_kind(meter.id) == "period" and start is not None and (not result or result[0][0] > start):
         result.insert(0, (start, 0.0))
     return result

@@ -20,8 +20,9 @@ periods, ``period_seconds`` (the last known period length, for a period with no 
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from alerter import forecast
 from alerter.config import Config
@@ -64,11 +65,40 @@ def same_window(saved: dict | None, meter: Meter) -> bool:
     return meter.window_end is None and end is None
 
 
+def copy_state(state: dict, meter_ids: Iterable[str]) -> dict:
+    """Given a state and the meters about to change, return a copy that is safe to change.
+
+    Meter histories are shared with the original instead of copied: they are only ever
+    replaced as a whole (see :func:`alerter.forecast.add_sample`), and copying every
+    sample on every run would cost more than all the rest of an evaluation.
+    """
+    new_state = {key: _copy(value) for key, value in state.items() if key != "meters"}
+    meters = state.get("meters")
+    new_meters = dict(meters) if isinstance(meters, dict) else {}
+    for meter_id in meter_ids:
+        saved = new_meters.get(meter_id)
+        if isinstance(saved, dict):
+            new_meters[meter_id] = {
+                key: value if key == "history" else _copy(value) for key, value in saved.items()
+            }
+    new_state["meters"] = new_meters
+    return new_state
+
+
+def _copy(value: Any) -> Any:
+    """Copy plain JSON data (a faster copy.deepcopy for dicts, lists and scalars)."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
 def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple[list[Alert], dict]:
     """Given a reading, the saved state, the config and the time, return (alerts, new state)."""
-    new_state = copy.deepcopy(state)
+    new_state = copy_state(state, [m.id for m in reading.meters])
     new_state.pop("login", None)  # a working login re-arms the "login expired" notice
-    meters_state = new_state.setdefault("meters", {})
+    meters_state = new_state["meters"]
     alerts: list[Alert] = []
     for meter in reading.meters:
         if meter.unlimited or not meter.active:
@@ -110,8 +140,9 @@ def assess_meter(meter: Meter, saved: dict, config: Config, now: float) -> forec
     """Given a meter and its state entry (its reading already in the history), return its forecast."""
     kind = forecast.window_kind(meter.id)
     start, end = forecast.window_bounds(meter, saved.get("period_seconds"))
-    pts = forecast.points(saved.get("history") or [], meter, start)
     rules = config.forecast.rules_for(kind)
+    longest = max((rule.long_seconds for rule in rules), default=0.0)
+    pts = forecast.points(saved.get("history") or [], meter, start, since=now - longest)
     return forecast.assess(pts, now, start, end, rules, config.forecast)
 
 
@@ -186,7 +217,7 @@ def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict
 
 def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
     """Given the state, an alert and a channel that received it, return the updated state."""
-    new_state = copy.deepcopy(state)
+    new_state = copy_state(state, [alert.meter_id])
     if alert.kind == "login":
         login = new_state.setdefault("login", {})
         login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})

@@ -1,0 +1,344 @@
+"""The forecast: burn rates, the multiwindow rule, episodes, history, and what they cost."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from alerter import forecast
+from alerter.config import build_config
+from alerter.errors import ConfigError
+from alerter.forecast import DAY, HOUR, ForecastSettings, Rule, assess, burn, next_episode, used_at
+from alerter.meters import Meter, Reading
+from alerter.rules import Alert, evaluate, record_delivery
+from alerter.state import fresh_state
+
+START = 1_764_547_200  # Mon 1 Dec 2025 00:00 UTC
+MONTH = 30 * DAY
+M = 1_000_000
+
+
+def config(extra: dict | None = None):
+    return build_config(extra or {}, None, {"HOME": "/nonexistent"})
+
+
+def period_reading(used: float, now: float, start: float = START, length: float = MONTH) -> Reading:
+    tokens = int(used * 20 * M)
+    return Reading(
+        "allowance", (Meter("standard", tokens / (20 * M), start, start + length, tokens, 20 * M),)
+    )
+
+
+def run_hourly(uses, cfg=None, start: float = START, state: dict | None = None, length: float = MONTH):
+    """Evaluate hour by hour (use given as a function of hours since start); return (sent, state)."""
+    cfg = cfg or config()
+    state = state or fresh_state()
+    sent: list[tuple[float, Alert]] = []
+    for hour, used in enumerate(uses, 1):
+        now = start + hour * HOUR
+        alerts, state = evaluate(period_reading(used, now, start, length), state, cfg, now)
+        for alert in alerts:
+            sent.append((now, alert))
+            for channel in alert.channels:
+                state = record_delivery(state, alert, channel)
+    return sent, state
+
+
+def forecasts(sent):
+    return [(t, a) for t, a in sent if a.kind == "forecast"]
+
+
+# --- burn rates ------------------------------------------------------------------------------
+
+
+def test_burn_rate_is_the_use_over_the_lookback():
+    pts = [(0.0, 0.0), (HOUR, 0.01), (2 * HOUR, 0.03), (3 * HOUR, 0.06)]
+    assert burn(pts, 3 * HOUR, HOUR) == pytest.approx(0.03 / HOUR)
+    assert burn(pts, 3 * HOUR, 2 * HOUR) == pytest.approx(0.05 / (2 * HOUR))
+    assert used_at(pts, 1.5 * HOUR) == pytest.approx(0.02)  # linear between readings
+
+
+def test_burn_rate_needs_history_that_reaches_back():
+    pts = [(0.0, 0.0), (HOUR, 0.01)]
+    assert burn(pts, HOUR, 2 * HOUR) is None
+    assert burn(pts[:1], 0.0, HOUR) is None
+    # ...and readings around its start: a day-long gap tells nothing about the last hour.
+    assert burn([(0.0, 0.0), (DAY, 0.5)], DAY, 6 * HOUR) is None
+
+
+def test_a_correction_downwards_counts_as_no_use():
+    assert burn([(0.0, 0.5), (HOUR, 0.4)], HOUR, HOUR) == 0.0
+
+
+def steady(rate_per_day: float, days: float, step: float = HOUR):
+    return [(t * step, rate_per_day * t * step / DAY) for t in range(int(days * DAY / step) + 1)]
+
+
+def test_a_pace_that_runs_out_before_the_reset_fires_the_slow_rule():
+    pts = steady(0.04, 10)  # 4 % a day: 40 % after 10 days, empty on day 25 of 30
+    a = assess(pts, 10 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
+    assert a.firing == forecast.DEFAULT_RULES["period"][0]
+    assert a.pace == pytest.approx(0.04 / DAY)
+    assert a.projected_at_reset == pytest.approx(1.2)
+    assert a.exhaustion_at == pytest.approx(25 * DAY)
+    assert not a.safe
+
+
+def test_a_pace_that_lasts_does_not_fire_and_is_safe():
+    pts = steady(0.025, 10)
+    a = assess(pts, 10 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
+    assert a.firing is None and a.safe
+    assert a.projected_at_reset == pytest.approx(0.75)
+
+
+def test_one_busy_morning_does_not_fire():
+    # 2 % a day for a week, then 8 % in one morning: the short lookback burns, the long one not.
+    pts = steady(0.02, 7)
+    pts += [(7 * DAY + h * HOUR, 0.14 + 0.02 * h) for h in range(1, 5)]
+    now = pts[-1][0]
+    a = assess(pts, now, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
+    assert burn(pts, now, 6 * HOUR) > 1 / (MONTH - now)  # the morning alone would run out
+    assert a.firing is None
+
+
+def test_a_burst_that_is_over_does_not_fire():
+    # A heavy first day (30 %), then calm: the 3-day lookback still burns, the 6-hour one not.
+    pts = [(h * HOUR, 0.3 * h / 24) for h in range(25)]
+    pts += [(DAY + h * HOUR, 0.3 + 0.01 * h / 24) for h in range(1, 48)]
+    now = pts[-1][0]
+    a = assess(pts, now, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
+    assert a.firing is None
+
+
+def test_nothing_fires_before_the_minimum_elapsed_share():
+    pts = steady(0.2, 2.5)  # runs out on day 5, but only 8 % of the month has passed
+    a = assess(pts, 2.5 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
+    assert a.firing is None
+    later = assess(
+        steady(0.2, 3.5), 3.5 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings()
+    )
+    assert later.firing is not None and later.firing.long_seconds == 72 * HOUR
+
+
+def test_a_used_up_meter_is_left_to_the_100_percent_threshold():
+    pts = steady(0.1, 11)
+    a = assess(pts, 11 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
+    assert a.used >= 1 and a.firing is None and a.exhaustion_at == 11 * DAY
+
+
+# --- episodes ----------------------------------------------------------------------------------
+
+
+def test_an_episode_starts_once_and_ends_after_a_safe_pace_lasts():
+    rule = Rule(DAY, HOUR, 1.0)
+    firing = forecast.Assessment(used=0.5, window_end=MONTH, firing=rule, now=0.0)
+    calm = forecast.Assessment(used=0.5, window_end=MONTH, safe=True, now=0.0)
+    unsure = forecast.Assessment(used=0.5, window_end=MONTH, now=0.0)
+    state = next_episode({}, firing, 0.0, DAY)
+    assert state == {"episode": {"since": 0, "sent": []}}
+    assert next_episode(state, firing, HOUR, DAY) == state
+    state = next_episode(state, calm, 2 * HOUR, DAY)
+    assert state["safe_since"] == 2 * HOUR
+    state = next_episode(state, unsure, 3 * HOUR, DAY)
+    assert state == {"episode": {"since": 0, "sent": []}}  # not known to be safe: the wait starts over
+    state = next_episode(state, calm, 4 * HOUR, DAY)
+    assert next_episode(state, calm, 4 * HOUR + DAY - 1, DAY)["episode"]
+    assert next_episode(state, calm, 4 * HOUR + DAY, DAY) == {}
+
+
+def test_evaluate_sends_one_forecast_per_episode_with_when_and_a_daily_budget():
+    uses = [0.05 * h / 24 for h in range(1, 15 * 24)]  # 5 % a day: empty on day 20 of 30
+    sent, state = run_hourly(uses)
+    (when, alert), *more = forecasts(sent)
+    assert more == []
+    assert 3 * DAY <= when - START <= 8 * DAY
+    assert alert.severity == "warning"
+    assert alert.title == "Factory standard runs out Sun 21 Dec 00:00 at this pace, 10d 0h before the reset"
+    assert "pace over the last 3 days: 5.0% a day (1M tokens)" in alert.body
+    assert "To last until the reset: at most" in alert.body
+    assert state["meters"]["standard"]["forecast"]["episode"]["sent"] == ["stdout"]
+
+
+def test_a_failed_channel_stays_due_and_the_others_are_not_told_twice(tmp_path):
+    cfg = config({"notify": {"urls": ["json://127.0.0.1:9/a", "json://127.0.0.1:9/b"]}})
+    uses = [0.05 * h / 24 for h in range(1, 5 * 24)]
+    state = fresh_state()
+    delivered = []
+    for hour, used in enumerate(uses, 1):
+        now = START + hour * HOUR
+        alerts, state = evaluate(period_reading(used, now), state, cfg, now)
+        for alert in alerts:
+            if alert.kind != "forecast":
+                continue
+            good = alert.channels[0] if len(delivered) < 2 else alert.channels[-1]
+            delivered.append(alert.channels)
+            state = record_delivery(state, alert, good)  # only one of the two gets it
+    assert len(delivered[0]) == 2 and len(delivered[1]) == 1  # the failed one, an hour later
+    assert len(delivered) == 2
+
+
+def test_a_calm_week_rearms_and_a_new_window_starts_afresh():
+    fast = [0.05 * h / 24 for h in range(1, 8 * 24)]  # 40 % after 8 days: warned
+    calm = [fast[-1] + 0.005 * h / 24 for h in range(1, 10 * 24)]  # then 0.5 % a day
+    fast_again = [calm[-1] + 0.08 * h / 24 for h in range(1, 4 * 24)]
+    sent, state = run_hourly(fast + calm + fast_again)
+    times = [t - START for t, _ in forecasts(sent)]
+    assert len(times) == 2
+    assert times[1] > 18 * DAY  # after the calm spell, not during it
+    # A new period: history and episode start over.
+    nxt = START + MONTH
+    alerts, state = evaluate(period_reading(0.001, nxt + HOUR, nxt), state, config(), nxt + HOUR)
+    saved = state["meters"]["standard"]
+    assert "forecast" not in saved
+    assert [s["start"] for s in saved["history"]][-1] == nxt
+    assert len(saved["history"][-1]["samples"]) == 1
+
+
+def test_a_period_without_an_end_uses_the_length_of_the_previous_one():
+    cfg = config()
+    state = fresh_state()
+    old = START - MONTH
+    _, state = evaluate(period_reading(0.5, START - DAY, old), state, cfg, START - DAY)
+    uses = [0.06 * h / 24 for h in range(1, 8 * 24)]
+    for hour, used in enumerate(uses, 1):
+        now = START + hour * HOUR
+        tokens = int(used * 20 * M)
+        meter = Meter("standard", tokens / (20 * M), START, None, tokens, 20 * M)
+        alerts, state = evaluate(Reading("allowance", (meter,)), state, cfg, now)
+        if any(a.kind == "forecast" for a in alerts):
+            break
+    else:
+        pytest.fail("no forecast for a period with no end")
+    assert state["meters"]["standard"]["period_seconds"] == MONTH
+
+
+def test_a_period_with_no_end_and_no_past_is_not_forecast():
+    state = fresh_state()
+    for hour in range(1, 10 * 24):
+        now = START + hour * HOUR
+        meter = Meter("standard", 0.1 * hour / 24, START, None, int(2 * M * hour / 24), 20 * M)
+        alerts, state = evaluate(Reading("allowance", (meter,)), state, config(), now)
+        assert not [a for a in alerts if a.kind == "forecast"]
+
+
+def test_inactive_and_unlimited_meters_are_never_forecast():
+    reading = Reading(
+        "limits",
+        (
+            Meter("standard.5h", 0.0, window_end=START, active=False),
+            Meter("standard", 0.0, START, START + MONTH, 10**13, None, unlimited=True),
+        ),
+    )
+    alerts, state = evaluate(reading, fresh_state(), config(), START + HOUR)
+    assert alerts == [] and state["meters"] == {}
+
+
+def test_forecasts_can_be_turned_off_and_thresholds_stay_as_they_were():
+    uses = [0.05 * h / 24 for h in range(1, 15 * 24)]
+    off, _ = run_hourly(uses, config({"forecast": {"enabled": False}}))
+    on, _ = run_hourly(uses)
+    assert [(t, a.kind, a.level) for t, a in off] == [(START + 240 * HOUR, "threshold", 50.0)]
+    assert [(t, a) for t, a in on if a.kind == "threshold"] == off
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+def test_forecast_config_is_validated_like_the_rest():
+    with pytest.raises(ConfigError) as err:
+        config(
+            {
+                "forecast": {
+                    "enabled": "yes",
+                    "severity": "loud",
+                    "min_elapsed_share": 2,
+                    "colour": "red",
+                    "rules": {"5h": [{"long_hours": 1, "short_hours": 2}], "daily": []},
+                }
+            }
+        )
+    problems = err.value.problems
+    assert "At 'forecast.enabled': must be true or false, not 'yes'" in problems
+    assert any(p.startswith("At 'forecast.severity': must be one of") for p in problems)
+    assert any(p.startswith("At 'forecast.min_elapsed_share': must be a number") for p in problems)
+    assert any(p.startswith("At 'forecast.colour': unknown key") for p in problems)
+    assert any(p.startswith("At 'forecast.rules.daily': unknown key") for p in problems)
+    assert "At 'forecast.rules.5h[0].short_hours': must be shorter than long_hours (1)" in problems
+
+
+def test_forecast_config_defaults_and_overrides():
+    default = config().forecast
+    assert default.enabled and default.severity == "warning" and default.min_elapsed_share == 0.1
+    assert [r.long_seconds / HOUR for r in default.rules_for("period")] == [168, 72]
+    custom = config(
+        {"forecast": {"severity": "critical", "rules": {"period": [{"long_hours": 48, "short_hours": 4}]}}}
+    ).forecast
+    assert custom.severity == "critical"
+    assert custom.rules_for("period") == (Rule(48 * HOUR, 4 * HOUR, 1.0),)
+    assert custom.rules_for("5h") == forecast.DEFAULT_RULES["5h"]
+
+
+# --- the state stays small ------------------------------------------------------------------------
+
+
+def test_thinning_does_not_depend_on_how_often_it_runs():
+    samples = [[START + i * 300, i] for i in range(12 * 24 * 20)]
+    now = samples[-1][0]
+    once = forecast.thin([{"samples": samples}], now, "period")
+    often = [{"samples": samples[:1]}]
+    for sample in samples[1:]:
+        t = sample[0]
+        often = forecast.thin([{"samples": [*often[0]["samples"], sample]}], t, "period")
+    assert once == often
+    kept = [s[0] for s in once[0]["samples"]]
+    assert 24 <= sum(1 for t in kept if now - t < DAY) <= 25  # hourly for the last day
+
+
+def limits_account(days: float):
+    """Run a limits account (six windows, all in use) every five minutes; yield (day, state)."""
+    cfg = config()
+    state = fresh_state()
+    lengths = {"5h": 5 * HOUR, "weekly": 7 * DAY, "monthly": MONTH}
+    for step in range(int(days * 288)):
+        now = START + step * 300
+        meters = []
+        for pool in ("standard", "core"):
+            for suffix, length in lengths.items():
+                end = START + ((now - START) // length + 1) * length
+                used = 0.9 * (now - end + length) / length
+                meters.append(Meter(f"{pool}.{suffix}", used, window_end=end))
+        alerts, state = evaluate(Reading("limits", tuple(meters)), state, cfg, now)
+        for alert in alerts:
+            for channel in alert.channels:
+                state = record_delivery(state, alert, channel)
+        if step % 288 == 0:
+            yield step // 288, state
+
+
+def most_samples(kind: str) -> int:
+    """The most samples the thinning bands of a window kind can hold (plus one per band edge)."""
+    total, previous = 0, 0.0
+    for max_age, step in forecast.THINNING[kind]:
+        total += math.ceil((max_age - previous) / step) + 1
+        previous = max_age
+    return total + 1
+
+
+def test_history_is_bounded_by_its_thinning_bands_whatever_the_run_count():
+    # The worst case the job meets: six limit windows, all in use, runs every 5 minutes.
+    # History is kept for at most 47 days, so 50 days reach the bound a year would.
+    for day, state in limits_account(50):
+        for meter_id, saved in state["meters"].items():
+            count = sum(len(segment["samples"]) for segment in saved["history"])
+            assert count <= most_samples(forecast.window_kind(meter_id)), (day, meter_id, count)
+        assert len(json.dumps(state)) < 64 * 1024
+    assert 150 <= most_samples("monthly") <= 170
+
+
+@pytest.mark.slow
+def test_a_year_of_five_minute_runs_keeps_the_state_under_64_kib():
+    sizes = [len(json.dumps(state)) for _, state in limits_account(365)]
+    assert len(sizes) == 365
+    assert max(sizes) < 64 * 1024, max(sizes)
