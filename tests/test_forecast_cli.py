@@ -1,0 +1,96 @@
+"""Forecasts seen from the outside: `run` notifies, `status` shows the pace, the benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tests.test_backtest import trace_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_through(app, lines):
+    for line in lines:
+        app.now = line["at"] / 1000
+        app.serve_usage({"usage": line["usage"]})
+        result = app("run", "-q")
+        assert result.code == 0, result.err
+
+
+def test_status_shows_the_pace_the_use_at_reset_and_when_it_runs_out(app):
+    run_through(app, trace_lines()[: 6 * 24])
+    result = app("status")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    meter = next(i for i, line in enumerate(lines) if line.startswith("standard "))
+    detail = lines[meter + 1]
+    assert detail.startswith("  pace ") and "a day" in detail and "over 7 days" not in detail
+    assert "at reset" in detail and "runs out" in detail
+    data = json.loads(app("status", "--json").out)
+    (standard,) = data["meters"]
+    fc = standard["forecast"]
+    assert fc["projected_percent_at_reset"] > 100 and fc["runs_out_before_reset"] is True
+    assert fc["exhaustion_at"].endswith("Z") and fc["pace_percent_per_day"] > 0
+    assert set(fc["burn_percent_per_day"]) == {"6h", "24h", "72h"}  # 7 days of history not yet
+
+
+def test_status_says_when_there_is_no_history_yet(app):
+    app.serve_usage({"usage": trace_lines()[100]["usage"]})
+    app.now = trace_lines()[100]["at"] / 1000
+    out = app("status").out
+    assert "  pace " in out  # since the start of the period, which began at zero
+    assert json.loads(app("status", "--json").out)["meters"][0]["forecast"]["burn_percent_per_day"] == {}
+
+
+def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver, smtp):
+    app.write_config(
+        {
+            "forecast": {"severity": "critical"},
+            "notify": {
+                "channels": [
+                    {"url": smtp.apprise_url, "name": "email", "severities": ["info", "warning"]},
+                    {"url": receiver.apprise_url, "name": "pager", "severities": ["critical"]},
+                ]
+            },
+        }
+    )
+    run_through(app, trace_lines()[: 6 * 24])
+    (page,) = receiver.messages()
+    assert "runs out" in page["title"] and page["type"] == "failure"
+    assert all("runs out" not in m["Subject"] for m in smtp.messages)
+
+
+def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
+    app.write_config({"notify": {"urls": [receiver.apprise_url]}})
+    lines = trace_lines()[: 6 * 24]
+    receiver.fail = True
+    codes = []
+    for line in lines:
+        app.now = line["at"] / 1000
+        app.serve_usage({"usage": line["usage"]})
+        codes.append(app("run", "-q").code)
+        if codes[-1] == 5:
+            receiver.fail = False  # the next run retries
+    assert codes.count(5) == 1 and set(codes) == {0, 5}
+    titles = [m["title"] for m in receiver.messages()]  # every POST: the failed one and its retry
+    assert sum("runs out" in t for t in titles) == 2
+
+
+def test_the_benchmark_runs_and_prints_its_table(capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("alert_quality", ROOT / "bench" / "alert_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "alert_quality", bench)
+    spec.loader.exec_module(bench)
+    started = time.monotonic()
+    code = bench.main(["--periods", "14", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert time.monotonic() - started < 5
+    assert "| forecast (this job) |" in out and "| naive linear projection |" in out
+    assert code == 0, out
+    # The same seed gives the same periods.
+    assert bench.periods(3, 7) == bench.periods(3, 7)
