@@ -76,11 +76,15 @@ def _rules(*triples: tuple[float, float, float]) -> tuple[Rule, ...]:
     return tuple(Rule(long * HOUR, short * HOUR, burn) for long, short, burn in triples)
 
 
+# The slow rule of each kind fires on any pace that runs out before the reset, once its
+# long lookback holds a whole weekly rhythm (or most of a 5-hour window); the fast rule
+# warns earlier, but only of a pace that runs out in half the time left. Measured with
+# bench/alert_quality.py (see docs/README-forecast.md).
 DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
-    "period": _rules((168, 24, 1.0), (72, 6, 1.5)),
-    "monthly": _rules((168, 24, 1.0), (72, 6, 1.5)),
-    "weekly": _rules((72, 6, 1.0), (24, 2, 1.5)),
-    "5h": _rules((2, 0.5, 1.0), (1, 0.25, 1.5)),
+    "period": _rules((168, 24, 1.0), (72, 6, 2.0)),
+    "monthly": _rules((168, 24, 1.0), (72, 6, 2.0)),
+    "weekly": _rules((72, 6, 1.0), (24, 2, 2.0)),
+    "5h": _rules((2, 0.5, 1.0), (1, 0.25, 2.0)),
 }
 
 

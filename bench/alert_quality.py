@@ -12,7 +12,7 @@ The baseline, computed on the same traces in the same run, is what most usage mo
 do: projected use at reset = used / elapsed x period length, alert when it exceeds
 100 % (one alert each time the projection crosses 100 %).
 
-    python bench/alert_quality.py [--seed N] [--periods N]
+    python bench/alert_quality.py [--seed N] [--periods N] [--config PATH] [--by-pattern]
 
 prints a markdown table and exits 1 when a target is missed.
 
@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from alerter.backtest import Observation, replay  # noqa: E402
-from alerter.config import build_config  # noqa: E402
+from alerter.config import build_config, load_config  # noqa: E402
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -310,12 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--periods", type=int, default=280, help="number of periods (default 280)")
     parser.add_argument("--borderline", action="store_true", help="only periods ending at 85-115 %%")
     parser.add_argument("--by-pattern", action="store_true", help="also show the forecast per pattern")
+    parser.add_argument("--config", metavar="PATH", help="a config file whose forecast settings to measure")
     parser.add_argument("--write-sample", metavar="PATH", help="write the example month and exit")
     args = parser.parse_args(argv)
     if args.write_sample:
         write_sample(Path(args.write_sample), args.seed)
         return 0
-    config = build_config({}, None, {"HOME": "/nonexistent"})
+    env = {"HOME": "/nonexistent"}
+    config = load_config(args.config, env) if args.config else build_config({}, None, env)
     all_periods = periods(args.seed, args.periods, args.borderline)
     ours = [forecast_alerts(p, config) for p in all_periods]
     naive = [baseline_alerts(p) for p in all_periods]

@@ -49,7 +49,7 @@ def test_backtest_prints_the_notifications_with_their_times(app):
     result = app("backtest", str(SAMPLE))
     assert result.code == 0, result.err
     first = result.out.splitlines()[0]
-    assert "forecast (warning) standard" in first and first.startswith("Wed 2025-10-22 17:11")
+    assert "forecast (warning) standard" in first and first.startswith("Sat 2025-10-25 04:11")
     assert "At this pace standard runs out" in result.out
     assert "To last until the reset: at most" in result.out
     assert result.out.rstrip().endswith("5 notifications from 744 observations")

@@ -20,20 +20,20 @@ def run_through(app, lines):
 
 
 def test_status_shows_the_pace_the_use_at_reset_and_when_it_runs_out(app):
-    run_through(app, trace_lines()[: 6 * 24])
+    run_through(app, trace_lines()[: 8 * 24])
     result = app("status")
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     meter = next(i for i, line in enumerate(lines) if line.startswith("standard "))
     detail = lines[meter + 1]
-    assert detail.startswith("  pace ") and "a day" in detail and "over 7 days" not in detail
+    assert detail.startswith("  pace ") and "a day" in detail and "over 7 days" in detail
     assert "at reset" in detail and "runs out" in detail
     data = json.loads(app("status", "--json").out)
     (standard,) = data["meters"]
     fc = standard["forecast"]
     assert fc["projected_percent_at_reset"] > 100 and fc["runs_out_before_reset"] is True
     assert fc["exhaustion_at"].endswith("Z") and fc["pace_percent_per_day"] > 0
-    assert set(fc["burn_percent_per_day"]) == {"6h", "24h", "72h"}  # 7 days of history not yet
+    assert set(fc["burn_percent_per_day"]) == {"6h", "24h", "72h", "168h"}
 
 
 def test_status_says_when_there_is_no_history_yet(app):
@@ -56,7 +56,7 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
             },
         }
     )
-    run_through(app, trace_lines()[: 6 * 24])
+    run_through(app, trace_lines()[: 8 * 24])
     (page,) = receiver.messages()
     assert "runs out" in page["title"] and page["type"] == "failure"
     assert all("runs out" not in m["Subject"] for m in smtp.messages)
@@ -64,7 +64,7 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
 
 def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
     app.write_config({"notify": {"urls": [receiver.apprise_url]}})
-    lines = trace_lines()[: 6 * 24]
+    lines = trace_lines()[: 8 * 24]
     receiver.fail = True
     codes = []
     for line in lines:
