@@ -26,7 +26,7 @@ def tokens(count: float | None) -> str:
     if count is None:
         return "?"
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(count) >= size:
+        if abs(count) >= size * 0.99995:  # 999,999 reads "1M", not "1000k"
             text = f"{count / size:.1f}".rstrip("0").rstrip(".")
             return text + suffix
     return str(int(count))
