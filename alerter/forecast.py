@@ -404,20 +404,24 @@ def assess(
 def next_episode(saved: dict | None, assessment: Assessment, now: float, rearm_seconds: float) -> dict:
     """Given the meter's forecast state and the assessment, return the new forecast state.
 
-    An episode starts when a rule fires and ends only after the pace has been safe for
-    ``rearm_seconds`` on trustworthy readings (this function only ever sees readings
-    that were fetched and parsed). Shape: ``{"episode": {"since": t, "sent": [ids]},
-    "safe_since": t}``, or ``{}`` outside an episode.
+    An episode starts when a rule fires. It ends only after readings have shown a safe
+    pace for ``rearm_seconds``: this function sees only readings that were fetched and
+    parsed (a failed run never gets here), and a gap of more than a quarter of that time
+    between two safe readings starts the wait over, so time without readings never counts.
+    Shape: ``{"episode": {"since": t, "sent": [ids]}, "safe_since": t, "safe_last": t}``,
+    or ``{}`` outside an episode.
     """
     saved = saved if isinstance(saved, dict) else {}
     episode = saved.get("episode") if isinstance(saved.get("episode"), dict) else None
     if episode is not None:
         if assessment.safe and assessment.firing is None:
-            safe_since = saved.get("safe_since")
-            safe_since = safe_since if isinstance(safe_since, (int, float)) else now
-            if now - safe_since >= rearm_seconds:
+            since, last = saved.get("safe_since"), saved.get("safe_last")
+            numbers = isinstance(since, (int, float)) and isinstance(last, (int, float))
+            if not numbers or now - last > rearm_seconds / 4:
+                since = round(now)
+            if now - since >= rearm_seconds:
                 return {}
-            return {"episode": episode, "safe_since": safe_since}
+            return {"episode": episode, "safe_since": since, "safe_last": round(now)}
         return {"episode": episode}
     if assessment.firing is not None:
         return {"episode": {"since": round(now), "sent": []}}

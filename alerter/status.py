@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from alerter.credentials import Identity
 from alerter.forecast import Assessment
-from alerter.messages import duration, local_time, lookback, pace, pace_unit, percent, tokens
+from alerter.messages import duration, local_time, lookback, pace_unit, percent, tokens
 from alerter.meters import Meter, Reading
 
 BAR_WIDTH = 20
@@ -39,26 +39,35 @@ def meter_line(meter: Meter, now: float) -> str:
     return line
 
 
-def forecast_line(meter: Meter, forecast: Assessment | None, now: float) -> str | None:
-    """Given a meter and its forecast, return '  pace 4.6% a day (7 days), 118% at reset, ...'."""
+def forecast_lines(meter: Meter, forecast: Assessment | None, now: float) -> list[str]:
+    """Given a meter and its forecast, return the status lines about its pace.
+
+    For example ``  pace 4.1% a day over 7 days (3 days 4.5%, 24 h 3.9%, 6 h 0.0%)`` and
+    ``  at this pace: 124% at the reset, runs out Wed 12 Nov 14:22 (6d 0h early)``.
+    """
     if forecast is None:
-        return None
+        return []
     if forecast.window_end is None:
-        return "  no forecast: the reset time is unknown"
+        return ["  no forecast: the reset time is unknown"]
     if forecast.pace is None:
-        return "  no forecast yet: it needs a few runs of history"
+        return ["  no forecast yet: it needs a few runs of history"]
     per = pace_unit(meter.window_start, forecast.window_end)
-    parts = [f"  pace {pace(meter, forecast.pace, per)} over {lookback(forecast.pace_seconds or 0)}"]
+    unit = "a day" if per == 86400 else "an hour"
+    head = f"  pace {forecast.pace * per * 100:.1f}% {unit} over {lookback(forecast.pace_seconds or 0)}"
+    others = [b for b in reversed(forecast.lookbacks) if b.seconds != forecast.pace_seconds]
+    if others:
+        head += " (" + ", ".join(f"{lookback(b.seconds)} {b.rate * per * 100:.1f}%" for b in others) + ")"
+    tail = "  at this pace: "
     if forecast.projected_at_reset is not None:
-        parts.append(f"{percent(forecast.projected_at_reset * 100)} at reset")
+        tail += f"{percent(forecast.projected_at_reset * 100)} at the reset, "
     out = forecast.exhaustion_at
     if meter.used_ratio >= 1:
-        parts.append("used up")
+        tail += "used up"
     elif out is not None and out < forecast.window_end:
-        parts.append(f"runs out {local_time(out, now)} (in {duration(out - now)})")
+        tail += f"runs out {local_time(out, now)} ({duration(forecast.window_end - out)} early)"
     else:
-        parts.append("lasts until the reset")
-    return ", ".join(parts)
+        tail += "lasts until the reset"
+    return [head, tail]
 
 
 def login_line(identity: Identity, now: float) -> str:
@@ -93,9 +102,7 @@ def render_status(
     lines.append("")
     for m in reading.meters:
         lines.append(meter_line(m, now))
-        extra = forecast_line(m, (forecasts or {}).get(m.id), now)
-        if extra:
-            lines.append(extra)
+        lines.extend(forecast_lines(m, (forecasts or {}).get(m.id), now))
     if not reading.meters:
         lines.append("no meters: this account reports no allowance or limits")
     if reading.extra_usage_cents is not None:

@@ -143,9 +143,18 @@ def test_an_episode_starts_once_and_ends_after_a_safe_pace_lasts():
     assert state["safe_since"] == 2 * HOUR
     state = next_episode(state, unsure, 3 * HOUR, DAY)
     assert state == {"episode": {"since": 0, "sent": []}}  # not known to be safe: the wait starts over
-    state = next_episode(state, calm, 4 * HOUR, DAY)
-    assert next_episode(state, calm, 4 * HOUR + DAY - 1, DAY)["episode"]
-    assert next_episode(state, calm, 4 * HOUR + DAY, DAY) == {}
+    for hour in range(4, 4 + 24):
+        state = next_episode(state, calm, hour * HOUR, DAY)
+        assert state["episode"]
+    assert next_episode(state, calm, 28 * HOUR, DAY) == {}
+
+
+def test_time_without_readings_does_not_count_as_safe():
+    calm = forecast.Assessment(used=0.5, window_end=MONTH, safe=True, now=0.0)
+    state = {"episode": {"since": 0, "sent": ["stdout"]}}
+    state = next_episode(state, calm, HOUR, DAY)
+    state = next_episode(state, calm, 2 * DAY, DAY)  # the job did not run for two days
+    assert state["episode"] and state["safe_since"] == 2 * DAY
 
 
 def test_evaluate_sends_one_forecast_per_episode_with_when_and_a_daily_budget():

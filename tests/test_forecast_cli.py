@@ -25,9 +25,10 @@ def test_status_shows_the_pace_the_use_at_reset_and_when_it_runs_out(app):
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     meter = next(i for i, line in enumerate(lines) if line.startswith("standard "))
-    detail = lines[meter + 1]
-    assert detail.startswith("  pace ") and "a day" in detail and "over 7 days" in detail
-    assert "at reset" in detail and "runs out" in detail
+    pace, outlook = lines[meter + 1 : meter + 3]
+    assert pace.startswith("  pace ") and " a day over 7 days (3 days " in pace and "6 h" in pace
+    assert outlook.startswith("  at this pace: 1") and "% at the reset, runs out" in outlook
+    assert outlook.endswith(" early)") and all(len(line) <= 80 for line in lines)
     data = json.loads(app("status", "--json").out)
     (standard,) = data["meters"]
     fc = standard["forecast"]
