@@ -352,3 +352,12 @@ def test_a_year_of_five_minute_runs_keeps_the_state_under_64_kib():
     sizes = [len(json.dumps(state)) for _, state in limits_account(365)]
     assert len(sizes) == 365
     assert max(sizes) < 64 * 1024, max(sizes)
+
+
+def test_the_documented_forecast_block_is_the_defaults():
+    import yaml
+
+    from tests.test_backtest import ROOT
+
+    documented = yaml.safe_load((ROOT / "docs" / "forecast-config.yaml").read_text())
+    assert config(documented).forecast == config().forecast
