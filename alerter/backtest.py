@@ -111,6 +111,8 @@ def parse_line(text: str, where: str) -> Observation | None:
         raise TraceError(f'{where}: "{source}" must be a JSON object')
     if source == "limits" and not isinstance(body.get("limits"), dict):
         body = {"limits": body}  # the inner object alone is accepted too
+    if source == "usage" and isinstance(body.get("usage"), dict) and "startDate" not in body:
+        body = body["usage"]  # the whole answer of subscription/usage is accepted too
     return Observation(int(at), source, body)
 
 

@@ -88,6 +88,17 @@ def test_a_bad_trace_line_is_one_clean_error_naming_the_line(app, tmp_path):
     assert result.code == 2 and "cannot read the trace" in result.err
 
 
+def test_whole_answers_are_accepted_as_well_as_the_documented_objects():
+    line = trace_lines()[0]
+    answer = {"usage": line["usage"], "source": "cache"}
+    whole = parse_line(json.dumps({"at": line["at"], "usage": answer}), "t")
+    assert whole == parse_line(json.dumps(line), "t")
+    limits = {"standard": {"fiveHour": {"usedPercent": 12.5, "windowEnd": "2030-01-01T00:00:00Z"}}}
+    inner = parse_line(json.dumps({"at": line["at"], "limits": limits}), "t")
+    body = parse_line(json.dumps({"at": line["at"], "limits": {"limits": limits}}), "t")
+    assert inner == body and body.reading().meters[0].percent == 12.5
+
+
 def test_an_answer_the_job_would_reject_is_skipped_like_a_failed_run(app, tmp_path):
     lines = trace_lines()[:3]
     lines[1]["usage"]["standard"]["totalAllowance"] = "lots"
