@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,7 +129,8 @@ def test_status_json_gives_the_same_data(app):
 
 
 def test_python_dash_m_and_the_console_script_run(tmp_path):
-    for argv in ([sys.executable, "-m", "alerter", "--version"], ["factory-usage-alert", "--help"]):
+    script = Path(sys.executable).parent / "factory-usage-alert"
+    for argv in ([sys.executable, "-m", "alerter", "--version"], [str(script), "--help"]):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert "factory-usage-alert" in done.stdout

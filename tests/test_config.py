@@ -68,7 +68,10 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("thresholds:\n  standard: [50, 2000]\n", "At 'thresholds.standard': 2000 is not a percent between 1 and 1000"),
+        (
+            "thresholds:\n  standard: [50, 2000]\n",
+            "At 'thresholds.standard': 2000 is not a percent between 1 and 1000",
+        ),
         ("thresholds:\n  standard: [0]\n", "At 'thresholds.standard': 0 is not a percent"),
         ("thresholds:\n  standard: 80\n", "At 'thresholds.standard': must be a non-empty list"),
         ("thresholds:\n  standrd: [80]\n", "At 'thresholds.standrd': unknown key"),
@@ -78,7 +81,10 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
         ("factory:\n  base_url: api.factory.ai\n", "At 'factory.base_url': must be an http(s) URL"),
         ("notify:\n  urls: [not-a-url]\n", "At 'notify.urls[0]': is not an apprise URL"),
         ("notify:\n  urls: json://x\n", "At 'notify.urls': must be a list"),
-        ("notify:\n  channels:\n    - url: json://h\n      severities: [loud]\n", "severities': must be a list"),
+        (
+            "notify:\n  channels:\n    - url: json://h\n      severities: [loud]\n",
+            "severities': must be a list",
+        ),
         ("factory: [1]\n", "At 'factory': must be a mapping"),
         ("- a\n- b\n", "the top level must be a mapping"),
         ("thresholds: [\n", "not valid YAML at line"),
