@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import jwt
-
 from alerter.errors import AuthError
 
 API_KEY_ENV = "FACTORY_API_KEY"
@@ -73,6 +71,8 @@ def mask_email(email: str | None) -> str | None:
 
 def token_claims(token: str) -> dict:
     """Given a JWT, return its claims without verifying the signature ({} if not a JWT)."""
+    import jwt  # pyjwt pulls in cryptography's x509: import it only when a JWT is decoded
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
