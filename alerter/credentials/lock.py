@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,6 +134,8 @@ def read_owner(path: Path) -> dict | None:
 
 def pid_alive(pid: int) -> bool:
     """Given a pid, return False only when it certainly does not exist."""
+    if sys.platform == "win32":
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -140,6 +143,18 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # e.g. EPERM: it exists, it is just not ours
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """On Windows ``os.kill(pid, 0)`` would send CTRL_C_EVENT, so ask OpenProcess instead."""
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if handle:
+        kernel32.CloseHandle(handle)
+        return True
+    return kernel32.GetLastError() != 87  # ERROR_INVALID_PARAMETER: no such process
 
 
 def _age(path: Path) -> float | None:
