@@ -123,12 +123,13 @@ def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
         attempts += 1
         retry_after = None
         try:
-            with write_lock(settings.home, deadline):
+            # The lock lives beside the store it guards (settings.home, normally).
+            with write_lock(stored.path.parent, deadline):
                 return _renew_locked(stored, settings, deadline)
         except TransientRefreshError as exc:
             problem, retry_after = str(exc), exc.retry_after
         except LockTimeout:
-            problem = f"droid's write lock {settings.home / LOCK_NAME} stayed held"
+            problem = f"droid's write lock {stored.path.parent / LOCK_NAME} stayed held"
         # Back off outside the lock, so droid can take it meanwhile.
         delay = max(BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1], retry_after or 0)
         log.debug("renewing the Factory login failed (%s); attempt %d", problem, attempts)
@@ -166,7 +167,14 @@ def _renew_locked(
         settings.ca_bundle,
     )
     data = {**current.data, "access_token": pair.access_token, "refresh_token": pair.refresh_token}
-    renewed = write_store(current, data)
+    try:
+        renewed = write_store(current, data)
+    except AuthError as exc:
+        # WorkOS has already spent the stored refresh token: droid's login is gone.
+        raise AuthError(
+            f"{exc}; the stored refresh token is spent, run `droid` to log in again",
+            permanent=True,
+        ) from None
     log.info(
         "renewed the Factory login in %s; the new token is valid until %s",
         renewed.path,

@@ -91,8 +91,9 @@ class WorkOSStandIn:
     """A WorkOS ``/authenticate`` endpoint that rotates single-use refresh tokens.
 
     ``script`` holds the next answers, one per request: ``"ok"``, ``"hang"``,
-    ``(status, json_body)`` or ``(status, json_body, headers)``; when empty, it answers
-    "ok". A refresh token is accepted once; reusing it gets 400 invalid_grant, like WorkOS.
+    ``(status, json_body)``, ``(status, json_body, headers)``, or a function to call before
+    answering "ok"; when empty, it answers "ok". A refresh token is accepted once; reusing
+    it gets 400 invalid_grant, like WorkOS.
     """
 
     url: str = ""
@@ -108,6 +109,9 @@ class WorkOSStandIn:
         with self.lock:
             self.requests.append(form)
             step = self.script.pop(0) if self.script else "ok"
+            if callable(step):  # something to do to the world while WorkOS answers
+                step()
+                step = "ok"
             token = form.get("refresh_token", "")
             if step == "ok" and token in self.spent | {"droid-doctor-invalid-probe"}:
                 step = (400, {"error": "invalid_grant", "error_description": "Session expired"})

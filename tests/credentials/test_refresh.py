@@ -239,3 +239,18 @@ def test_no_secret_reaches_a_log_record_or_an_error(home, workos, caplog):
     assert caplog.records, "expected some log records to check"
     for secret in secrets_seen:
         assert secret not in text
+
+
+def test_renewal_that_cannot_be_saved_is_permanent(home, settings, workos):
+    write_keyfile_store(home, login_data(HOUR))
+
+    def block_the_store():  # while WorkOS answers, the file becomes unreplaceable
+        (home / "auth.v2.file").unlink()
+        (home / "auth.v2.file").mkdir()
+        (home / "auth.v2.file" / "x").touch()
+
+    workos.script = [block_the_store]
+    with pytest.raises(AuthError, match="refresh token is spent") as err:
+        open_login(settings, env={}, key_lookup=no_keyring)
+    assert err.value.permanent
+    assert not list(home.glob(".auth.v2.file.*.tmp"))
