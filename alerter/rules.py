@@ -17,6 +17,7 @@ once sent stays sent even if usage later dips, and a new window re-arms them all
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 from alerter.config import Config
@@ -63,7 +64,7 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
     """Given a reading, the saved state, the config and the time, return (alerts, new state)."""
     new_state = copy.deepcopy(state)
     new_state.pop("login", None)  # a working login re-arms the "login expired" notice
-    meters_state = new_state.setdefault("meters", {})
+    meters_state = _dict_at(new_state, "meters")
     alerts: list[Alert] = []
     for meter in reading.meters:
         if meter.unlimited or not meter.active:
@@ -71,6 +72,7 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
         saved = meters_state.get(meter.id)
         if not (isinstance(saved, dict) and same_window(saved.get("window"), meter)):
             saved = {"sent": {}}  # a new window re-arms every threshold
+        _dict_at(saved, "sent")
         saved["window"] = {"start": meter.window_start, "end": meter.window_end}
         meters_state[meter.id] = saved
         alerts.extend(_threshold_alerts(meter, saved.get("sent", {}), reading, config, now))
@@ -85,7 +87,7 @@ def _threshold_alerts(meter: Meter, sent: dict, reading: Reading, config: Config
         if not mine:
             continue
         top = max(mine)
-        if float(sent.get(channel.id, 0)) >= top:
+        if _level(sent.get(channel.id)) >= top:
             continue  # this channel already heard of this threshold (or a higher one)
         due.setdefault(top, []).append(channel.id)
     alerts = []
@@ -105,7 +107,9 @@ LOGIN_BODY = (
 
 def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict]:
     """Given the state, return the "login expired" alert for channels not yet told, if any."""
-    told = state.get("login", {}).get("expired_sent", []) if isinstance(state.get("login"), dict) else []
+    login = state.get("login")
+    told = login.get("expired_sent") if isinstance(login, dict) else None
+    told = told if isinstance(told, list) else []
     channels = tuple(ch.id for ch in config.delivery_channels() if ch.id not in told)
     if not channels:
         return None, state
@@ -116,10 +120,30 @@ def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
     """Given the state, an alert and a channel that received it, return the updated state."""
     new_state = copy.deepcopy(state)
     if alert.kind == "login":
-        login = new_state.setdefault("login", {})
-        login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})
+        login = _dict_at(new_state, "login")
+        told = login.get("expired_sent")
+        told = [c for c in told if isinstance(c, str)] if isinstance(told, list) else []
+        login["expired_sent"] = sorted({*told, channel_id})
         return new_state
-    saved = new_state.setdefault("meters", {}).setdefault(alert.meter_id, {"sent": {}})
-    sent = saved.setdefault("sent", {})
-    sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
+    sent = _dict_at(_dict_at(_dict_at(new_state, "meters"), alert.meter_id), "sent")
+    sent[channel_id] = max(_level(sent.get(channel_id)), alert.level)
     return new_state
+
+
+def _dict_at(container: dict, key: str) -> dict:
+    """Return container[key], replacing whatever is there by {} unless it is a dict.
+
+    The state file is ours, but it may have been edited or written by another version:
+    anything of the wrong shape counts as "nothing remembered" rather than a crash.
+    """
+    value = container.get(key)
+    if not isinstance(value, dict):
+        value = container[key] = {}
+    return value
+
+
+def _level(value: object) -> float:
+    """Given a remembered threshold, return it as a number (0 when it is not one)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0

@@ -12,6 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from alerter.config import Config
+from alerter.meters import Meter, Reading
+from alerter.rules import evaluate, record_delivery
 from alerter.state import load_state, save_state
 from tests.conftest import USAGE_PATH, usage_body
 from tests.standins import Reply
@@ -145,3 +151,46 @@ def test_a_config_readable_by_others_with_credentials_draws_a_warning(app, recei
     assert result.code == 0
     assert "readable by other users" in result.err and "chmod 600" in result.err
     assert "token=abc" not in result.err
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+json_any = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+meter_entry = st.fixed_dictionaries(
+    {},
+    optional={
+        "window": json_any
+        | st.fixed_dictionaries({"start": st.just(1.0) | json_scalars, "end": json_scalars}),
+        "sent": json_any | st.dictionaries(st.sampled_from(["stdout", "x"]), json_scalars, max_size=2),
+    },
+)
+state_like = st.fixed_dictionaries(
+    {"version": st.sampled_from([1, 1, 1, 0, 2, "1"])},
+    optional={
+        "meters": json_any
+        | st.dictionaries(st.sampled_from(["standard", "premium"]), meter_entry | json_any),
+        "source": json_any,
+        "login": json_any,
+        "channels_checked": json_any,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(state_like.map(lambda s: json.dumps(s).encode()), st.binary(max_size=64)))
+@example(b'{"version": 1, "meters": {"standard": {"window": {"start": 1.0}, "sent": {"stdout": "abc"}}}}')
+@example(b'{"version": 1, "meters": {"standard": {"window": {"start": 1.0}, "sent": []}}, "login": []}')
+def test_any_state_file_loads_cleanly_and_the_job_can_use_it(tmp_path, raw):
+    path = tmp_path / "state.json"
+    path.write_bytes(raw)
+    state = load_state(path, keep_aside=False)
+    assert state["version"] == 1
+    reading = Reading("allowance", (Meter("standard", 0.97, window_start=1.0, window_end=None),))
+    alerts, new_state = evaluate(reading, state, Config(), 100.0)
+    for alert in alerts:
+        new_state = record_delivery(new_state, alert, "stdout")
+    assert evaluate(reading, new_state, Config(), 100.0)[0] == []
+    json.dumps(new_state)
