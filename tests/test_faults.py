@@ -20,7 +20,7 @@ from alerter.meters import Meter, Reading
 from alerter.rules import evaluate, record_delivery
 from alerter.state import load_state, save_state
 from tests.conftest import USAGE_PATH, usage_body
-from tests.standins import Reply
+from tests.standins import Reply, TlsStandIn
 
 M = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,3 +194,19 @@ def test_any_state_file_loads_cleanly_and_the_job_can_use_it(tmp_path, raw):
         new_state = record_delivery(new_state, alert, "stdout")
     assert evaluate(reading, new_state, Config(), 100.0)[0] == []
     json.dumps(new_state)
+
+
+def test_tls_is_verified_and_ca_bundle_serves_a_private_ca(app, tmp_path):
+    tls = TlsStandIn(tmp_path).start()
+    try:
+        tls.route("GET", USAGE_PATH, Reply(200, usage_body(17 * M)))
+        app.write_config({"factory": {"base_url": tls.url, "deadline_seconds": 3}})
+        result = app("run")
+        assert result.code == 4
+        assert "TLS verification failed" in result.err and "factory.ca_bundle" in result.err
+        app.write_config({"factory": {"base_url": tls.url, "ca_bundle": tls.cert}})
+        result = app("run")
+        assert result.code == 0, result.err
+        assert "past 80%" in result.out
+    finally:
+        tls.stop()
