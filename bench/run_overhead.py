@@ -66,6 +66,11 @@ def timed(argv: list[str], env: dict) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument(
+        "--droid-store",
+        action="store_true",
+        help="log in through droid's encrypted file store (token days from expiry) instead of an API key",
+    )
     args = parser.parse_args()
 
     server = StandIn().start()
@@ -88,6 +93,11 @@ def main() -> int:
             "FACTORY_API_KEY": "fk-bench-key",
             "FACTORY_HOME_OVERRIDE": str(Path(tmp) / "factory"),
         }
+        if args.droid_store:
+            from tests.credentials.helpers import DAY, login_data, write_keyfile_store
+
+            write_keyfile_store(Path(tmp) / "factory", login_data(5 * DAY))
+            del env["FACTORY_API_KEY"]
         run = [sys.executable, "-m", "alerter", "run", "--config", str(config), "-q"]
         bare = [
             sys.executable,
@@ -110,7 +120,8 @@ def main() -> int:
     ratio = run_median / bare_median
     run_rss = max(r for _, r in runs) / 1024
     bare_rss = max(r for _, r in bares) / 1024
-    print(f"repetitions: {args.reps} of each, interleaved")
+    login = "droid's file store" if args.droid_store else "FACTORY_API_KEY"
+    print(f"repetitions: {args.reps} of each, interleaved; login: {login}")
     print("| what | median wall time | peak RSS | HTTP requests |")
     print("|---|---|---|---|")
     print(
