@@ -110,7 +110,7 @@ class App:
 
     def write_config(self, extra: dict) -> Path:
         config = {
-            "factory": {"base_url": self.factory.url, "timeout_seconds": 5, "source": "allowance"},
+            "factory": {"base_url": self.factory.url, "timeout_seconds": 5},
             "state_file": str(self.state_path),
         }
         for key, value in extra.items():

@@ -85,7 +85,7 @@ def test_a_rejected_token_is_refreshed_once_and_the_request_repeated(droid_app, 
     )
     result = app("run")
     assert result.code == 0, result.err
-    assert len(workos.requests) == 1 and len(app.factory.calls()) == 2
+    assert len(workos.requests) == 1 and len(app.factory.calls("GET", USAGE_PATH)) == 2
 
 
 def test_an_expired_login_is_notified_once_until_a_login_works_again(droid_app, workos, receiver):

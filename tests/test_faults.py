@@ -137,10 +137,10 @@ def test_429_honours_retry_after_and_4xx_is_not_retried(app):
     )
     app.factory.route("GET", USAGE_PATH, lambda rec: next(answers))
     assert app("run").code == 0
-    assert len(app.factory.calls()) == 2
+    assert len(app.factory.calls("GET", USAGE_PATH)) == 2
     app.serve_usage(Reply(422, {"error": "bad"}))
     assert app("run").code == 4
-    assert len(app.factory.calls()) == 3
+    assert len(app.factory.calls("GET", USAGE_PATH)) == 3
 
 
 def test_a_config_readable_by_others_with_credentials_draws_a_warning(app, receiver):
