@@ -12,6 +12,9 @@ State per meter (plain JSON)::
 
 ``sent`` holds, per channel, the highest threshold delivered in that window: a threshold
 once sent stays sent even if usage later dips, and a new window re-arms them all.
+``reminded`` (per channel, the time a 100 % alert or its reminder was delivered) and
+``peak`` (the highest percent seen in the window) serve ``monitor``'s reminders and reset
+notices; a new window drops them with the rest.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ EPSILON = 1e-9
 class Alert:
     """One notification that is due, and the channels that have yet to receive it."""
 
-    meter_id: str
-    kind: str  # "threshold"
+    meter_id: str  # or "health" for the job's own stale/recovered notices
+    kind: str  # threshold, login, stale, recovered, reset, reminder
     level: float  # the threshold percent it announces
     severity: str  # info, warning or critical
     title: str
@@ -112,14 +115,41 @@ def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict
     return Alert("login", "login", 0.0, "critical", LOGIN_TITLE, LOGIN_BODY, channels), state
 
 
-def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
-    """Given the state, an alert and a channel that received it, return the updated state."""
+def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | None = None) -> dict:
+    """Given the state, an alert and a channel that received it, return the updated state.
+
+    ``now`` (the delivery time) is needed for reminders: it is recorded when a 100 % alert
+    or a reminder is delivered.
+    """
     new_state = copy.deepcopy(state)
     if alert.kind == "login":
         login = new_state.setdefault("login", {})
         login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})
         return new_state
+    if alert.kind in ("stale", "recovered"):
+        # stale_sent: the channels that were told the job is broken and not yet told it
+        # works again; "recovered" is due to exactly those.
+        health = new_state.setdefault("health", {})
+        told = set(health.get("stale_sent", []))
+        told = told | {channel_id} if alert.kind == "stale" else told - {channel_id}
+        health["stale_sent"] = sorted(told)
+        return new_state
+    if alert.kind == "reset":
+        pending = []
+        for entry in new_state.get("pending", []):
+            if entry.get("kind") == "reset" and entry.get("meter") == alert.meter_id:
+                entry["channels"] = [c for c in entry.get("channels", []) if c != channel_id]
+            if entry.get("channels"):
+                pending.append(entry)
+        if pending:
+            new_state["pending"] = pending
+        else:
+            new_state.pop("pending", None)
+        return new_state
     saved = new_state.setdefault("meters", {}).setdefault(alert.meter_id, {"sent": {}})
-    sent = saved.setdefault("sent", {})
-    sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
+    if alert.kind == "threshold":
+        sent = saved.setdefault("sent", {})
+        sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
+    if now is not None and (alert.kind == "reminder" or alert.level >= 100):
+        saved.setdefault("reminded", {})[channel_id] = now
     return new_state
