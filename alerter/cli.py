@@ -365,7 +365,9 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             details = "all severities" if len(ch.severities) == 3 else ", ".join(sorted(ch.severities))
             if ch.tags:
                 details += "; tags: " + ", ".join(ch.tags)
-            print(f"  {ch.label}  ({_service(ch.url)}; {details})")
+            service = _service(ch.url)
+            name = service if ch.label == service else f"{ch.label}: {service}"
+            print(f"  {name} ({details})")
     else:
         print("channels: none (alerts are printed to stdout)")
     print(f"healthcheck: {healthcheck.masked(config.healthcheck_url) if config.healthcheck_url else 'off'}")
