@@ -201,14 +201,14 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         try:
             state = load_state(config.state_file)
             now = args.clock()
-            outcome: dict = {}  # _run_once leaves the reading here, for the metrics
+            outcome: dict = {}  # _run_once leaves the reading (and projections) here, for the metrics
             try:
                 code, new_state = _run_once(config, state, env, deadline, now, dry_run=False, outcome=outcome)
                 if new_state != state:
                     save_state(config.state_file, new_state)
             finally:
                 if textfile is not None:
-                    _write_metrics(textfile, config, outcome.get("reading"), now)
+                    _write_metrics(textfile, config, outcome, now)
         except BaseException:
             healthcheck.ping(config.healthcheck_url, "fail")
             raise
@@ -216,11 +216,17 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return code
 
 
-def _write_metrics(path: Path, config: Config, reading: Reading | None, now: float) -> None:
-    """Write the textfile from the saved state; a failure is a warning, never the run's outcome."""
+def _write_metrics(path: Path, config: Config, outcome: dict, now: float) -> None:
+    """Write the textfile from the run's outcome and the saved state.
+
+    ``outcome`` may hold this run's ``reading`` (absent when the read failed) and
+    ``projections`` ({meter id: metrics.Projection}, when a forecast was made).
+    A failure to write is a warning, never the run's outcome.
+    """
     try:
         health = load_state(config.state_file, keep_aside=False).get("health", {})
-        metrics.write_textfile(path, metrics.render(reading, health, now))
+        text = metrics.render(outcome.get("reading"), health, now, outcome.get("projections"))
+        metrics.write_textfile(path, text)
     except (OSError, AlerterError) as exc:
         log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
 

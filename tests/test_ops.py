@@ -467,3 +467,15 @@ def test_starter_config_loads_without_problems():
     )
     config = build_config(parse_yaml(uncommented, None), None, {"HOME": "/home/someone"})
     assert config.quiet_hours is not None and config.healthcheck_url and config.prometheus_textfile
+
+
+def test_projection_series_appear_only_with_a_forecast():
+    from alerter.meters import Meter, Reading
+    from alerter.metrics import Projection, render
+
+    reading = Reading("limits", (Meter("standard.5h", 0.5, window_end=T0 + 3600), Meter("core.5h", 0.1)))
+    text = render(reading, {"last_success": T0}, T0, {"standard.5h": Projection(1.25, 1800.0)})
+    assert 'factory_usage_projected_ratio_at_reset{meter="standard.5h"} 1.25\n' in text
+    assert 'factory_usage_seconds_to_exhaustion{meter="standard.5h"} 1800\n' in text
+    assert 'meter="core.5h"' in text and 'projected_ratio_at_reset{meter="core.5h"}' not in text
+    assert "seconds_to_exhaustion" not in render(reading, {}, T0, {"standard.5h": Projection(0.7, None)})
