@@ -170,6 +170,7 @@ def connect(config: Config, env: Mapping[str, str], deadline: float) -> FactoryC
             refresh_margin_seconds=config.refresh_margin_hours * 3600,
             timeout_seconds=config.timeout_seconds,
             ca_bundle=config.ca_bundle,
+            deadline=deadline,
         ),
         env,
     )

@@ -8,6 +8,7 @@ this module reads YAML or environment variables for settings.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -206,7 +207,24 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
-    return build_config(parse_yaml(text, file), file, env)
+    config = build_config(parse_yaml(text, file), file, env)
+    _warn_if_exposed(file, config)
+    return config
+
+
+def _warn_if_exposed(file: Path, config: Config) -> None:
+    """A config readable by others must not hold channel credentials: say so."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o044 and any(ch.url and ch.label != ch.url for ch in config.channels):
+        logging.getLogger(__name__).warning(
+            "%s is readable by other users and holds apprise URLs that may carry credentials; "
+            "run `chmod 600 %s`",
+            file,
+            file,
+        )
 
 
 def parse_yaml(text: str, file: Path | None) -> dict:

@@ -73,6 +73,8 @@ def window_name(meter_id: str) -> str:
 
 def usage_line(meter: Meter) -> str:
     """Given a meter, return 'standard: 82% used (16.4M of 20M tokens)'."""
+    if "." in meter.id:
+        return f"{meter.id}: {percent(meter.percent)} of the {window_name(meter.id)} used"
     line = f"{meter.id}: {percent(meter.percent)} used"
     if meter.allowance_tokens:
         line += f" ({tokens(meter.used_tokens)} of {tokens(meter.allowance_tokens)} tokens)"
@@ -91,7 +93,8 @@ def threshold_message(
         title = f"Factory {meter.id} at {used} (past {percent(threshold)})"
     lines = [f"{usage_line(meter)}, past the {percent(threshold)} alert."]
     if exhausted:
-        lines = [f"{usage_line(meter)}: the {window_name(meter.id)} is used up."]
+        what = "the limit is reached" if "." in meter.id else "the allowance is used up"
+        lines = [f"{usage_line(meter)}: {what}."]
     lines.append(resets(meter, now)[0].upper() + resets(meter, now)[1:] + ".")
     if critical and reading.extra_usage_cents is not None:
         lines.append(f"Extra usage balance: ${reading.extra_usage_cents / 100:.2f}.")

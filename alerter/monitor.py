@@ -40,21 +40,23 @@ import time
 from alerter.config import Config
 from alerter.messages import recovered_message, reminder_message, reset_message, stale_message
 from alerter.meters import Reading
-from alerter.rules import Alert, same_window
+from alerter.rules import Alert, _dict_at, _level, _words, same_window
 
 HEALTH = "health"  # the meter_id of the job's own notices
 
 
 def _health(state: dict) -> dict:
-    health = state.get(HEALTH)
-    if not isinstance(health, dict):
-        health = state[HEALTH] = {}
-    return health
+    # Like rules: a remembered value of the wrong shape counts as nothing remembered.
+    return _dict_at(state, HEALTH)
 
 
-def _configured(channel_ids, config: Config) -> list[str]:
+def _time(value: object) -> float | None:
+    return _level(value) or None
+
+
+def _configured(channel_ids: object, config: Config) -> list[str]:
     known = {ch.id for ch in config.delivery_channels()}
-    return [c for c in channel_ids if c in known]
+    return [c for c in _words(channel_ids) if c in known]
 
 
 # --- stale data ---------------------------------------------------------------------------
@@ -71,29 +73,29 @@ def after_failure(
     """
     new_state = copy.deepcopy(state)
     health = _health(new_state)
-    failures = int(health.get("failures", 0)) + 1
+    failures = int(_level(health.get("failures"))) + 1
     health["failures"] = failures
-    if failures == 1 or not isinstance(health.get("failing_since"), (int, float)):
+    if failures == 1 or _time(health.get("failing_since")) is None:
         health["failing_since"] = now
     health["last_failure"] = now
     health["last_error"] = reason
-    health["stale_sent"] = _configured(health.get("stale_sent", []), config)
+    health["stale_sent"] = _configured(health.get("stale_sent"), config)
     if login_expired or not _is_stale(health, config, now):
         return [], new_state
     channels = tuple(ch.id for ch in config.delivery_channels() if ch.id not in health["stale_sent"])
     if not channels:
         return [], new_state
-    title, body = stale_message(reason, failures, health.get("last_success"), now)
+    title, body = stale_message(reason, failures, _time(health.get("last_success")), now)
     return [Alert(HEALTH, "stale", 0.0, "warning", title, body, channels)], new_state
 
 
 def _is_stale(health: dict, config: Config, now: float) -> bool:
     settings = config.monitor
-    if health.get("failures", 0) >= settings.failures_before_alert:
+    if _level(health.get("failures")) >= settings.failures_before_alert:
         return True
     if settings.hours_without_success <= 0:
         return False
-    since = health.get("last_success") or health.get("failing_since") or now
+    since = _time(health.get("last_success")) or _time(health.get("failing_since")) or now
     return now - since >= settings.hours_without_success * 3600
 
 
@@ -104,18 +106,18 @@ def after_success(state: dict, config: Config, now: float) -> tuple[list[Alert],
     """
     new_state = copy.deepcopy(state)
     health = _health(new_state)
-    failures = int(health.get("failures", 0))
+    failures = int(_level(health.get("failures")))
     if failures:
-        health["last_outage"] = {"since": health.get("failing_since"), "failures": failures}
+        health["last_outage"] = {"since": _time(health.get("failing_since")), "failures": failures}
     health["failures"] = 0
     health.pop("failing_since", None)
     health["last_success"] = now
-    told = _configured(health.get("stale_sent", []), config)
+    told = _configured(health.get("stale_sent"), config)
     health["stale_sent"] = told
     if not told:
         return [], new_state
-    outage = health.get("last_outage") or {}
-    title, body = recovered_message(int(outage.get("failures", 0)), outage.get("since"), now)
+    outage = _dict_at(health, "last_outage")
+    title, body = recovered_message(int(_level(outage.get("failures"))), _time(outage.get("since")), now)
     return [Alert(HEALTH, "recovered", 0.0, "info", title, body, tuple(told))], new_state
 
 
@@ -140,11 +142,11 @@ def after_read(
 
 
 def _note_resets(reading: Reading, before: dict, state: dict, config: Config, now: float) -> dict:
-    old_meters = before.get("meters", {}) if isinstance(before.get("meters"), dict) else {}
-    meters = state.setdefault("meters", {})
+    old_meters = before.get("meters") if isinstance(before.get("meters"), dict) else {}
+    meters = _dict_at(state, "meters")
     for meter in reading.meters:
         old = old_meters.get(meter.id)
-        if meter.unlimited or not isinstance(old, dict) or float(old.get("peak") or 0) < 100:
+        if meter.unlimited or not isinstance(old, dict) or _level(old.get("peak")) < 100:
             continue
         if meter.active and same_window(old.get("window"), meter):
             continue  # still the used-up window
@@ -159,8 +161,8 @@ def _note_resets(reading: Reading, before: dict, state: dict, config: Config, no
         title, body = reset_message(meter, now)
         pending = [
             p
-            for p in state.get("pending", [])
-            if not (p.get("kind") == "reset" and p.get("meter") == meter.id)
+            for p in (state.get("pending") if isinstance(state.get("pending"), list) else [])
+            if isinstance(p, dict) and not (p.get("kind") == "reset" and p.get("meter") == meter.id)
         ]
         pending.append(
             {
@@ -178,11 +180,11 @@ def _note_resets(reading: Reading, before: dict, state: dict, config: Config, no
 
 
 def _track_peaks(reading: Reading, state: dict) -> dict:
-    meters = state.setdefault("meters", {})
+    meters = _dict_at(state, "meters")
     for meter in reading.meters:
         saved = meters.get(meter.id)
         if meter.active and not meter.unlimited and isinstance(saved, dict):
-            saved["peak"] = max(float(saved.get("peak") or 0), round(meter.percent, 3))
+            saved["peak"] = max(_level(saved.get("peak")), round(meter.percent, 3))
     return state
 
 
@@ -192,23 +194,23 @@ def _reminders(reading: Reading, state: dict, config: Config, now: float) -> tup
         return [], state
     alerts = []
     for meter in reading.meters:
-        saved = state.get("meters", {}).get(meter.id)
+        saved = _dict_at(state, "meters").get(meter.id)
         if not meter.active or meter.unlimited or meter.percent < 100 or not isinstance(saved, dict):
             continue
-        sent = saved.get("sent", {})
-        reminded = saved.setdefault("reminded", {})
+        sent = _dict_at(saved, "sent")
+        reminded = _dict_at(saved, "reminded")
         due = []
         for channel in config.delivery_channels():
-            if float(sent.get(channel.id, 0)) < 100:
+            if _level(sent.get(channel.id)) < 100:
                 continue  # this channel has not heard of 100 % (yet): nothing to repeat
-            last = reminded.get(channel.id)
-            if not isinstance(last, (int, float)):
+            last = _time(reminded.get(channel.id))
+            if last is None:
                 reminded[channel.id] = now  # a state from before reminders: start counting now
             elif now - last >= hours * 3600:
                 due.append(channel.id)
         if due:
             title, body = reminder_message(meter, now)
-            level = max(float(sent[c]) for c in due)
+            level = max(_level(sent[c]) for c in due)
             alerts.append(
                 Alert(meter.id, "reminder", level, config.severity_of(level), title, body, tuple(due))
             )
@@ -220,10 +222,11 @@ def pending_alerts(state: dict, config: Config) -> tuple[list[Alert], dict]:
     without entries for channels that are no longer configured."""
     new_state = copy.deepcopy(state)
     alerts, kept = [], []
-    for entry in new_state.get("pending", []):
+    entries = new_state.get("pending")
+    for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
-        channels = _configured(entry.get("channels", []), config)
+        channels = _configured(entry.get("channels"), config)
         if not channels:
             continue
         entry["channels"] = channels

@@ -20,6 +20,7 @@ notices; a new window drops them with the rest.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 from alerter.config import Config
@@ -66,7 +67,7 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
     """Given a reading, the saved state, the config and the time, return (alerts, new state)."""
     new_state = copy.deepcopy(state)
     new_state.pop("login", None)  # a working login re-arms the "login expired" notice
-    meters_state = new_state.setdefault("meters", {})
+    meters_state = _dict_at(new_state, "meters")
     alerts: list[Alert] = []
     for meter in reading.meters:
         if meter.unlimited or not meter.active:
@@ -74,6 +75,7 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
         saved = meters_state.get(meter.id)
         if not (isinstance(saved, dict) and same_window(saved.get("window"), meter)):
             saved = {"sent": {}}  # a new window re-arms every threshold
+        _dict_at(saved, "sent")
         saved["window"] = {"start": meter.window_start, "end": meter.window_end}
         meters_state[meter.id] = saved
         alerts.extend(_threshold_alerts(meter, saved.get("sent", {}), reading, config, now))
@@ -88,7 +90,7 @@ def _threshold_alerts(meter: Meter, sent: dict, reading: Reading, config: Config
         if not mine:
             continue
         top = max(mine)
-        if float(sent.get(channel.id, 0)) >= top:
+        if _level(sent.get(channel.id)) >= top:
             continue  # this channel already heard of this threshold (or a higher one)
         due.setdefault(top, []).append(channel.id)
     alerts = []
@@ -108,7 +110,9 @@ LOGIN_BODY = (
 
 def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict]:
     """Given the state, return the "login expired" alert for channels not yet told, if any."""
-    told = state.get("login", {}).get("expired_sent", []) if isinstance(state.get("login"), dict) else []
+    login = state.get("login")
+    told = login.get("expired_sent") if isinstance(login, dict) else None
+    told = told if isinstance(told, list) else []
     channels = tuple(ch.id for ch in config.delivery_channels() if ch.id not in told)
     if not channels:
         return None, state
@@ -123,33 +127,63 @@ def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | Non
     """
     new_state = copy.deepcopy(state)
     if alert.kind == "login":
-        login = new_state.setdefault("login", {})
-        login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})
+        login = _dict_at(new_state, "login")
+        told = login.get("expired_sent")
+        told = [c for c in told if isinstance(c, str)] if isinstance(told, list) else []
+        login["expired_sent"] = sorted({*told, channel_id})
         return new_state
     if alert.kind in ("stale", "recovered"):
         # stale_sent: the channels that were told the job is broken and not yet told it
         # works again; "recovered" is due to exactly those.
-        health = new_state.setdefault("health", {})
-        told = set(health.get("stale_sent", []))
+        health = _dict_at(new_state, "health")
+        told = set(_words(health.get("stale_sent")))
         told = told | {channel_id} if alert.kind == "stale" else told - {channel_id}
         health["stale_sent"] = sorted(told)
         return new_state
     if alert.kind == "reset":
         pending = []
-        for entry in new_state.get("pending", []):
+        entries = new_state.get("pending")
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            channels = _words(entry.get("channels"))
             if entry.get("kind") == "reset" and entry.get("meter") == alert.meter_id:
-                entry["channels"] = [c for c in entry.get("channels", []) if c != channel_id]
-            if entry.get("channels"):
-                pending.append(entry)
+                channels = [c for c in channels if c != channel_id]
+            if channels:
+                pending.append({**entry, "channels": channels})
         if pending:
             new_state["pending"] = pending
         else:
             new_state.pop("pending", None)
         return new_state
-    saved = new_state.setdefault("meters", {}).setdefault(alert.meter_id, {"sent": {}})
+    saved = _dict_at(_dict_at(new_state, "meters"), alert.meter_id)
     if alert.kind == "threshold":
-        sent = saved.setdefault("sent", {})
-        sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
+        sent = _dict_at(saved, "sent")
+        sent[channel_id] = max(_level(sent.get(channel_id)), alert.level)
     if now is not None and (alert.kind == "reminder" or alert.level >= 100):
-        saved.setdefault("reminded", {})[channel_id] = now
+        _dict_at(saved, "reminded")[channel_id] = now
     return new_state
+
+
+def _dict_at(container: dict, key: str) -> dict:
+    """Return container[key], replacing whatever is there by {} unless it is a dict.
+
+    The state file is ours, but it may have been edited or written by another version:
+    anything of the wrong shape counts as "nothing remembered" rather than a crash.
+    """
+    value = container.get(key)
+    if not isinstance(value, dict):
+        value = container[key] = {}
+    return value
+
+
+def _words(value: object) -> list[str]:
+    """Given a remembered list of channel ids, return its strings (none when it is not a list)."""
+    return [c for c in value if isinstance(c, str)] if isinstance(value, list) else []
+
+
+def _level(value: object) -> float:
+    """Given a remembered threshold, return it as a number (0 when it is not one)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0

@@ -119,6 +119,7 @@ class App:
             else:
                 config[key] = value
         self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.chmod(0o600)
         return self.config_path
 
     def __call__(self, *args: str, config: bool = True) -> Result:

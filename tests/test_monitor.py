@@ -155,3 +155,59 @@ def test_quiet_hours_contain_start_exclude_end_and_wrap_midnight(start, end, min
     assert quiet.contains(start) and not quiet.contains(end)
     inside = start <= minute < end if start < end else (minute >= start or minute < end)
     assert quiet.contains(minute) == inside
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+json_any = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+channel_ids = st.lists(st.sampled_from(["ch-a", "ch-b", "gone"]) | json_scalars, max_size=3)
+health_like = json_any | st.fixed_dictionaries(
+    {},
+    optional={
+        "failures": json_scalars,
+        "failing_since": json_scalars,
+        "last_success": json_scalars,
+        "stale_sent": channel_ids | json_any,
+        "last_outage": json_any,
+    },
+)
+pending_like = json_any | st.lists(
+    st.fixed_dictionaries(
+        {"kind": st.just("reset"), "meter": st.just("standard.5h")},
+        optional={"channels": channel_ids | json_any, "title": json_any},
+    )
+    | json_any,
+    max_size=2,
+)
+meter_like = json_any | st.fixed_dictionaries(
+    {"window": st.fixed_dictionaries({"start": st.none(), "end": st.just(T0 + 3600.0) | json_scalars})},
+    optional={"sent": json_any, "peak": json_scalars, "reminded": json_any},
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"version": st.just(1)},
+        optional={
+            "health": health_like,
+            "pending": pending_like,
+            "meters": json_any | st.fixed_dictionaries({"standard.5h": meter_like}),
+        },
+    ),
+    st.sampled_from([100.0, 40.0]),
+)
+def test_any_remembered_shape_is_survived(state, percent):
+    import json
+
+    cfg = config(reset_notice=True, reminder_hours=1, failures_before_alert=1, hours_without_success=1)
+    alerts, failed = monitor.after_failure(state, cfg, T0, "down")
+    failed = deliver(alerts, failed, T0)
+    for end in (T0 + 3600, T0 + 7200, T0 - 1):
+        reading = limits(percent, end)
+        alerts, new_state = run(reading, state, cfg, T0 + 60)
+        new_state = deliver(alerts, new_state, T0 + 60)
+        json.dumps(new_state)
+    json.dumps(failed)
