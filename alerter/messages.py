@@ -140,6 +140,7 @@ def reset_message(meter: Meter, now: float) -> tuple[str, str]:
 def reminder_message(meter: Meter, now: float) -> tuple[str, str]:
     """Given a meter still at or past 100 %, return the reminder (title, body)."""
     title = f"Reminder: Factory {meter.id} still at {percent(meter.percent)}"
-    body = f"{usage_line(meter)}: the {window_name(meter.id)} is still used up.\n"
+    still = "the limit is still reached" if "." in meter.id else "the allowance is still used up"
+    body = f"{usage_line(meter)}: {still}.\n"
     body += resets(meter, now)[0].upper() + resets(meter, now)[1:] + "."
     return title, body
