@@ -51,7 +51,9 @@ def _health(state: dict) -> dict:
 
 
 def _time(value: object) -> float | None:
-    return _level(value) or None
+    """Given a remembered unix time, return it, or None when it is not a plausible one."""
+    seconds = _level(value)
+    return seconds if 0 < seconds < 1e11 else None
 
 
 def _configured(channel_ids: object, config: Config) -> list[str]:

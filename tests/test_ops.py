@@ -479,3 +479,12 @@ def test_projection_series_appear_only_with_a_forecast():
     assert 'factory_usage_seconds_to_exhaustion{meter="standard.5h"} 1800\n' in text
     assert 'meter="core.5h"' in text and 'projected_ratio_at_reset{meter="core.5h"}' not in text
     assert "seconds_to_exhaustion" not in render(reading, {}, T0, {"standard.5h": Projection(0.7, None)})
+
+
+def test_metrics_survive_a_remembered_health_of_any_shape():
+    from alerter.metrics import render
+
+    for health in ({"failures": "x", "last_success": "y"}, {"failures": float("nan")}, [], None):
+        text = render(None, health, T0)
+        assert "factory_usage_alert_consecutive_failures 0\n" in text
+        assert "last_success_timestamp" not in text
