@@ -12,6 +12,9 @@ State per meter (plain JSON)::
 
 ``sent`` holds, per channel, the highest threshold delivered in that window: a threshold
 once sent stays sent even if usage later dips, and a new window re-arms them all.
+``reminded`` (per channel, the time a 100 % alert or its reminder was delivered) and
+``peak`` (the highest percent seen in the window) serve ``monitor``'s reminders and reset
+notices; a new window drops them with the rest.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ EPSILON = 1e-9
 class Alert:
     """One notification that is due, and the channels that have yet to receive it."""
 
-    meter_id: str
-    kind: str  # "threshold"
+    meter_id: str  # or "health" for the job's own stale/recovered notices
+    kind: str  # threshold, login, stale, recovered, reset, reminder
     level: float  # the threshold percent it announces
     severity: str  # info, warning or critical
     title: str
@@ -116,8 +119,12 @@ def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict
     return Alert("login", "login", 0.0, "critical", LOGIN_TITLE, LOGIN_BODY, channels), state
 
 
-def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
-    """Given the state, an alert and a channel that received it, return the updated state."""
+def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | None = None) -> dict:
+    """Given the state, an alert and a channel that received it, return the updated state.
+
+    ``now`` (the delivery time) is needed for reminders: it is recorded when a 100 % alert
+    or a reminder is delivered.
+    """
     new_state = copy.deepcopy(state)
     if alert.kind == "login":
         login = _dict_at(new_state, "login")
@@ -125,8 +132,36 @@ def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
         told = [c for c in told if isinstance(c, str)] if isinstance(told, list) else []
         login["expired_sent"] = sorted({*told, channel_id})
         return new_state
-    sent = _dict_at(_dict_at(_dict_at(new_state, "meters"), alert.meter_id), "sent")
-    sent[channel_id] = max(_level(sent.get(channel_id)), alert.level)
+    if alert.kind in ("stale", "recovered"):
+        # stale_sent: the channels that were told the job is broken and not yet told it
+        # works again; "recovered" is due to exactly those.
+        health = _dict_at(new_state, "health")
+        told = set(_words(health.get("stale_sent")))
+        told = told | {channel_id} if alert.kind == "stale" else told - {channel_id}
+        health["stale_sent"] = sorted(told)
+        return new_state
+    if alert.kind == "reset":
+        pending = []
+        entries = new_state.get("pending")
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            channels = _words(entry.get("channels"))
+            if entry.get("kind") == "reset" and entry.get("meter") == alert.meter_id:
+                channels = [c for c in channels if c != channel_id]
+            if channels:
+                pending.append({**entry, "channels": channels})
+        if pending:
+            new_state["pending"] = pending
+        else:
+            new_state.pop("pending", None)
+        return new_state
+    saved = _dict_at(_dict_at(new_state, "meters"), alert.meter_id)
+    if alert.kind == "threshold":
+        sent = _dict_at(saved, "sent")
+        sent[channel_id] = max(_level(sent.get(channel_id)), alert.level)
+    if now is not None and (alert.kind == "reminder" or alert.level >= 100):
+        _dict_at(saved, "reminded")[channel_id] = now
     return new_state
 
 
@@ -140,6 +175,11 @@ def _dict_at(container: dict, key: str) -> dict:
     if not isinstance(value, dict):
         value = container[key] = {}
     return value
+
+
+def _words(value: object) -> list[str]:
+    """Given a remembered list of channel ids, return its strings (none when it is not a list)."""
+    return [c for c in value if isinstance(c, str)] if isinstance(value, list) else []
 
 
 def _level(value: object) -> float:

@@ -94,13 +94,17 @@ def test_a_transient_error_then_success_is_transparent(app):
 def test_unusable_answers_exit_4_and_leave_state_untouched(app, reply, expected):
     app.serve_usage(usage_body(11 * M))
     assert app("run").code == 0
-    before = app.state_path.read_bytes()
+    before = app.state()
     app.serve_usage(reply)
     result = app("run")
     assert result.code == 4, result.err
     assert expected in result.err
     assert_one_clean_line(result.err)
-    assert app.state_path.read_bytes() == before
+    # Only the failure count (self-monitoring, issue 6) changes; what was sent does not.
+    after = app.state()
+    assert after.pop("health")["failures"] == 1
+    before.pop("health")
+    assert after == before
 
 
 def test_status_shows_meters_and_sends_nothing(app, receiver):
