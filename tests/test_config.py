@@ -33,6 +33,10 @@ def test_the_example_config_loads_and_matches_the_defaults():
     assert config.deadline_seconds == defaults.deadline_seconds
 
 
+def test_the_example_config_is_the_starter_config_that_init_writes():
+    assert (ROOT / "config.example.yaml").read_text() == (ROOT / "alerter" / "starter_config.yaml").read_text()
+
+
 def test_default_locations_follow_xdg_and_systemd():
     assert default_config_file({"HOME": "/h"}) == Path("/h/.config/factory-usage-alert/config.yaml")
     assert default_config_file({"HOME": "/h", "XDG_CONFIG_HOME": "/x"}) == Path(
