@@ -34,7 +34,9 @@ def test_the_example_config_loads_and_matches_the_defaults():
 
 
 def test_the_example_config_is_the_starter_config_that_init_writes():
-    assert (ROOT / "config.example.yaml").read_text() == (ROOT / "alerter" / "starter_config.yaml").read_text()
+    assert (ROOT / "config.example.yaml").read_text() == (
+        ROOT / "alerter" / "starter_config.yaml"
+    ).read_text()
 
 
 def test_default_locations_follow_xdg_and_systemd():

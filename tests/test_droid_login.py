@@ -151,14 +151,25 @@ def test_no_secret_reaches_output_logs_state_or_notifications(droid_app, workos,
     app.write_config({"factory": {"workos_url": workos.url}, "notify": {"urls": [url]}})
     app.serve_usage(usage_body(19_500_000))
     seen = []
-    for argv in (["run", "-v"], ["run", "-vv", "--dry-run"], ["status", "-v"], ["status", "-v", "--json"]):
+    commands = (
+        ["run", "-v"],
+        ["run", "-vv", "--dry-run"],
+        ["status", "-v"],
+        ["status", "-v", "--json"],
+        ["check-config", "-v"],
+        ["test-notify", "-v"],
+    )
+    for argv in commands:
         result = app(*argv)
         assert result.code == 0, (argv, result.err)
         seen += [result.out, result.err]
+    init = app("init", "-v", "--config", str(app.home / "new" / "config.yaml"))
+    assert init.code == 0, init.err
+    seen += [init.out, init.err]
     app.serve_usage(Reply(401, {"error": "no"}))
     workos.script = [(400, {"error": "invalid_grant"})]
     seen += [app("run", "-vv").err]  # the failure paths log the most
-    assert len(receiver.messages()) == 2  # the alert, and the login-expired notice
+    assert len(receiver.messages()) == 3  # the alert, the test message, the login-expired notice
     seen += [app.state_path.read_text(), json.dumps(receiver.messages())]
     renewed = stored_tokens(app)
     secrets = [
