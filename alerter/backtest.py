@@ -5,7 +5,8 @@ A trace is JSON Lines, one observation a line, in time order::
     {"at": 1764000000000, "usage": <the "usage" object of subscription/usage>}
     {"at": 1764000300000, "limits": <the body of billing/limits>}
 
-``replay`` is a loop over :func:`alerter.rules.evaluate` with the clock set to each
+``replay`` is a loop over the steps of a successful ``run`` (:func:`alerter.rules.evaluate`,
+then :func:`alerter.monitor.after_read` and quiet hours) with the clock set to each
 ``at``: the state lives in memory, every channel counts as delivered, nothing is sent.
 ``export_history`` goes the other way: it turns the history kept in the state file back
 into observations of the same format, so a user can replay their own past.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from alerter import monitor
 from alerter.config import Config
 from alerter.errors import ConfigError
 from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, parse_limits, parse_usage
@@ -145,15 +147,19 @@ def replay(observations: Iterable[Observation], config: Config, state: dict | No
             skipped.append(f"observation {count}: {exc}")
             continue
         now = observation.at / 1000.0
+        # The steps of a successful `run`, in its order (cli._run_once and _deliver).
+        before = state
         alerts, state = evaluate(reading, state, config, now)
-        for alert in alerts:
+        more, state = monitor.after_read(reading, before, state, config, now)
+        due, _held = monitor.hold(more + alerts, config, now)  # held ones stay due
+        for alert in due:
             notifications.append(
                 Notification(
                     observation.at, alert.meter_id, alert.kind, alert.severity, alert.title, alert.body
                 )
             )
             for channel_id in alert.channels:
-                state = record_delivery(state, alert, channel_id)
+                state = record_delivery(state, alert, channel_id, now)
     return Replay(tuple(notifications), count, tuple(skipped), state)
 
 

@@ -16,11 +16,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from alerter import __version__
+from alerter import __version__, healthcheck, metrics, monitor
 from alerter.backtest import TraceError, export_history, read_trace, render, replay
-from alerter.config import EU_BASE_URL, Config, load_config
+from alerter.config import (
+    CONFIG_ENV,
+    EU_BASE_URL,
+    Config,
+    QuietHours,
+    build_config,
+    default_config_file,
+    load_config,
+    mask_url,
+    parse_yaml,
+)
 from alerter.credentials import CredentialSettings, Login, open_login
-from alerter.errors import EXIT_OK, AlerterError, AuthError, DeliveryError
+from alerter.errors import EXIT_OK, AlerterError, AuthError, ConfigError, DeliveryError, UpstreamError
 from alerter.factory import FactoryClient, fetch_reading
 from alerter.meters import Reading
 from alerter.notify import channels_digest, send, validate_channels
@@ -55,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="fetch usage, notify about crossed thresholds")
     run.add_argument("--dry-run", action="store_true", help="print what would be sent; send and save nothing")
+    run.add_argument(
+        "--prometheus-textfile",
+        metavar="PATH",
+        help="after the run, write the meters to this .prom file for node_exporter "
+        "(overrides the prometheus_textfile key)",
+    )
 
     status = sub.add_parser("status", parents=[common], help="show the current usage; send nothing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -74,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--jsonl", action="store_true", help="print it as observations that `backtest` replays"
     )
+    sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the config, list every problem, show the configured channels (masked)",
+    )
+    test = sub.add_parser(
+        "test-notify", parents=[common], help="send a test message to every channel (or those with --tag)"
+    )
+    test.add_argument("--tag", help="only the channels with this tag")
+    sub.add_parser("init", parents=[common], help="write a commented starter config (never overwrites one)")
     return parser
 
 
@@ -100,6 +126,12 @@ def main(
             return cmd_backtest(args, env)
         if args.command == "history":
             return cmd_history(args, env)
+        if args.command == "check-config":
+            return cmd_check_config(args, env)
+        if args.command == "test-notify":
+            return cmd_test_notify(args, env)
+        if args.command == "init":
+            return cmd_init(args, env)
         raise AssertionError(args.command)
     except StateBusy as exc:
         log.warning("%s", exc)
@@ -160,6 +192,7 @@ def connect(config: Config, env: Mapping[str, str], deadline: float) -> FactoryC
             refresh_margin_seconds=config.refresh_margin_hours * 3600,
             timeout_seconds=config.timeout_seconds,
             ca_bundle=config.ca_bundle,
+            deadline=deadline,
         ),
         env,
     )
@@ -183,37 +216,85 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.dry_run:
         state = load_state(config.state_file, keep_aside=False)
         return _run_once(config, state, env, deadline, args.clock(), dry_run=True)[0]
+    textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
+    textfile = textfile or config.prometheus_textfile
     with locked(config.state_file, timeout=config.deadline_seconds):
-        state = load_state(config.state_file)
-        code, new_state = _run_once(config, state, env, deadline, args.clock(), dry_run=False)
-        if new_state != state:
-            save_state(config.state_file, new_state)
+        # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
+        healthcheck.ping(config.healthcheck_url, "start")
+        try:
+            state = load_state(config.state_file)
+            now = args.clock()
+            outcome: dict = {}  # _run_once leaves the reading (and projections) here, for the metrics
+            try:
+                code, new_state = _run_once(config, state, env, deadline, now, dry_run=False, outcome=outcome)
+                if new_state != state:
+                    save_state(config.state_file, new_state)
+            finally:
+                if textfile is not None:
+                    _write_metrics(textfile, config, outcome, now)
+        except BaseException:
+            healthcheck.ping(config.healthcheck_url, "fail")
+            raise
+        healthcheck.ping(config.healthcheck_url, "success" if code == EXIT_OK else "fail")
     return code
 
 
+def _write_metrics(path: Path, config: Config, outcome: dict, now: float) -> None:
+    """Write the textfile from the run's outcome and the saved state.
+
+    ``outcome`` may hold this run's ``reading`` (absent when the read failed) and
+    ``projections`` ({meter id: metrics.Projection}, when a forecast was made).
+    A failure to write is a warning, never the run's outcome.
+    """
+    try:
+        health = load_state(config.state_file, keep_aside=False).get("health", {})
+        text = metrics.render(outcome.get("reading"), health, now, outcome.get("projections"))
+        metrics.write_textfile(path, text)
+    except (OSError, AlerterError) as exc:
+        log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
+
+
 def _run_once(
-    config: Config, state: dict, env: Mapping[str, str], deadline: float, now: float, dry_run: bool
+    config: Config,
+    state: dict,
+    env: Mapping[str, str],
+    deadline: float,
+    now: float,
+    dry_run: bool,
+    outcome: dict | None = None,
 ) -> tuple[int, dict]:
     try:
         client = connect(config, env, deadline)
         reading, memory = fetch_reading(client, config.source, state.get("source", {}), now)
-    except AuthError as exc:
-        if exc.permanent:
+    except (AuthError, UpstreamError) as exc:
+        # A failed read never touches the usage state: nothing is re-armed or fired.
+        permanent = isinstance(exc, AuthError) and exc.permanent
+        alerts: list[Alert] = []
+        if permanent:
             alert, state = login_expired_alert(state, config)
             if alert is not None:
-                state, _ = _deliver([alert], state, config, dry_run)
-            if not dry_run:
-                save_state(config.state_file, state)
+                alerts.append(alert)
+        stale, state = monitor.after_failure(state, config, now, str(exc), login_expired=permanent)
+        failures = state.get("health", {}).get("failures", 0)
+        log.warning("could not read usage (%d failed run%s in a row)", failures, "" if failures == 1 else "s")
+        pending, state = monitor.pending_alerts(state, config)
+        state, _ = _deliver(alerts + stale + pending, state, config, dry_run, now)
+        if not dry_run:
+            save_state(config.state_file, state)
         raise
     state = dict(state, source=memory)
+    if outcome is not None:
+        outcome["reading"] = reading
     log.info(
         "usage from %s: %s",
         "billing/limits" if reading.source == "limits" else "subscription/usage",
         ", ".join(f"{m.id} {m.percent:.1f}%" for m in reading.meters if m.active) or "no meters",
     )
     _check_channels(config, state, dry_run)
+    before = state
     alerts, state = evaluate(reading, state, config, now)
-    state, failed = _deliver(alerts, state, config, dry_run)
+    more, state = monitor.after_read(reading, before, state, config, now)
+    state, failed = _deliver(more + alerts, state, config, dry_run, now)
     if failed:
         labels = ", ".join(sorted(failed))
         if not dry_run:
@@ -234,9 +315,17 @@ def _check_channels(config: Config, state: dict, dry_run: bool) -> None:
     state["channels_checked"] = digest
 
 
-def _deliver(alerts: list[Alert], state: dict, config: Config, dry_run: bool) -> tuple[dict, set[str]]:
+def _deliver(
+    alerts: list[Alert], state: dict, config: Config, dry_run: bool, now: float | None = None
+) -> tuple[dict, set[str]]:
     channels = {ch.id: ch for ch in config.delivery_channels()}
     failed: set[str] = set()
+    if now is not None:
+        alerts, held = monitor.hold(alerts, config, now)
+        if held and config.quiet_hours is not None:
+            until = QuietHours.text(config.quiet_hours.end)
+            prefix = "[dry-run] " if dry_run else ""
+            log.info("%squiet hours: holding %d notification(s) until %s", prefix, len(held), until)
     for alert in alerts:
         if dry_run:
             names = ", ".join(channels[c].label for c in alert.channels if c in channels)
@@ -247,7 +336,7 @@ def _deliver(alerts: list[Alert], state: dict, config: Config, dry_run: bool) ->
             if channel is None:
                 continue
             if send(channel, alert.title, alert.body, alert.severity):
-                state = record_delivery(state, alert, channel_id)
+                state = record_delivery(state, alert, channel_id, now)
                 log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
             else:
                 failed.add(channel.label)
@@ -328,6 +417,114 @@ def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         f"{len(lines)} observations from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} "
         f"in {config.state_file}\n(older ones are thinned; `history --jsonl` prints them for `backtest`)"
     )
+    return EXIT_OK
+
+
+# --- check-config, test-notify, init ------------------------------------------------------
+
+
+def _config_file(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    explicit = args.config or env.get(CONFIG_ENV)
+    return Path(explicit).expanduser() if explicit else default_config_file(env)
+
+
+def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Validate the config; print every problem (file, key, what is wrong) or a summary."""
+    file = _config_file(args, env)
+    try:
+        config = load_config(args.config, env)
+        validate_channels(config.channels)
+    except ConfigError as exc:
+        where = str(exc.file or file)
+        for problem in exc.problems:
+            line = problem if problem.startswith(where) else f"{where}: {problem}"
+            print(line, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{PROG}: {count} problem{'s' if count != 1 else ''} in the config", file=sys.stderr)
+        return exc.exit_code
+    print(f"config: {config.path if config.path else f'{file} (not found: built-in defaults)'}: OK")
+    print(f"state file: {config.state_file}")
+    if config.channels:
+        print("channels:")
+        for ch in config.channels:
+            details = "all severities" if len(ch.severities) == 3 else ", ".join(sorted(ch.severities))
+            if ch.tags:
+                details += "; tags: " + ", ".join(ch.tags)
+            service = _service(ch.url)
+            name = service if ch.label == service else f"{ch.label}: {service}"
+            print(f"  {name} ({details})")
+    else:
+        print("channels: none (alerts are printed to stdout)")
+    print(f"healthcheck: {healthcheck.masked(config.healthcheck_url) if config.healthcheck_url else 'off'}")
+    m = config.monitor
+    hours = (
+        f", or after {m.hours_without_success:g} h without a successful read"
+        if m.hours_without_success
+        else ""
+    )
+    print(f"not-working notice: after {m.failures_before_alert} failed runs in a row{hours}")
+    print(f"reset notice: {'on' if m.reset_notice else 'off'}")
+    print(f"reminders: {f'every {m.reminder_hours:g} h while at 100%' if m.reminder_hours else 'off'}")
+    q = config.quiet_hours
+    print(f"quiet hours: {f'{QuietHours.text(q.start)}-{QuietHours.text(q.end)} local time' if q else 'off'}")
+    print(f"prometheus textfile: {config.prometheus_textfile or 'off'}")
+    return EXIT_OK
+
+
+def _service(url: str | None) -> str:
+    return mask_url(url) if url else "stdout"
+
+
+TEST_TITLE = "factory-usage-alert: test notification"
+
+
+def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Send a clearly marked test message to every channel (or one tag); exit 5 on any failure."""
+    import socket
+
+    config = load_config(args.config, env)
+    channels = config.delivery_channels()
+    if args.tag:
+        channels = tuple(ch for ch in channels if args.tag in ch.tags)
+        if not channels:
+            raise ConfigError(f"no channel has the tag {args.tag!r}; see `notify.channels[].tags`")
+    failed = []
+    for channel in channels:
+        body = (
+            f"This is a test from {PROG} on {socket.gethostname()}, sent by `{PROG} test-notify`.\n"
+            f"If you can read it, the channel {channel.label} works. No action is needed."
+        )
+        out = sys.stderr if channel.url is None else None  # keep stdout for the report
+        ok = send(channel, TEST_TITLE, body, "info", out=out)
+        print(f"{'ok' if ok else 'FAILED':<6} {channel.label}")
+        if not ok:
+            failed.append(channel.label)
+    if failed:
+        raise DeliveryError(f"the test did not reach {', '.join(failed)}; check the URL and the service")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Write the commented starter config (mode 0600) at the config path; never overwrite."""
+    from importlib.resources import files
+
+    file = _config_file(args, env)
+    text = files("alerter").joinpath("starter_config.yaml").read_text(encoding="utf-8")
+    build_config(parse_yaml(text, None), None, env)  # never write a config the job would refuse
+    try:
+        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"{file}: a config file is already there; not overwriting it "
+            "(check it with `factory-usage-alert check-config`)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot create the config file ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(f"wrote {file}")
+    print(f"next: add your apprise URLs under notify:, then `{PROG} check-config` and `{PROG} test-notify`")
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ this module reads YAML or environment variables for settings.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -61,6 +62,41 @@ STDOUT_CHANNEL = Channel(id="stdout", label="stdout", url=None)
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """How the job watches itself (``monitor:``): stale data, reset notices, reminders.
+
+    ``hours_without_success`` and ``reminder_hours`` are off at 0.
+    """
+
+    failures_before_alert: int = 3
+    hours_without_success: float = 0.0
+    reset_notice: bool = False
+    reminder_hours: float = 0.0
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A local time range (minutes after midnight) in which non-critical notices wait.
+
+    ``end`` before ``start`` means the range spans midnight (22:00-07:00).
+    """
+
+    start: int
+    end: int
+
+    def contains(self, minute_of_day: int) -> bool:
+        """Given minutes after local midnight, return True inside the range (end excluded)."""
+        if self.start <= self.end:
+            return self.start <= minute_of_day < self.end
+        return minute_of_day >= self.start or minute_of_day < self.end
+
+    @staticmethod
+    def text(minutes: int) -> str:
+        """Given minutes after midnight, return 'HH:MM'."""
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated settings of one run."""
 
@@ -82,6 +118,10 @@ class Config:
     critical_at: float = 100.0
     channels: tuple[Channel, ...] = ()
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
+    healthcheck_url: str | None = None
+    monitor: MonitorSettings = MonitorSettings()
+    quiet_hours: QuietHours | None = None
+    prometheus_textfile: Path | None = None
 
     def thresholds_for(self, meter_id: str) -> tuple[float, ...]:
         """Given a meter id, return its thresholds (its own key, else `default`)."""
@@ -169,7 +209,24 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
-    return build_config(parse_yaml(text, file), file, env)
+    config = build_config(parse_yaml(text, file), file, env)
+    _warn_if_exposed(file, config)
+    return config
+
+
+def _warn_if_exposed(file: Path, config: Config) -> None:
+    """A config readable by others must not hold channel credentials: say so."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o044 and any(ch.url and ch.label != ch.url for ch in config.channels):
+        logging.getLogger(__name__).warning(
+            "%s is readable by other users and holds apprise URLs that may carry credentials; "
+            "run `chmod 600 %s`",
+            file,
+            file,
+        )
 
 
 def parse_yaml(text: str, file: Path | None) -> dict:
@@ -193,7 +250,22 @@ def parse_yaml(text: str, file: Path | None) -> dict:
 def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, str]) -> Config:
     """Given the parsed YAML mapping, return a Config. Raise ConfigError listing every problem."""
     v = _Validator()
-    v.keys(data, "", {"factory", "state_file", "thresholds", "severity", "notify", "forecast"})
+    v.keys(
+        data,
+        "",
+        {
+            "factory",
+            "state_file",
+            "thresholds",
+            "severity",
+            "notify",
+            "healthcheck_url",
+            "monitor",
+            "quiet_hours",
+            "prometheus_textfile",
+            "forecast",
+        },
+    )
 
     factory = v.mapping(data, "factory")
     v.keys(
@@ -231,6 +303,17 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
     channels = _channels(v, v.mapping(data, "notify"))
     forecast = _forecast(v, v.mapping(data, "forecast"))
 
+    healthcheck_url = (
+        v.url(data, "healthcheck_url", None) if data.get("healthcheck_url") is not None else None
+    )
+    monitor = _monitor(v, data)
+    quiet_hours = _quiet_hours(v, data)
+    textfile = v.path(data, "prometheus_textfile")
+    if textfile is not None and textfile.suffix != ".prom":
+        v.problem(
+            "prometheus_textfile", "must end in .prom (node_exporter's textfile collector reads only those)"
+        )
+
     if v.problems:
         where = str(file) if file else "config"
         raise ConfigError(f"{where}: " + "; ".join(v.problems), problems=v.problems, file=file)
@@ -251,7 +334,43 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         critical_at=critical_at,
         channels=channels,
         forecast=forecast,
+        healthcheck_url=healthcheck_url.rstrip("/") if healthcheck_url else None,
+        monitor=monitor,
+        quiet_hours=quiet_hours,
+        prometheus_textfile=textfile,
     )
+
+
+def _monitor(v: _Validator, data: Mapping[str, Any]) -> MonitorSettings:
+    section = v.mapping(data, "monitor")
+    v.keys(
+        section,
+        "monitor.",
+        {"failures_before_alert", "hours_without_success", "reset_notice", "reminder_hours"},
+    )
+    return MonitorSettings(
+        failures_before_alert=int(
+            v.number(section, "monitor.failures_before_alert", 3, 1, 1000, integer=True)
+        ),
+        hours_without_success=v.number(section, "monitor.hours_without_success", 0, 0, 24 * 90),
+        reset_notice=v.boolean(section, "monitor.reset_notice", False),
+        reminder_hours=v.number(section, "monitor.reminder_hours", 0, 0, 24 * 90),
+    )
+
+
+def _quiet_hours(v: _Validator, data: Mapping[str, Any]) -> QuietHours | None:
+    if data.get("quiet_hours") is None:
+        return None
+    section = v.mapping(data, "quiet_hours")
+    v.keys(section, "quiet_hours.", {"start", "end"})
+    start = v.clock_time(section, "quiet_hours.start")
+    end = v.clock_time(section, "quiet_hours.end")
+    if start is None or end is None:
+        return None
+    if start == end:
+        v.problem("quiet_hours", "start and end are the same time; remove quiet_hours to turn it off")
+        return None
+    return QuietHours(start, end)
 
 
 def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
@@ -418,10 +537,19 @@ class _Validator:
             return {}
         return value
 
-    def number(self, data: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    def number(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        default: float,
+        low: float,
+        high: float,
+        integer: bool = False,
+    ) -> float:
         value = data.get(key.rsplit(".", 1)[-1], default)
-        if not _is_number(value) or not low <= value <= high:
-            self.problem(key, f"must be a number from {low:g} to {high:g}, not {value!r}")
+        if not _is_number(value) or not low <= value <= high or (integer and value != int(value)):
+            kind = "a whole number" if integer else "a number"
+            self.problem(key, f"must be {kind} from {low:g} to {high:g}, not {value!r}")
             return default
         return float(value)
 
@@ -432,6 +560,18 @@ class _Validator:
             return default
         return value
 
+    def clock_time(self, data: Mapping[str, Any], key: str) -> int | None:
+        value = data.get(key.rsplit(".", 1)[-1])
+        if isinstance(value, int) and not isinstance(value, bool) and 60 <= value < 24 * 60:
+            # YAML 1.1 reads an unquoted 22:00 as the base-60 number 1320: minutes already.
+            # A bare 22 (or 0:22) is ambiguous and falls through to the error below.
+            return value
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value) if isinstance(value, str) else None
+        if match is None:
+            self.problem(key, f'must be a local time like "22:00", not {value!r}')
+            return None
+        return int(match.group(1)) * 60 + int(match.group(2))
+
     def choice(self, data: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
         value = data.get(key.rsplit(".", 1)[-1], default)
         if value not in choices:
@@ -439,9 +579,9 @@ class _Validator:
             return default
         return value
 
-    def url(self, data: Mapping[str, Any], key: str, default: str) -> str:
+    def url(self, data: Mapping[str, Any], key: str, default: Any) -> Any:
         value = data.get(key.rsplit(".", 1)[-1], default)
-        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+\S*$", value):
             self.problem(key, f"must be an http(s) URL, not {value!r}")
             return default
         return value

@@ -53,8 +53,9 @@ class FactoryClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
-        if ca_bundle:
-            self.session.verify = ca_bundle  # never False: TLS is always verified
+        # Never False: TLS is always verified. Passed with each request, because a
+        # session-wide setting loses to $REQUESTS_CA_BUNDLE.
+        self.verify: str | bool = ca_bundle or True
         self.requests_made = 0
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -87,7 +88,9 @@ class FactoryClient:
             retry_after: float | None = None
             try:
                 self.requests_made += 1
-                response = self.session.request(method, url, headers=headers, timeout=timeout, **kwargs)
+                response = self.session.request(
+                    method, url, headers=headers, timeout=timeout, verify=self.verify, **kwargs
+                )
             except requests.exceptions.SSLError:
                 raise UpstreamError(
                     f"TLS verification failed for {self.base_url}; "

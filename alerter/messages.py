@@ -76,6 +76,8 @@ def window_name(meter_id: str) -> str:
 
 def usage_line(meter: Meter) -> str:
     """Given a meter, return 'standard: 82% used (16.4M of 20M tokens)'."""
+    if "." in meter.id:
+        return f"{meter.id}: {percent(meter.percent)} of the {window_name(meter.id)} used"
     line = f"{meter.id}: {percent(meter.percent)} used"
     if meter.allowance_tokens:
         line += f" ({tokens(meter.used_tokens)} of {tokens(meter.allowance_tokens)} tokens)"
@@ -94,7 +96,8 @@ def threshold_message(
         title = f"Factory {meter.id} at {used} (past {percent(threshold)})"
     lines = [f"{usage_line(meter)}, past the {percent(threshold)} alert."]
     if exhausted:
-        lines = [f"{usage_line(meter)}: the {window_name(meter.id)} is used up."]
+        what = "the limit is reached" if "." in meter.id else "the allowance is used up"
+        lines = [f"{usage_line(meter)}: {what}."]
     lines.append(resets(meter, now)[0].upper() + resets(meter, now)[1:] + ".")
     if critical and reading.extra_usage_cents is not None:
         lines.append(f"Extra usage balance: ${reading.extra_usage_cents / 100:.2f}.")
@@ -149,3 +152,48 @@ def forecast_message(
         f"To last until the reset: at most {pace(meter, budget, per)}.",
     ]
     return title, "\n".join(lines)
+
+
+# --- the job's own notices (monitor) -------------------------------------------------------
+
+APP = "factory-usage-alert"
+
+
+def stale_message(reason: str, failures: int, last_success: float | None, now: float) -> tuple[str, str]:
+    """Given why runs fail, how many failed in a row and the last success, return (title, body)."""
+    since = f"last successful read: {local_time(last_success, now)}" if last_success else "never read yet"
+    runs = "1 run" if failures == 1 else f"{failures} runs in a row"
+    body = (
+        f"Usage alerts are not working: {reason}\n"
+        f"{runs} could not read Factory usage ({since}).\n"
+        "No usage alert can arrive until this is fixed; you will get one message when it works again."
+    )
+    return f"{APP}: usage alerts are not working", body
+
+
+def recovered_message(failures: int, since: float | None, now: float) -> tuple[str, str]:
+    """Given the outage (failed runs, first failure), return the "working again" (title, body)."""
+    outage = f" after {failures} failed run{'s' if failures != 1 else ''}" if failures else ""
+    if since:
+        outage += f" (failing since {local_time(since, now)})"
+    body = f"Factory usage was read again at {local_time(now, now)}{outage}.\nUsage alerts are working again."
+    return f"{APP}: usage alerts are working again", body
+
+
+def reset_message(meter: Meter, now: float) -> tuple[str, str]:
+    """Given a meter whose used-up window has reset, return the notification (title, body)."""
+    back_to = percent(meter.percent) if meter.active else "0%"
+    title = f"Factory {meter.id} reset, you are back to {back_to}"
+    lines = [f"The {window_name(meter.id)} that was used up has reset ({local_time(now, now)})."]
+    if meter.active and meter.window_end is not None:
+        lines.append(f"Next reset: {resets(meter, now)[len('resets ') :]}.")
+    return title, "\n".join(lines)
+
+
+def reminder_message(meter: Meter, now: float) -> tuple[str, str]:
+    """Given a meter still at or past 100 %, return the reminder (title, body)."""
+    title = f"Reminder: Factory {meter.id} still at {percent(meter.percent)}"
+    still = "the limit is still reached" if "." in meter.id else "the allowance is still used up"
+    body = f"{usage_line(meter)}: {still}.\n"
+    body += resets(meter, now)[0].upper() + resets(meter, now)[1:] + "."
+    return title, body

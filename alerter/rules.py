@@ -12,7 +12,9 @@ State per meter (plain JSON)::
 
 ``sent`` holds, per channel, the highest threshold delivered in that window: a threshold
 once sent stays sent even if usage later dips, and a new window re-arms them all.
-
+``reminded`` (per channel, the time a 100 % alert or its reminder was delivered) and
+``peak`` (the highest percent seen in the window) serve ``monitor``'s reminders and reset
+notices; a new window drops them with the rest.
 Each meter also keeps ``history`` (its recent readings, see :mod:`alerter.forecast`),
 ``forecast`` (the current risk episode and the channels told of it) and, for billing
 periods, ``period_seconds`` (the last known period length, for a period with no end).
@@ -20,6 +22,7 @@ periods, ``period_seconds`` (the last known period length, for a period with no 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +42,8 @@ EPSILON = 1e-9
 class Alert:
     """One notification that is due, and the channels that have yet to receive it."""
 
-    meter_id: str
-    kind: str  # "threshold", "forecast" or "login"
+    meter_id: str  # or "health" for the job's own stale/recovered notices
+    kind: str  # threshold, forecast, login, stale, recovered, reset, reminder
     level: float  # the threshold percent it announces; for a forecast, the percent at reset
     severity: str  # info, warning or critical
     title: str
@@ -112,6 +115,7 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
             saved = {"sent": {}}  # a new window re-arms every threshold and ends any episode
         if length is not None:
             saved["period_seconds"] = length
+        _dict_at(saved, "sent")
         saved["window"] = {"start": meter.window_start, "end": meter.window_end}
         saved["history"] = forecast.add_sample(history, meter, now, same)
         meters_state[meter.id] = saved
@@ -188,7 +192,7 @@ def _threshold_alerts(meter: Meter, sent: dict, reading: Reading, config: Config
         if not mine:
             continue
         top = max(mine)
-        if float(sent.get(channel.id, 0)) >= top:
+        if _level(sent.get(channel.id)) >= top:
             continue  # this channel already heard of this threshold (or a higher one)
         due.setdefault(top, []).append(channel.id)
     alerts = []
@@ -208,25 +212,85 @@ LOGIN_BODY = (
 
 def login_expired_alert(state: dict, config: Config) -> tuple[Alert | None, dict]:
     """Given the state, return the "login expired" alert for channels not yet told, if any."""
-    told = state.get("login", {}).get("expired_sent", []) if isinstance(state.get("login"), dict) else []
+    login = state.get("login")
+    told = login.get("expired_sent") if isinstance(login, dict) else None
+    told = told if isinstance(told, list) else []
     channels = tuple(ch.id for ch in config.delivery_channels() if ch.id not in told)
     if not channels:
         return None, state
     return Alert("login", "login", 0.0, "critical", LOGIN_TITLE, LOGIN_BODY, channels), state
 
 
-def record_delivery(state: dict, alert: Alert, channel_id: str) -> dict:
-    """Given the state, an alert and a channel that received it, return the updated state."""
+def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | None = None) -> dict:
+    """Given the state, an alert and a channel that received it, return the updated state.
+
+    ``now`` (the delivery time) is needed for reminders: it is recorded when a 100 % alert
+    or a reminder is delivered.
+    """
     new_state = copy_state(state, [alert.meter_id])
     if alert.kind == "login":
-        login = new_state.setdefault("login", {})
-        login["expired_sent"] = sorted({*login.get("expired_sent", []), channel_id})
+        login = _dict_at(new_state, "login")
+        told = login.get("expired_sent")
+        told = [c for c in told if isinstance(c, str)] if isinstance(told, list) else []
+        login["expired_sent"] = sorted({*told, channel_id})
         return new_state
-    saved = new_state.setdefault("meters", {}).setdefault(alert.meter_id, {"sent": {}})
+    if alert.kind in ("stale", "recovered"):
+        # stale_sent: the channels that were told the job is broken and not yet told it
+        # works again; "recovered" is due to exactly those.
+        health = _dict_at(new_state, "health")
+        told = set(_words(health.get("stale_sent")))
+        told = told | {channel_id} if alert.kind == "stale" else told - {channel_id}
+        health["stale_sent"] = sorted(told)
+        return new_state
+    if alert.kind == "reset":
+        pending = []
+        entries = new_state.get("pending")
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict):
+                continue
+            channels = _words(entry.get("channels"))
+            if entry.get("kind") == "reset" and entry.get("meter") == alert.meter_id:
+                channels = [c for c in channels if c != channel_id]
+            if channels:
+                pending.append({**entry, "channels": channels})
+        if pending:
+            new_state["pending"] = pending
+        else:
+            new_state.pop("pending", None)
+        return new_state
+    saved = _dict_at(_dict_at(new_state, "meters"), alert.meter_id)
     if alert.kind == "forecast":
-        episode = saved.setdefault("forecast", {}).setdefault("episode", {"since": None, "sent": []})
-        episode["sent"] = sorted({*episode.get("sent", []), channel_id})
+        # Its level is the projected use at the reset, not a threshold: no reminders.
+        episode = _dict_at(_dict_at(saved, "forecast"), "episode")
+        episode["sent"] = sorted({*_words(episode.get("sent")), channel_id})
         return new_state
-    sent = saved.setdefault("sent", {})
-    sent[channel_id] = max(float(sent.get(channel_id, 0)), alert.level)
+    if alert.kind == "threshold":
+        sent = _dict_at(saved, "sent")
+        sent[channel_id] = max(_level(sent.get(channel_id)), alert.level)
+    if now is not None and (alert.kind == "reminder" or alert.level >= 100):
+        _dict_at(saved, "reminded")[channel_id] = now
     return new_state
+
+
+def _dict_at(container: dict, key: str) -> dict:
+    """Return container[key], replacing whatever is there by {} unless it is a dict.
+
+    The state file is ours, but it may have been edited or written by another version:
+    anything of the wrong shape counts as "nothing remembered" rather than a crash.
+    """
+    value = container.get(key)
+    if not isinstance(value, dict):
+        value = container[key] = {}
+    return value
+
+
+def _words(value: object) -> list[str]:
+    """Given a remembered list of channel ids, return its strings (none when it is not a list)."""
+    return [c for c in value if isinstance(c, str)] if isinstance(value, list) else []
+
+
+def _level(value: object) -> float:
+    """Given a remembered threshold, return it as a number (0 when it is not one)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0

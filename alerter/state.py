@@ -90,6 +90,16 @@ def save_state(path: Path, state: dict) -> None:
     ensure_private_dir(path.parent)
     data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode("utf-8")
     write_atomic(path, data)
+    _remove_leftovers(path)
+
+
+def _remove_leftovers(path: Path, older_than: float = 600.0) -> None:
+    """Remove temp files that a killed run left behind (runs hold the lock, so none is live)."""
+    cutoff = time.time() - older_than
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -110,7 +110,7 @@ class App:
 
     def write_config(self, extra: dict) -> Path:
         config = {
-            "factory": {"base_url": self.factory.url, "timeout_seconds": 5, "source": "allowance"},
+            "factory": {"base_url": self.factory.url, "timeout_seconds": 5},
             "state_file": str(self.state_path),
         }
         for key, value in extra.items():
@@ -119,6 +119,7 @@ class App:
             else:
                 config[key] = value
         self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.chmod(0o600)
         return self.config_path
 
     def __call__(self, *args: str, config: bool = True) -> Result:

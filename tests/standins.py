@@ -125,13 +125,16 @@ class StandIn:
                     data, ctype = b"", "application/json"
                 else:
                     data, ctype = json.dumps(reply.body).encode(), "application/json"
-                self.send_response(reply.status)
-                headers = {"Content-Type": ctype, **reply.headers}
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(reply.status)
+                    headers = {"Content-Type": ctype, **reply.headers}
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up waiting (timeout tests)
 
             do_GET = do_POST = do_PUT = _serve
 
@@ -200,3 +203,59 @@ class SmtpReceiver:
             f"mailto://localhost:{self.port}?smtp=127.0.0.1&mode=insecure"
             "&from=alerts@example.com&to=lead@example.com"
         )
+
+
+def self_signed_cert(directory) -> tuple[str, str]:
+    """Write a certificate for 127.0.0.1 and its key; return (cert path, key path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "factory stand-in")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = f"{directory}/cert.pem", f"{directory}/key.pem"
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return cert_path, key_path
+
+
+class TlsStandIn(StandIn):
+    """The same stand-in, speaking HTTPS with a self-signed certificate."""
+
+    def __init__(self, directory) -> None:
+        import ssl
+
+        super().__init__()
+        self.cert, key = self_signed_cert(directory)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+    @property
+    def url(self) -> str:
+        return super().url.replace("http://", "https://")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -25,8 +26,15 @@ def trace_lines(path: Path = SAMPLE) -> list[dict]:
 
 
 def test_backtest_gives_the_same_notifications_as_running_the_job_hourly(app, receiver, tmp_path):
-    # The recorded month, run by the real job once an hour against the stand-in Factory...
-    app.write_config({"notify": {"urls": [receiver.apprise_url]}})
+    # The recorded month, run by the real job once an hour against the stand-in Factory,
+    # with daily reminders after 100 % and quiet hours that hold the non-critical ones...
+    app.write_config(
+        {
+            "notify": {"urls": [receiver.apprise_url]},
+            "monitor": {"reminder_hours": 24, "reset_notice": True},
+            "quiet_hours": {"start": "22:00", "end": "07:00"},
+        }
+    )
     lines = trace_lines()
     for line in lines:
         app.now = line["at"] / 1000
@@ -42,7 +50,9 @@ def test_backtest_gives_the_same_notifications_as_running_the_job_hourly(app, re
     assert [(n["title"], n["body"]) for n in replayed] == arrived
     kinds = [n["kind"] for n in replayed]
     assert kinds[0] == "forecast" and kinds.count("forecast") == 1
-    assert kinds.count("threshold") == 4
+    assert kinds.count("threshold") == 4 and kinds.count("reminder") == 4
+    # the forecast came at 04:11, inside quiet hours: it waited for the 07:11 run
+    assert time.strftime("%H:%M", time.gmtime(replayed[0]["at"] / 1000)) == "07:11"
 
 
 def test_backtest_prints_the_notifications_with_their_times(app):

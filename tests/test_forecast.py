@@ -354,10 +354,11 @@ def test_a_year_of_five_minute_runs_keeps_the_state_under_64_kib():
     assert max(sizes) < 64 * 1024, max(sizes)
 
 
-def test_the_documented_forecast_block_is_the_defaults():
+def test_the_example_config_documents_the_forecast_defaults():
     import yaml
 
     from tests.test_backtest import ROOT
 
-    documented = yaml.safe_load((ROOT / "docs" / "forecast-config.yaml").read_text())
-    assert config(documented).forecast == config().forecast
+    documented = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    assert "forecast" in documented
+    assert config({"forecast": documented["forecast"]}).forecast == config().forecast

@@ -187,7 +187,7 @@ def test_state_is_private_versioned_json(app, receiver):
 def test_usage_get_carries_use_cache_and_the_bearer(app):
     app.serve_usage(usage_body(1 * M))
     assert app("run").code == 0
-    (call,) = app.factory.calls()
+    (call,) = app.factory.calls("GET", USAGE_PATH)
     assert call.method == "GET" and call.path == USAGE_PATH
     assert call.query["useCache"] == "true"
     assert call.headers["authorization"] == f"Bearer {API_KEY}"

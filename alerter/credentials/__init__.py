@@ -3,116 +3,177 @@
 The rest of the job sees only :func:`open_login` and the :class:`Login` it returns:
 ``bearer()`` for the Authorization header, ``refresh_after_rejection()`` once after a
 401/403, and ``identity`` for ``status``. Which store the token came from, how it is
-decrypted, refreshed and written back stays inside this package.
+decrypted, refreshed and written back stays inside this package:
+
+- ``store``: droid's store formats and the order they are tried in;
+- ``keyring_source``: the OS keyring that holds the key of ``auth.v2.keyring``;
+- ``lock``: droid's write lock, taken droid's way;
+- ``refresh``: WorkOS renewal and the write-back under the lock.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from collections.abc import Callable, Mapping
 
-import jwt
-
+from alerter.credentials import keyring_source
+from alerter.credentials.identity import (
+    CredentialSettings,
+    Identity,
+    default_home,
+    identity_from_token,
+    mask_email,
+    token_claims,
+    token_expiry,
+)
+from alerter.credentials.refresh import renew
+from alerter.credentials.store import KeyLookup, StoredLogin, find_stored_login
 from alerter.errors import AuthError
 
+__all__ = [
+    "API_KEY_ENV",
+    "DISABLE_KEYRING_ENV",
+    "CredentialSettings",
+    "Identity",
+    "Login",
+    "default_home",
+    "identity_from_token",
+    "mask_email",
+    "open_login",
+    "token_claims",
+    "token_expiry",
+]
+
+log = logging.getLogger(__name__)
+
 API_KEY_ENV = "FACTORY_API_KEY"
-
-
-@dataclass(frozen=True)
-class CredentialSettings:
-    """What the credential code needs from the config."""
-
-    home: Path
-    workos_url: str = "https://api.workos.com/user_management"
-    refresh_margin_seconds: float = 24 * 3600
-    timeout_seconds: float = 10.0
-    ca_bundle: str | None = None
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who the token belongs to, safe to show: nothing in here is a secret."""
-
-    source: str
-    email_masked: str | None = None
-    org_id: str | None = None
-    user_id: str | None = None
-    expires_at: float | None = None
-    region: str | None = None
+# droid's own switch for "do not use the OS keyring"; when set, droid ignores
+# auth.v2.keyring, so its contents may be stale and we ignore it too.
+DISABLE_KEYRING_ENV = "FACTORY_DISABLE_KEYRING"
 
 
 class Login:
     """A bearer token and the means to renew it once when the API rejects it."""
 
-    def __init__(self, token: str, identity: Identity) -> None:
+    def __init__(
+        self,
+        token: str,
+        identity: Identity,
+        renew: Callable[[], tuple[str, Identity]] | None = None,
+    ) -> None:
         self._token = token
         self.identity = identity
+        self._renew = renew
 
     def bearer(self) -> str:
         """Return the token to send as ``Authorization: Bearer``."""
         return self._token
 
     def refresh_after_rejection(self) -> bool:
-        """Try to obtain a new token after a 401/403; return True when one is ready."""
-        return False
+        """Try to obtain a new token after a 401/403; return True when one is ready.
+
+        Only the first call per run can renew (an API key never does). Raise AuthError
+        (``permanent`` when WorkOS rejected the login) or UpstreamError (WorkOS unreachable
+        until the deadline).
+        """
+        renew_now, self._renew = self._renew, None
+        if renew_now is None:
+            return False
+        token, identity = renew_now()
+        changed = token != self._token
+        self._token, self.identity = token, identity
+        return changed
 
     def __repr__(self) -> str:  # never show the token
         return f"Login(source={self.identity.source!r})"
 
 
-def mask_email(email: str | None) -> str | None:
-    """Given an email address, return it with the local part hidden: ``a***@example.com``."""
-    if not email or "@" not in email:
+def open_login(
+    settings: CredentialSettings,
+    env: Mapping[str, str] = os.environ,
+    *,
+    key_lookup: KeyLookup | None = None,
+) -> Login:
+    """Given the settings, return the first usable login, renewed when it expires soon.
+
+    Sources in order: ``$FACTORY_API_KEY``; droid's store in ``settings.home``
+    (``auth.v2.keyring``, on macOS ``auth.v2.loginkeychain``, ``auth.v2.file`` +
+    ``auth.v2.key``, ``auth.encrypted``, ``auth.json``). A token expiring within
+    ``settings.refresh_margin_seconds`` is renewed and written back under droid's lock.
+    ``key_lookup(account)`` replaces the OS keyring lookup (tests).
+
+    Raise AuthError (``permanent`` when only ``droid`` logging in again helps) or
+    UpstreamError (WorkOS unreachable until ``settings.deadline``).
+    """
+    api_key = env.get(API_KEY_ENV, "").strip()
+    if api_key:
+        return Login(api_key, Identity(source=API_KEY_ENV))
+    stored = find_stored_login(settings.home, _keyring_lookup(settings, env, key_lookup))
+    if stored is None:
+        raise AuthError(
+            f"no Factory login found (looked for ${API_KEY_ENV} and droid's store in "
+            f"{settings.home}); run `droid` to log in, or set {API_KEY_ENV}"
+        )
+    log.debug("Factory login read from %s", stored.path)
+    if _expires_soon(stored, settings.refresh_margin_seconds):
+        stored = _renew_before_use(stored, settings)
+    return _login_from_store(stored, settings)
+
+
+def _keyring_lookup(
+    settings: CredentialSettings, env: Mapping[str, str], key_lookup: KeyLookup | None
+) -> KeyLookup | None:
+    """Return the keyring lookup to use, or None when droid's keyring is switched off."""
+    if env.get(DISABLE_KEYRING_ENV, "").strip().lower() in ("1", "true", "yes"):
         return None
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}"
+    if key_lookup is not None:
+        return key_lookup
+
+    def lookup(account: str) -> str | None:
+        timeout = keyring_source.LOOKUP_TIMEOUT_SECONDS
+        if settings.deadline is not None:
+            timeout = min(timeout, settings.deadline - time.monotonic())
+        return keyring_source.lookup_key(account, timeout)
+
+    return lookup
 
 
-def token_claims(token: str) -> dict:
-    """Given a JWT, return its claims without verifying the signature ({} if not a JWT)."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return {}
-    return claims if isinstance(claims, dict) else {}
+def _expires_soon(stored: StoredLogin, margin_seconds: float) -> bool:
+    """True when the token's exp is within the margin; a token without exp is left alone."""
+    expires_at = token_expiry(stored.access_token)
+    return expires_at is not None and expires_at - time.time() <= margin_seconds
 
 
-def identity_from_token(token: str, source: str, region: str | None = None) -> Identity:
-    """Given an access token, return the :class:`Identity` its claims describe."""
-    claims = token_claims(token)
-    exp = claims.get("exp")
-    org = claims.get("org_id") or claims.get("external_org_id")
-    sub = claims.get("sub")
-    return Identity(
-        source=source,
-        email_masked=mask_email(claims.get("email") if isinstance(claims.get("email"), str) else None),
-        org_id=org if isinstance(org, str) else None,
-        user_id=sub if isinstance(sub, str) else None,
-        expires_at=float(exp) if isinstance(exp, (int, float)) else None,
-        region=region,
-    )
-
-
-def open_login(settings: CredentialSettings, env: Mapping[str, str] = os.environ) -> Login:
-    """Given the settings, return the first usable login. Raise AuthError when there is none."""
-    key = env.get(API_KEY_ENV, "").strip()
-    if key:
-        return Login(key, Identity(source=API_KEY_ENV))
-    plain = settings.home / "auth.json"
-    if plain.is_file():
-        try:
-            data = json.loads(plain.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+def _renew_before_use(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
+    """Renew a soon-expiring login; a store without refresh token is used while it lasts."""
+    if stored.refresh_token is None:
+        expires_at = token_expiry(stored.access_token) or 0.0
+        if expires_at <= time.time():
             raise AuthError(
-                f"cannot read {plain}: {type(exc).__name__}; run `droid` to log in again"
-            ) from None
-        token = data.get("access_token") if isinstance(data, dict) else None
-        if isinstance(token, str) and token:
-            return Login(token, identity_from_token(token, "auth.json"))
-    raise AuthError(
-        f"no Factory login found (looked for ${API_KEY_ENV} and droid's store in {settings.home}); "
-        "run `droid` to log in, or set FACTORY_API_KEY"
+                f"Factory login expired and {stored.path} holds no refresh token; "
+                "run `droid` to log in again",
+                permanent=True,
+            )
+        log.warning("%s holds no refresh token; using its token until it expires", stored.path)
+        return stored
+    return renew(stored, settings)
+
+
+def _login_from_store(stored: StoredLogin, settings: CredentialSettings) -> Login:
+    """Wrap a stored login so that a 401/403 can renew it once through the same store."""
+
+    def renew_after_rejection() -> tuple[str, Identity]:
+        renewed = renew(stored, settings)
+        return renewed.access_token, _identity(renewed)
+
+    return Login(
+        stored.access_token,
+        _identity(stored),
+        renew_after_rejection if stored.refresh_token else None,
     )
+
+
+def _identity(stored: StoredLogin) -> Identity:
+    return identity_from_token(stored.access_token, stored.source, stored.region)

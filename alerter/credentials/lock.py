@@ -1,0 +1,258 @@
+"""droid's write lock on its credential store (``auth.v2.write.lock``), taken droid's way.
+
+droid 0.225.2 serialises every write to the store with a lock directory:
+
+1. create a private ``auth.v2.write.<32 hex>.pending`` directory holding ``owner.json``
+   ``{"token": <uuid>, "pid": <pid>}`` (mode 0600);
+2. ``rename()`` it to ``auth.v2.write.lock``; the rename fails (EEXIST/ENOTEMPTY) while
+   someone holds the lock: poll every 15 ms, for up to 12 s;
+3. a lock is stale when its owner pid is dead, or, with no readable owner, when it is over
+   10 s old; a stale lock is removed only by whoever holds the sibling
+   ``auth.v2.write.lock.reclaim`` directory (taken the same way, by mkdir);
+4. release: remove the lock only if ``owner.json`` still holds our token.
+
+Doing exactly what droid does is the point: a droid running at the same moment must see
+our lock as its own kind, and we must never delete a lock droid legitimately holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "auth.v2.write.lock"
+RECLAIM_SUFFIX = ".reclaim"
+OWNER_FILE = "owner.json"
+STALE_SECONDS = 10.0
+WAIT_SECONDS = 12.0
+POLL_SECONDS = 0.015
+
+# rename()/mkdir() onto a lock that exists fails with one of these, depending on the OS.
+_HELD = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
+
+
+class LockTimeout(Exception):
+    """droid's write lock stayed held (and not stale) until we had to give up."""
+
+
+@contextmanager
+def write_lock(home: Path, deadline: float | None = None) -> Iterator[None]:
+    """Given droid's store directory, hold its write lock for the ``with`` block.
+
+    Wait at most 12 s, and never past ``deadline`` (a :func:`time.monotonic` value).
+    Raise LockTimeout when the lock stays held.
+    """
+    lock_path = home / LOCK_NAME
+    token = acquire(lock_path, deadline)
+    try:
+        yield
+    finally:
+        release(lock_path, token)
+
+
+def acquire(lock_path: Path, deadline: float | None = None) -> str:
+    """Given the lock path, take the lock and return our owner token. Raise LockTimeout."""
+    give_up = time.monotonic() + WAIT_SECONDS
+    if deadline is not None:
+        give_up = min(give_up, deadline)
+    token = str(uuid.uuid4())
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+    pending = lock_path.with_name(f"{lock_path.name.removesuffix('.lock')}.{digest}.pending")
+    _make_owned_dir(pending, token)
+    reclaim_path = _reclaim_path(lock_path)
+    try:
+        while True:
+            if reclaim_path.exists():
+                # Someone is reclaiming a stale lock; if that someone died, clear it.
+                reclaim_token = _take_reclaim(reclaim_path)
+                if reclaim_token:
+                    _release_owned(reclaim_path, reclaim_token)
+                    continue
+            else:
+                try:
+                    os.rename(pending, lock_path)
+                    return token
+                except OSError as exc:
+                    if exc.errno not in _HELD:
+                        raise
+                if _remove_if_stale(lock_path):
+                    continue
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(f"{lock_path} is held by another process")
+            time.sleep(min(POLL_SECONDS, remaining))
+    except BaseException:
+        _remove_tree(pending)
+        raise
+
+
+def release(lock_path: Path, token: str) -> None:
+    """Given the lock path and our token, remove the lock if it is still ours."""
+    _release_owned(lock_path, token)
+
+
+def read_owner(path: Path) -> dict | None:
+    """Given a lock (or reclaim) path, return its owner ``{"token", "pid"}``, or None.
+
+    None when there is no owner file or it is unreadable: a lock being created or torn down.
+    """
+    try:
+        text = (path / OWNER_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        # droid also accepts a lock that is a plain file holding the owner record.
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        owner = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(owner, dict):
+        return None
+    token, pid = owner.get("token"), owner.get("pid")
+    if not isinstance(token, str) or type(pid) is not int or pid <= 0:
+        return None
+    return {"token": token, "pid": pid}
+
+
+def pid_alive(pid: int) -> bool:
+    """Given a pid, return False only when it certainly does not exist."""
+    if sys.platform == "win32":
+        return _windows_pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. EPERM: it exists, it is just not ours
+    return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """On Windows ``os.kill(pid, 0)`` would send CTRL_C_EVENT, so ask OpenProcess instead."""
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if handle:
+        kernel32.CloseHandle(handle)
+        return True
+    return kernel32.GetLastError() != 87  # ERROR_INVALID_PARAMETER: no such process
+
+
+def _age(path: Path) -> float | None:
+    """Return how many seconds ago the path was modified, or None when it is gone."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _lock_is_stale(age: float | None, owner: dict | None) -> bool:
+    """droid's rule for the lock: owner dead, or no owner and older than 10 s."""
+    if owner is not None:
+        return not pid_alive(owner["pid"])
+    return age is not None and age >= STALE_SECONDS
+
+
+def _reclaim_is_stale(age: float | None, owner: dict | None) -> bool:
+    """droid's rule for the reclaim directory: older than 10 s, or owner dead."""
+    return (age is not None and age >= STALE_SECONDS) or (owner is not None and not pid_alive(owner["pid"]))
+
+
+def _remove_if_stale(lock_path: Path) -> bool:
+    """Remove a stale lock while holding the reclaim directory; return True to retry now."""
+    age = _age(lock_path)
+    if age is None:
+        return True  # released between our rename and now
+    owner = read_owner(lock_path)
+    if not _lock_is_stale(age, owner):
+        return False
+    reclaim_path = _reclaim_path(lock_path)
+    reclaim_token = _take_reclaim(reclaim_path)
+    if not reclaim_token:
+        return False
+    try:
+        # Re-check under the reclaim directory: the lock may have changed hands meanwhile.
+        if read_owner(lock_path) != owner:
+            return read_owner(lock_path) is None and not lock_path.exists()
+        log.info("removing droid's stale write lock %s", lock_path)
+        _remove_tree(lock_path)
+        return True
+    finally:
+        _release_owned(reclaim_path, reclaim_token)
+
+
+def _take_reclaim(reclaim_path: Path) -> str | None:
+    """Take the reclaim directory (clearing a stale one); return our token, or None."""
+    while True:
+        token = str(uuid.uuid4())
+        try:
+            _make_owned_dir(reclaim_path, token)
+            return token
+        except OSError as exc:
+            if exc.errno not in _HELD:
+                raise
+        owner = read_owner(reclaim_path)
+        if not _reclaim_is_stale(_age(reclaim_path), owner):
+            return None
+        # Look twice, like droid: remove it only if it is still the same stale one.
+        owner_again = read_owner(reclaim_path)
+        if owner_again != owner or not _reclaim_is_stale(_age(reclaim_path), owner_again):
+            return None
+        _remove_tree(reclaim_path)
+
+
+def _make_owned_dir(path: Path, token: str) -> None:
+    """Create a private directory holding our owner record. Raise OSError if it exists."""
+    os.mkdir(path, 0o700)
+    try:
+        fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as owner_file:
+            json.dump({"token": token, "pid": os.getpid()}, owner_file)
+    except BaseException:
+        _remove_tree(path)
+        raise
+
+
+def _release_owned(path: Path, token: str) -> None:
+    """Remove the directory only if its owner record still holds our token."""
+    owner = read_owner(path)
+    if owner is None or owner["token"] != token:
+        log.debug("%s is no longer ours; leaving it", path)
+        return
+    _remove_tree(path)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a lock directory (or file); it being gone already is fine."""
+    try:
+        shutil.rmtree(path)
+    except NotADirectoryError:
+        path.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+            raise
+
+
+def _reclaim_path(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + RECLAIM_SUFFIX)

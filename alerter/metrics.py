@@ -1,0 +1,117 @@
+"""The meters in Prometheus text format, for node_exporter's textfile collector.
+
+``render`` is pure; ``write_textfile`` replaces the file atomically (node_exporter must
+never read half a file) with mode 0644 (node_exporter usually runs as another user).
+
+Series (gauges; ``meter`` is the meter id, e.g. ``standard.5h``):
+
+- ``factory_usage_used_ratio``: 0.82 for 82 %, may exceed 1
+- ``factory_usage_seconds_to_reset``: while the window's end is known
+- ``factory_usage_projected_ratio_at_reset``, ``factory_usage_seconds_to_exhaustion``:
+  only for meters with a forecast (see :class:`Projection`)
+- ``factory_usage_alert_last_success_timestamp_seconds``,
+  ``factory_usage_alert_last_run_timestamp_seconds``,
+  ``factory_usage_alert_last_run_success`` (1/0), ``factory_usage_alert_consecutive_failures``
+
+After a failed run only the ``factory_usage_alert_*`` series are written: usage numbers
+that could not be read are left out rather than repeated stale. Alert on
+``time() - factory_usage_alert_last_success_timestamp_seconds > 3600``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from alerter.meters import Reading
+from alerter.state import write_atomic
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a forecast says about one meter; None where it says nothing.
+
+    ``seconds_to_exhaustion`` is None when the meter is not expected to run out before
+    its window resets; 0 when it already has.
+    """
+
+    ratio_at_reset: float | None = None
+    seconds_to_exhaustion: float | None = None
+
+
+_HELP = {
+    "factory_usage_used_ratio": "Share of the meter's allowance or window used (1 = 100 %).",
+    "factory_usage_seconds_to_reset": "Seconds until the meter's window or billing period resets.",
+    "factory_usage_projected_ratio_at_reset": "Forecast share used when the window resets.",
+    "factory_usage_seconds_to_exhaustion": "Forecast seconds until the meter reaches 100 %.",
+    "factory_usage_alert_last_success_timestamp_seconds": "Unix time of the last successful usage read.",
+    "factory_usage_alert_last_run_timestamp_seconds": "Unix time of the last run.",
+    "factory_usage_alert_last_run_success": "1 when the last run read usage, else 0.",
+    "factory_usage_alert_consecutive_failures": "Runs in a row that could not read usage.",
+}
+
+
+def render(
+    reading: Reading | None,
+    health: Mapping,
+    now: float,
+    projections: Mapping[str, Projection] | None = None,
+) -> str:
+    """Given this run's reading (None when it failed), the health state, the time and the
+    optional forecast per meter id, return the textfile content."""
+    samples: dict[str, list[tuple[str, float]]] = {name: [] for name in _HELP}
+    projections = projections or {}
+    for meter in reading.meters if reading is not None else ():
+        if meter.unlimited:
+            continue
+        label = f'{{meter="{_escape(meter.id)}"}}'
+        samples["factory_usage_used_ratio"].append((label, meter.used_ratio if meter.active else 0.0))
+        if meter.active and meter.window_end is not None:
+            samples["factory_usage_seconds_to_reset"].append((label, max(0.0, meter.window_end - now)))
+        projection = projections.get(meter.id)
+        if projection is not None and projection.ratio_at_reset is not None:
+            samples["factory_usage_projected_ratio_at_reset"].append((label, projection.ratio_at_reset))
+        if projection is not None and projection.seconds_to_exhaustion is not None:
+            samples["factory_usage_seconds_to_exhaustion"].append(
+                (label, max(0.0, projection.seconds_to_exhaustion))
+            )
+    health = health if isinstance(health, Mapping) else {}
+    last_success = health.get("last_success")
+    if _is_number(last_success):
+        samples["factory_usage_alert_last_success_timestamp_seconds"].append(("", last_success))
+    samples["factory_usage_alert_last_run_timestamp_seconds"].append(("", now))
+    samples["factory_usage_alert_last_run_success"].append(("", 1.0 if reading is not None else 0.0))
+    failures = health.get("failures")
+    samples["factory_usage_alert_consecutive_failures"].append(
+        ("", failures if _is_number(failures) else 0.0)
+    )
+    lines = []
+    for name, values in samples.items():
+        if not values:
+            continue
+        lines += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} gauge"]
+        lines += [f"{name}{label} {_number(value)}" for label, value in values]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Given the .prom path and its content, replace the file atomically (mode 0644)."""
+    write_atomic(path, text.encode("utf-8"), mode=0o644)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(round(float(value), 6)) if value != int(value) else str(int(value))

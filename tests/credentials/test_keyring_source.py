@@ -1,0 +1,69 @@
+"""The OS keyring lookup gives up quickly and quietly where there is no usable keyring."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from alerter.credentials import keyring_source
+
+
+@pytest.fixture
+def linux_without_session_bus(monkeypatch, tmp_path):
+    monkeypatch.setattr(keyring_source.sys, "platform", "linux")
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no "bus" socket in there
+
+
+def test_no_session_bus_means_no_key_without_touching_dbus(linux_without_session_bus, monkeypatch, caplog):
+    def must_not_run(account):
+        raise AssertionError("the Secret Service was contacted")
+
+    monkeypatch.setattr(keyring_source, "_secret_service_lookup", must_not_run)
+    with caplog.at_level(logging.DEBUG):
+        assert keyring_source.lookup_key("auth-encryption-key") is None
+    assert caplog.records and all(r.levelno == logging.DEBUG for r in caplog.records)
+
+
+@pytest.fixture
+def linux_with_session_bus(monkeypatch):
+    monkeypatch.setattr(keyring_source.sys, "platform", "linux")
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+
+
+def test_secret_service_found_by_keytars_attributes(linux_with_session_bus, monkeypatch):
+    monkeypatch.setattr(keyring_source, "_secret_service_lookup", lambda account: f"key-{account}")
+    assert keyring_source.lookup_key("auth-encryption-key") == "key-auth-encryption-key"
+
+
+def test_a_failing_keyring_is_quiet(linux_with_session_bus, monkeypatch, caplog):
+    def locked(account):
+        raise RuntimeError("org.freedesktop.Secret.Error.IsLocked")
+
+    monkeypatch.setattr(keyring_source, "_secret_service_lookup", locked)
+    with caplog.at_level(logging.DEBUG):
+        assert keyring_source.lookup_key("auth-encryption-key") is None
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+
+def test_a_hanging_keyring_is_abandoned_after_the_timeout(linux_with_session_bus, monkeypatch):
+    never = threading.Event()
+    monkeypatch.setattr(keyring_source, "_secret_service_lookup", lambda account: never.wait(30))
+    started = time.monotonic()
+    try:
+        assert keyring_source.lookup_key("auth-encryption-key", timeout=0.1) is None
+    finally:
+        never.set()
+    assert time.monotonic() - started < 1
+
+
+def test_real_secret_service_absent_is_quiet(monkeypatch):
+    """With a bus address that leads nowhere, the real secretstorage path returns None."""
+    monkeypatch.setattr(keyring_source.sys, "platform", "linux")
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+    started = time.monotonic()
+    assert keyring_source.lookup_key("auth-encryption-key", timeout=2) is None
+    assert time.monotonic() - started < 2.5

@@ -1,0 +1,156 @@
+"""droid's write lock: held by a live process we wait; left by a dead one we reclaim."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from alerter.credentials import CredentialSettings, open_login
+from alerter.credentials.lock import LOCK_NAME, LockTimeout, acquire, release, write_lock
+from alerter.errors import UpstreamError
+
+from .helpers import HOUR, login_data, no_keyring, wait_for, write_keyfile_store
+
+HOLDER = """
+import sys
+from pathlib import Path
+from alerter.credentials.lock import acquire, release
+lock = Path(sys.argv[1])
+token = acquire(lock)
+print("held", flush=True)
+sys.stdin.readline()
+release(lock, token)
+"""
+
+
+def dead_pid() -> int:
+    """Return the pid of a process that has exited (and been reaped)."""
+    process = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(process.stdout)
+
+
+def make_lock(home, owner: dict | None, age: float = 0.0):
+    """Make droid's lock directory; owner None leaves an unreadable owner record."""
+    lock = home / LOCK_NAME
+    lock.mkdir(mode=0o700)
+    # (An empty directory would not block anyone: rename() replaces an empty directory.)
+    (lock / "owner.json").write_text(json.dumps(owner) if owner else "{half-writ")
+    if age:
+        past = time.time() - age
+        os.utime(lock, (past, past))
+    return lock
+
+
+def test_lock_is_droids_directory_with_owner_record(home):
+    with write_lock(home):
+        lock = home / LOCK_NAME
+        owner = json.loads((lock / "owner.json").read_text())
+        assert owner["pid"] == os.getpid() and len(owner["token"]) == 36
+        assert stat.S_IMODE(os.stat(lock / "owner.json").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(lock).st_mode) == 0o700
+        assert not list(home.glob("*.pending"))
+    assert list(home.iterdir()) == []
+
+
+def test_job_waits_for_a_live_holder_then_proceeds(home, settings, workos):
+    write_keyfile_store(home, login_data(HOUR))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(home / LOCK_NAME)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        outcome = {}
+
+        def run_job():
+            try:
+                outcome["login"] = open_login(settings, env={}, key_lookup=no_keyring)
+            except Exception as exc:  # reported by the assertions below
+                outcome["error"] = exc
+
+        job = threading.Thread(target=run_job)
+        job.start()
+        # The job has queued its pending lock directory: it is now waiting on droid's lock.
+        wait_for(lambda: any(home.glob("auth.v2.write.*.pending")))
+        assert job.is_alive() and workos.requests == []
+
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        job.join(timeout=10)
+        assert outcome.get("error") is None
+        assert outcome["login"].bearer() == workos.issued[0]["access_token"]
+        assert holder.wait(timeout=10) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not list(home.glob("auth.v2.write*"))
+
+
+def test_stale_lock_of_a_dead_pid_is_reclaimed(home, settings, workos):
+    write_keyfile_store(home, login_data(HOUR))
+    make_lock(home, {"token": "0c5f2a3e-0000-4000-8000-000000000000", "pid": dead_pid()})
+    login = open_login(settings, env={}, key_lookup=no_keyring)
+    assert login.bearer() == workos.issued[0]["access_token"]
+    assert not list(home.glob("auth.v2.write*"))
+
+
+def test_lock_with_unreadable_owner_older_than_10_s_is_reclaimed(home):
+    make_lock(home, None, age=30)
+    with write_lock(home, deadline=time.monotonic() + 2):
+        owner = json.loads((home / LOCK_NAME / "owner.json").read_text())
+        assert owner["pid"] == os.getpid()
+
+
+def test_fresh_lock_with_unreadable_owner_is_respected_until_the_deadline(home):
+    lock = make_lock(home, None)
+    with pytest.raises(LockTimeout):
+        acquire(lock, deadline=time.monotonic() + 0.2)
+    assert lock.is_dir()
+    assert not list(home.glob("*.pending"))
+
+
+def test_live_owner_lock_is_respected_even_when_old(home):
+    lock = make_lock(home, {"token": "t", "pid": os.getppid()}, age=60)
+    with pytest.raises(LockTimeout):
+        acquire(lock, deadline=time.monotonic() + 0.2)
+    assert (lock / "owner.json").exists()
+
+
+def test_stale_reclaim_directory_of_a_dead_pid_is_cleared(home):
+    reclaim = home / (LOCK_NAME + ".reclaim")
+    reclaim.mkdir()
+    (reclaim / "owner.json").write_text(json.dumps({"token": "t", "pid": dead_pid()}))
+    token = acquire(home / LOCK_NAME, deadline=time.monotonic() + 2)
+    assert not reclaim.exists()
+    release(home / LOCK_NAME, token)
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(home):
+    lock = home / LOCK_NAME
+    token = acquire(lock)
+    (lock / "owner.json").write_text(json.dumps({"token": "someone-else", "pid": os.getppid()}))
+    release(lock, token)
+    assert lock.is_dir()
+
+
+def test_held_lock_until_the_deadline_is_an_upstream_error(home, workos):
+    write_keyfile_store(home, login_data(HOUR))
+    make_lock(home, {"token": "t", "pid": os.getppid()})
+    settings = CredentialSettings(home=home, workos_url=workos.url, deadline=time.monotonic() + 0.5)
+    with pytest.raises(UpstreamError, match="write lock"):
+        open_login(settings, env={}, key_lookup=no_keyring)
+    assert workos.requests == []

@@ -1,0 +1,148 @@
+"""The config file: defaults, locations, and every mistake reported clearly (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alerter.config import (
+    DEFAULT_THRESHOLDS,
+    build_config,
+    default_config_file,
+    default_state_file,
+    load_config,
+    mask_url,
+)
+from alerter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_config_loads_and_matches_the_defaults():
+    data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    config = build_config(data, None, {"HOME": "/home/u"})
+    assert config.thresholds_for("standard") == DEFAULT_THRESHOLDS
+    assert config.source == "auto" and config.timeout_seconds == 10
+    assert config.channels == ()
+    defaults = build_config({}, None, {"HOME": "/home/u"})
+    assert config.state_file == defaults.state_file
+    assert config.deadline_seconds == defaults.deadline_seconds
+
+
+def test_the_example_config_is_the_starter_config_that_init_writes():
+    assert (ROOT / "config.example.yaml").read_text() == (
+        ROOT / "alerter" / "starter_config.yaml"
+    ).read_text()
+
+
+def test_default_locations_follow_xdg_and_systemd():
+    assert default_config_file({"HOME": "/h"}) == Path("/h/.config/factory-usage-alert/config.yaml")
+    assert default_config_file({"HOME": "/h", "XDG_CONFIG_HOME": "/x"}) == Path(
+        "/x/factory-usage-alert/config.yaml"
+    )
+    assert default_state_file({"HOME": "/h"}) == Path("/h/.local/state/factory-usage-alert/state.json")
+    assert default_state_file({"HOME": "/h", "XDG_STATE_HOME": "/s"}) == Path(
+        "/s/factory-usage-alert/state.json"
+    )
+    assert default_state_file({"STATE_DIRECTORY": "/var/lib/fua:/other"}) == Path("/var/lib/fua/state.json")
+
+
+def test_missing_default_config_runs_on_builtin_defaults(tmp_path):
+    config = load_config(None, {"HOME": str(tmp_path)})
+    assert config.path is None
+    assert config.thresholds_for("premium") == (50.0, 80.0, 95.0, 100.0)
+    assert config.home == tmp_path / ".factory"
+
+
+def test_config_env_variable_names_the_file(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("thresholds:\n  standard: [90]\n")
+    config = load_config(None, {"HOME": str(tmp_path), "FACTORY_USAGE_ALERT_CONFIG": str(file)})
+    assert config.thresholds_for("standard") == (90.0,)
+    assert config.thresholds_for("premium") == DEFAULT_THRESHOLDS
+
+
+def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "nope.yaml"), {"HOME": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "thresholds:\n  standard: [50, 2000]\n",
+            "At 'thresholds.standard': 2000 is not a percent between 1 and 1000",
+        ),
+        ("thresholds:\n  standard: [0]\n", "At 'thresholds.standard': 0 is not a percent"),
+        ("thresholds:\n  standard: 80\n", "At 'thresholds.standard': must be a non-empty list"),
+        ("thresholds:\n  standrd: [80]\n", "At 'thresholds.standrd': unknown key"),
+        ("colour: blue\n", "At 'colour': unknown key"),
+        ("factory:\n  timeout_seconds: fast\n", "At 'factory.timeout_seconds': must be a number"),
+        ("factory:\n  source: magic\n", "At 'factory.source': must be one of auto, limits, allowance"),
+        ("factory:\n  base_url: api.factory.ai\n", "At 'factory.base_url': must be an http(s) URL"),
+        ("notify:\n  urls: [not-a-url]\n", "At 'notify.urls[0]': is not an apprise URL"),
+        ("notify:\n  urls: json://x\n", "At 'notify.urls': must be a list"),
+        (
+            "notify:\n  channels:\n    - url: json://h\n      severities: [loud]\n",
+            "severities': must be a list",
+        ),
+        ("factory: [1]\n", "At 'factory': must be a mapping"),
+        ("- a\n- b\n", "the top level must be a mapping"),
+        ("thresholds: [\n", "not valid YAML at line"),
+    ],
+)
+def test_each_mistake_names_the_file_the_key_and_the_problem(tmp_path, text, expected):
+    file = tmp_path / "config.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file), {"HOME": str(tmp_path)})
+    message = str(info.value)
+    assert message.startswith(str(file)) and expected in message
+    assert "\n" not in message
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    file = tmp_path / "config.yaml"
+    file.write_text("thresholds:\n  standard: [5000]\nfactory:\n  source: x\nbogus: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file), {"HOME": str(tmp_path)})
+    assert len(info.value.problems) == 3
+
+
+def test_masked_urls_hide_credentials():
+    assert mask_url("slack://TokenA/TokenB/TokenC/#alerts") == "slack://***"
+    assert mask_url("mailtos://user:secret@gmail.com?to=x@y.z") == "mailtos://gmail.com"
+    assert mask_url("json://127.0.0.1:8080/hook") == "json://127.0.0.1:8080"
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+keys = st.sampled_from(["factory", "thresholds", "notify", "severity", "state_file", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, yaml_values, max_size=5))
+def test_any_mapping_gives_a_config_or_a_clean_config_error(data):
+    try:
+        build_config(data, None, {"HOME": "/home/u"})
+    except ConfigError as exc:
+        assert exc.problems and all(p.startswith("At '") for p in exc.problems)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_a_config_or_a_clean_config_error(tmp_path_factory, text):
+    file = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    file.write_text(text)
+    try:
+        load_config(str(file), {"HOME": "/home/u"})
+    except ConfigError as exc:
+        assert str(exc).startswith(str(file))

@@ -1,0 +1,138 @@
+"""The answer parsers: known shapes, quirks, and any input giving a clean result or error."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alerter.meters import BadAnswer, parse_limits, parse_time, parse_usage, plan_name
+from tests.conftest import bucket
+
+NOW = 1_800_000_000.0
+
+
+def usage(**standard_overrides):
+    std = {**bucket(5_000_000, 20_000_000), **standard_overrides}
+    return {
+        "usage": {
+            "startDate": 1770623326000,
+            "endDate": 1772956800000,
+            "standard": std,
+            "premium": bucket(0, 0),
+        }
+    }
+
+
+def test_the_documented_example():
+    reading = parse_usage(usage())
+    (meter,) = reading.meters
+    assert meter.id == "standard" and meter.used_ratio == 0.25 and reading.plan == "Pro"
+    assert meter.window_start == 1770623326.0 and meter.window_end == 1772956800.0
+
+
+def test_tokens_win_over_a_zero_used_ratio():
+    (meter,) = parse_usage(usage(usedRatio=0)).meters
+    assert meter.used_ratio == 0.25
+
+
+def test_ratio_is_used_when_tokens_are_absent():
+    std = bucket(0, 20_000_000, ratio=0.6)
+    del std["orgTotalTokensUsed"], std["userTokens"]
+    (meter,) = parse_usage({"usage": {"startDate": 1, "standard": std}}).meters
+    assert meter.used_ratio == 0.6 and meter.window_end is None
+
+
+def test_plans():
+    assert [plan_name(x) for x in (0, 1, 20e6, 200e6, 2e12)] == ["None", "Basic", "Pro", "Max", "Unlimited"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"usage": {"startDate": 1, "standard": {"totalAllowance": "20M", "orgTotalTokensUsed": 1}}},
+        {"usage": {"startDate": 1, "standard": {"totalAllowance": float("nan"), "orgTotalTokensUsed": 1}}},
+        {"usage": {"startDate": 1, "standard": {"totalAllowance": 1e30, "orgTotalTokensUsed": 1}}},
+        {"usage": {"startDate": 1, "standard": {"totalAllowance": 10, "orgTotalTokensUsed": -1}}},
+        {"usage": {"startDate": 1, "standard": {"totalAllowance": 10, "orgTotalTokensUsed": True}}},
+        {"usage": {"startDate": 1}},
+        {"usage": "none"},
+        {"message": "Unauthorized"},
+    ],
+)
+def test_bad_fields_raise_bad_answer_naming_them(bad):
+    with pytest.raises(BadAnswer) as info:
+        parse_usage(bad)
+    assert "Factory" in str(info.value)
+
+
+def test_parse_time_accepts_iso_ms_and_seconds():
+    assert parse_time("2027-01-15T12:00:00.000Z", "w") == parse_time("2027-01-15T12:00:00+00:00", "w")
+    assert parse_time(1_800_000_000_000, "w") == 1_800_000_000.0
+    assert parse_time(1_800_000_000, "w") == 1_800_000_000.0
+    assert parse_time("1800000000000", "w") == 1_800_000_000.0
+    assert parse_time(None, "w") is None
+    with pytest.raises(BadAnswer):
+        parse_time("next tuesday", "w")
+
+
+def test_limits_windows_with_seconds_remaining_only():
+    body = {
+        "limits": {"standard": {"fiveHour": {"usedPercent": 50, "windowEnd": None, "secondsRemaining": 600}}}
+    }
+    (meter,) = parse_limits(body, NOW).meters
+    assert meter.active and meter.window_end == NOW + 600 and meter.used_ratio == 0.5
+
+
+json_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+bucket_keys = st.sampled_from(["totalAllowance", "orgTotalTokensUsed", "userTokens", "usedRatio", "x"])
+bucket_like = st.dictionaries(bucket_keys, json_leaf, max_size=5)
+usage_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "startDate": json_leaf,
+        "endDate": json_leaf,
+        "standard": bucket_like | json_value,
+        "premium": bucket_like | json_value,
+    },
+)
+window_like = st.fixed_dictionaries(
+    {}, optional={"usedPercent": json_leaf, "windowEnd": json_leaf, "secondsRemaining": json_leaf}
+)
+pool_like = st.fixed_dictionaries(
+    {}, optional={"fiveHour": window_like, "weekly": window_like, "monthly": json_value}
+)
+
+
+def _clean(reading) -> None:
+    for meter in reading.meters:
+        assert math.isfinite(meter.used_ratio) and meter.used_ratio >= 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(json_value, st.fixed_dictionaries({"usage": usage_like})))
+def test_any_usage_answer_gives_a_reading_or_bad_answer(body):
+    with contextlib.suppress(BadAnswer):
+        _clean(parse_usage(body))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        json_value,
+        st.fixed_dictionaries(
+            {"limits": st.fixed_dictionaries({}, optional={"standard": pool_like, "core": pool_like})}
+        ),
+    )
+)
+def test_any_limits_answer_gives_a_reading_or_bad_answer(body):
+    with contextlib.suppress(BadAnswer):
+        _clean(parse_limits(body, NOW))

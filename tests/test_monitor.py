@@ -1,0 +1,213 @@
+"""The pure self-monitoring decisions: (state, outcome, config, now) -> (alerts, state)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alerter import monitor
+from alerter.config import Channel, Config, MonitorSettings, QuietHours
+from alerter.meters import Meter, Reading
+from alerter.rules import Alert, evaluate, record_delivery
+
+A = Channel(id="ch-a", label="a", url="json://a")
+B = Channel(id="ch-b", label="b", url="json://b", severities=frozenset({"critical"}))
+T0 = 1_780_012_800.0  # midnight UTC; the tests run with TZ=UTC
+
+
+def config(**monitor_settings) -> Config:
+    return Config(channels=(A, B), monitor=MonitorSettings(**monitor_settings))
+
+
+def deliver(alerts, state, now, channels=None):
+    for alert in alerts:
+        for ch in alert.channels:
+            if channels is None or ch in channels:
+                state = record_delivery(state, alert, ch, now)
+    return state
+
+
+def test_not_working_fires_once_at_the_nth_failure_to_every_channel():
+    cfg, state = config(failures_before_alert=3), {}
+    fired = []
+    for i in range(6):
+        alerts, state = monitor.after_failure(state, cfg, T0 + i, "Factory API answered HTTP 500")
+        fired.append(len(alerts))
+        state = deliver(alerts, state, T0 + i)
+    assert fired == [0, 0, 1, 0, 0, 0]
+    assert state["health"]["stale_sent"] == ["ch-a", "ch-b"]
+    assert state["health"]["failures"] == 6 and state["health"]["failing_since"] == T0
+
+
+def test_working_again_goes_only_to_the_channels_told_and_only_once():
+    cfg, state = config(failures_before_alert=1), {}
+    alerts, state = monitor.after_failure(state, cfg, T0, "down")
+    state = deliver(alerts, state, T0, channels={"ch-a"})  # b failed to receive it
+    alerts, state = monitor.after_success(state, cfg, T0 + 60)
+    (alert,) = alerts
+    assert (alert.kind, alert.channels) == ("recovered", ("ch-a",))
+    assert "after 1 failed run (failing since 00:00)" in alert.body
+    state = deliver(alerts, state, T0 + 60)
+    assert monitor.after_success(state, cfg, T0 + 120)[0] == []
+
+
+def test_an_undelivered_working_again_is_retried_on_the_next_success():
+    cfg, state = config(failures_before_alert=1), {}
+    alerts, state = monitor.after_failure(state, cfg, T0, "down")
+    state = deliver(alerts, state, T0)
+    alerts, state = monitor.after_success(state, cfg, T0 + 60)  # not delivered
+    again, _ = monitor.after_success(state, cfg, T0 + 120)
+    assert [a.kind for a in again] == ["recovered"] and "after 1 failed run" in again[0].body
+
+
+def test_an_expired_login_counts_but_has_its_own_notice():
+    cfg, state = config(failures_before_alert=1), {}
+    alerts, state = monitor.after_failure(state, cfg, T0, "login expired", login_expired=True)
+    assert alerts == [] and state["health"]["failures"] == 1
+
+
+def test_hours_without_success():
+    cfg = config(failures_before_alert=99, hours_without_success=6)
+    state = {"health": {"last_success": T0}}
+    assert monitor.after_failure(state, cfg, T0 + 5 * 3600, "down")[0] == []
+    assert len(monitor.after_failure(state, cfg, T0 + 6 * 3600, "down")[0]) == 1
+
+
+def test_removed_channels_are_forgotten():
+    state = {
+        "health": {"stale_sent": ["ch-gone", "ch-a"]},
+        "pending": [{"kind": "reset", "channels": ["ch-gone"]}],
+    }
+    alerts, state = monitor.after_success(state, config(), T0)
+    assert alerts[0].channels == ("ch-a",)
+    assert monitor.pending_alerts(state, config()) == ([], {k: v for k, v in state.items() if k != "pending"})
+
+
+def limits(percent: float, end: float) -> Reading:
+    active = end > T0
+    return Reading(
+        "limits", (Meter("standard.5h", percent / 100 if active else 0.0, window_end=end, active=active),)
+    )
+
+
+def run(reading, state, cfg, now):
+    before = state
+    alerts, state = evaluate(reading, state, cfg, now)
+    more, state = monitor.after_read(reading, before, state, cfg, now)
+    return more + alerts, state
+
+
+def test_reset_notice_after_a_window_that_reached_100_and_only_for_info_channels():
+    cfg = config(reset_notice=True)
+    alerts, state = run(limits(100, T0 + 3600), {}, cfg, T0)
+    state = deliver(alerts, state, T0)
+    alerts, state = run(limits(2, T0 + 6 * 3600), state, cfg, T0 + 3700)  # a new window
+    (notice,) = alerts
+    assert notice.kind == "reset" and notice.channels == ("ch-a",)
+    assert notice.title == "Factory standard.5h reset, you are back to 2%"
+    state = deliver(alerts, state, T0 + 3700)
+    assert "pending" not in state
+    assert run(limits(3, T0 + 6 * 3600), state, cfg, T0 + 4000)[0] == []
+
+
+def test_a_window_that_peaked_below_100_gives_no_reset_notice():
+    cfg = config(reset_notice=True)
+    alerts, state = run(limits(96, T0 + 3600), {}, cfg, T0)
+    state = deliver(alerts, state, T0)
+    assert run(limits(2, T0 + 6 * 3600), state, cfg, T0 + 3700)[0] == []
+
+
+def test_reminders_every_n_hours_per_channel_until_reset():
+    cfg = config(reminder_hours=1)
+    end = T0 + 3 * 3600
+    alerts, state = run(limits(100, end), {}, cfg, T0)
+    state = deliver(alerts, state, T0)
+    kinds = []
+    for minutes in range(15, 4 * 60, 15):
+        now = T0 + minutes * 60
+        alerts, state = run(
+            limits(100 if now < end else 0, end if now < end else end + 5 * 3600), state, cfg, now
+        )
+        state = deliver(alerts, state, now)
+        kinds += [(minutes, a.kind, a.channels) for a in alerts]
+    assert kinds == [(m, "reminder", ("ch-a", "ch-b")) for m in (60, 120)]
+
+
+def test_quiet_hours_hold_all_but_critical_and_never_send_reminders():
+    cfg = Config(channels=(A,), quiet_hours=QuietHours(22 * 60, 7 * 60))
+    alerts = [
+        Alert("standard", "threshold", 80, "warning", "t", "b", ("ch-a",)),
+        Alert("standard", "threshold", 100, "critical", "t", "b", ("ch-a",)),
+        Alert("standard", "reminder", 100, "critical", "t", "b", ("ch-a",)),
+        Alert("health", "stale", 0, "warning", "t", "b", ("ch-a",)),
+    ]
+    send, held = monitor.hold(alerts, cfg, T0 + 3 * 3600)
+    assert [a.level for a in send] == [100] and send[0].kind == "threshold" and len(held) == 3
+    assert monitor.hold(alerts, cfg, T0 + 7 * 3600) == (alerts, [])
+    assert monitor.hold(alerts, cfg, T0 + 21 * 3600 + 3599) == (alerts, [])
+
+
+@given(st.integers(0, 1439), st.integers(0, 1439), st.integers(0, 1439))
+def test_quiet_hours_contain_start_exclude_end_and_wrap_midnight(start, end, minute):
+    if start == end:
+        return
+    quiet = QuietHours(start, end)
+    assert quiet.contains(start) and not quiet.contains(end)
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    assert quiet.contains(minute) == inside
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+json_any = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+channel_ids = st.lists(st.sampled_from(["ch-a", "ch-b", "gone"]) | json_scalars, max_size=3)
+health_like = json_any | st.fixed_dictionaries(
+    {},
+    optional={
+        "failures": json_scalars,
+        "failing_since": json_scalars,
+        "last_success": json_scalars,
+        "stale_sent": channel_ids | json_any,
+        "last_outage": json_any,
+    },
+)
+pending_like = json_any | st.lists(
+    st.fixed_dictionaries(
+        {"kind": st.just("reset"), "meter": st.just("standard.5h")},
+        optional={"channels": channel_ids | json_any, "title": json_any},
+    )
+    | json_any,
+    max_size=2,
+)
+meter_like = json_any | st.fixed_dictionaries(
+    {"window": st.fixed_dictionaries({"start": st.none(), "end": st.just(T0 + 3600.0) | json_scalars})},
+    optional={"sent": json_any, "peak": json_scalars, "reminded": json_any},
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"version": st.just(1)},
+        optional={
+            "health": health_like,
+            "pending": pending_like,
+            "meters": json_any | st.fixed_dictionaries({"standard.5h": meter_like}),
+        },
+    ),
+    st.sampled_from([100.0, 40.0]),
+)
+def test_any_remembered_shape_is_survived(state, percent):
+    import json
+
+    cfg = config(reset_notice=True, reminder_hours=1, failures_before_alert=1, hours_without_success=1)
+    alerts, failed = monitor.after_failure(state, cfg, T0, "down")
+    failed = deliver(alerts, failed, T0)
+    for end in (T0 + 3600, T0 + 7200, T0 - 1):
+        reading = limits(percent, end)
+        alerts, new_state = run(reading, state, cfg, T0 + 60)
+        new_state = deliver(alerts, new_state, T0 + 60)
+        json.dumps(new_state)
+    json.dumps(failed)

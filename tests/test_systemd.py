@@ -1,0 +1,140 @@
+"""The shipped systemd units: what they promise, and systemd-analyze's verdict where it exists.
+
+``systemd-analyze verify`` checks that ExecStart's binary exists. The units point at
+where pipx installs the command (/usr/local/bin for the system unit, ~/.local/bin for the
+user unit), which is not where a test machine has it, so the checks run on a temporary
+copy whose ExecStart is /bin/true; nothing else in the unit changes.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import usage_body
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
+needs_analyze = pytest.mark.skipif(not os.access(SYSTEMD_ANALYZE, os.X_OK), reason="no systemd-analyze here")
+MAX_EXPOSURE = 2.0
+
+
+def unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # keys are case-sensitive
+    parser.read(path)
+    return parser
+
+
+def runnable_copy(src: Path, dest: Path) -> None:
+    """Copy the units of ``src`` to ``dest`` with ExecStart pointing at /bin/true."""
+    dest.mkdir()
+    for file in src.iterdir():
+        text = re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", file.read_text(), flags=re.M)
+        (dest / file.name).write_text(text)
+
+
+def analyze(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "service, timer",
+    [
+        ("system/factory-usage-alert@.service", "system/factory-usage-alert@.timer"),
+        ("user/factory-usage-alert.service", "user/factory-usage-alert.timer"),
+    ],
+)
+def test_units_are_oneshot_every_15_minutes_persistent_with_jitter(service, timer):
+    svc = unit(UNITS / service)["Service"]
+    assert svc["Type"] == "oneshot"
+    assert svc["StateDirectory"].startswith("factory-usage-alert")
+    assert svc["ExecStart"].endswith("/factory-usage-alert run")
+    tmr = unit(UNITS / timer)
+    assert tmr["Timer"]["OnCalendar"] == "*:0/15"
+    assert tmr["Timer"]["Persistent"] == "true"
+    assert tmr["Timer"]["RandomizedDelaySec"]
+    assert tmr["Install"]["WantedBy"] == "timers.target"
+
+
+def test_system_service_runs_as_the_instance_user_and_is_hardened():
+    svc = unit(UNITS / "system/factory-usage-alert@.service")["Service"]
+    assert svc["User"] == "%i"
+    assert svc["ExecStart"] == "/usr/local/bin/factory-usage-alert run"
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "read-only",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+    }.items():
+        assert svc[key] == value, key
+    assert (
+        "@system-service" in svc["SystemCallFilter"]
+        or "@system-service" in (UNITS / "system/factory-usage-alert@.service").read_text()
+    )
+
+
+def test_the_state_directory_systemd_gives_is_the_default_state_path(app):
+    app.config_path.write_text(
+        yaml.safe_dump({"factory": {"base_url": app.factory.url, "source": "allowance"}})
+    )
+    state_dir = app.home / "var-lib"
+    state_dir.mkdir()
+    app.env["STATE_DIRECTORY"] = str(state_dir)
+    app.env["INVOCATION_ID"] = "0123"
+    app.serve_usage(usage_body(1_000_000))
+    assert app("run").code == 0
+    assert (state_dir / "state.json").exists()
+
+
+@needs_analyze
+def test_systemd_analyze_verify_reports_nothing(tmp_path):
+    runnable_copy(UNITS / "system", tmp_path / "system")
+    done = analyze(
+        "verify",
+        str(tmp_path / "system" / "factory-usage-alert@alice.service"),
+        str(tmp_path / "system" / "factory-usage-alert@alice.timer"),
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+    runnable_copy(UNITS / "user", tmp_path / "user")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    done = analyze(
+        "--user",
+        "verify",
+        str(tmp_path / "user" / "factory-usage-alert.service"),
+        str(tmp_path / "user" / "factory-usage-alert.timer"),
+        env={"XDG_RUNTIME_DIR": str(runtime)},
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+@needs_analyze
+def test_systemd_analyze_security_rates_the_system_service_ok(tmp_path):
+    runnable_copy(UNITS / "system", tmp_path / "system")
+    done = analyze(
+        "security", "--offline=true", str(tmp_path / "system" / "factory-usage-alert@alice.service")
+    )
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", done.stdout)
+    assert match, done.stdout[-500:]
+    assert float(match.group(1)) <= MAX_EXPOSURE and match.group(2) == "OK", match.group(0)
