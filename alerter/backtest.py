@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from alerter import monitor
 from alerter.config import Config
 from alerter.errors import ConfigError
+from alerter.forecast import clean_history
 from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, parse_limits, parse_usage
 from alerter.rules import evaluate, record_delivery
 from alerter.state import fresh_state
@@ -193,9 +194,10 @@ def export_history(state: dict) -> list[dict]:
     limits: dict[int, dict] = {}
     meters = state.get("meters") if isinstance(state.get("meters"), dict) else {}
     for meter_id, saved in sorted(meters.items()):
-        history = saved.get("history") if isinstance(saved, dict) else None
-        for segment in history if isinstance(history, list) else []:
-            for t, value in _samples(segment):
+        history = clean_history(saved.get("history")) if isinstance(saved, dict) else []
+        for segment in history:
+            for t, value in segment["samples"]:
+                t = int(t)
                 if "." in meter_id:
                     _add_limit(limits, meter_id, segment, t, value)
                 else:
@@ -206,14 +208,6 @@ def export_history(state: dict) -> list[dict]:
             lines.append({"at": t * 1000, "usage": body})
     lines.sort(key=lambda line: line["at"])
     return lines
-
-
-def _samples(segment: Any) -> Iterator[tuple[int, float]]:
-    if not isinstance(segment, dict) or not isinstance(segment.get("samples"), list):
-        return
-    for sample in segment["samples"]:
-        if isinstance(sample, list) and len(sample) == 2:
-            yield int(sample[0]), sample[1]
 
 
 def _ms(seconds: Any) -> int | None:

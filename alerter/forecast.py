@@ -196,7 +196,7 @@ def add_sample(history: list, meter: Meter, now: float, same_window: bool) -> li
     The result is thinned; the input is not changed.
     """
     value, scale = sample_of(meter)
-    segments = [dict(s) for s in history if isinstance(s, dict) and isinstance(s.get("samples"), list)]
+    segments = clean_history(history)
     current = segments[-1] if segments else None
     if current is None or not same_window or current.get("scale") != _plain(scale):
         current = {"start": meter.window_start, "end": meter.window_end, "scale": _plain(scale)}
@@ -218,6 +218,44 @@ def add_sample(history: list, meter: Meter, now: float, same_window: bool) -> li
     samples.append([t, _plain(value)])
     current["samples"] = samples
     return thin(segments, now, kind)
+
+
+def clean_history(history: object) -> list[dict]:
+    """Given a remembered history, return copies of its well-formed segments, oldest first.
+
+    The state file is ours, but it may have been edited or written by another version:
+    a segment or sample of the wrong shape counts as not remembered rather than a crash.
+    """
+    result = []
+    for segment in history if isinstance(history, list) else []:
+        if not isinstance(segment, dict) or not _positive(segment.get("scale")):
+            continue
+        samples = segment.get("samples")
+        if not isinstance(samples, list):
+            continue
+        good = [x for x in samples if type(x) is list and len(x) == 2 and _finite(x[0]) and _finite(x[1])]
+        if not good:
+            continue
+        if any(a[0] >= b[0] for a, b in zip(good, good[1:], strict=False)):
+            good = sorted({int(x[0]): x for x in good}.values(), key=_time)
+        start, end = segment.get("start"), segment.get("end")
+        result.append(
+            {
+                "start": start if _finite(start) else None,
+                "end": end if _finite(end) else None,
+                "scale": segment["scale"],
+                "samples": good,
+            }
+        )
+    return result
+
+
+def _finite(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and abs(value) < 1e15
+
+
+def _positive(value: object) -> bool:
+    return _finite(value) and value > 0
 
 
 def _plain(value: float) -> int | float:

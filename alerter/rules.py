@@ -115,6 +115,8 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
             saved = {"sent": {}}  # a new window re-arms every threshold and ends any episode
         if length is not None:
             saved["period_seconds"] = length
+        else:
+            saved.pop("period_seconds", None)
         _dict_at(saved, "sent")
         saved["window"] = {"start": meter.window_start, "end": meter.window_end}
         saved["history"] = forecast.add_sample(history, meter, now, same)
@@ -132,12 +134,13 @@ def _period_length(saved: dict, meter: Meter, same: bool) -> float | None:
         length = meter.window_end - meter.window_start
         return length if low <= length <= high else None
     old = saved.get("period_seconds")
+    old = old if isinstance(old, (int, float)) and low <= old <= high else None
     old_start = (saved.get("window") or {}).get("start") if isinstance(saved.get("window"), dict) else None
     if not same and isinstance(old_start, (int, float)) and meter.window_start is not None:
         length = meter.window_start - old_start  # one period ran from the old start to this one
         if low <= length <= high:
             return length
-    return old if isinstance(old, (int, float)) else None
+    return old
 
 
 def assess_meter(meter: Meter, saved: dict, config: Config, now: float) -> forecast.Assessment:
@@ -172,7 +175,7 @@ def _forecast_alerts(meter: Meter, saved: dict, config: Config, now: float) -> l
     end = assessment.window_end
     if runs_out is None or end is None or runs_out >= end:
         return []
-    sent = set(episode.get("sent", []))
+    sent = set(_words(episode.get("sent")))
     channels = tuple(
         ch.id for ch in config.delivery_channels() if settings.severity in ch.severities and ch.id not in sent
     )

@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerter import forecast
 from alerter.config import build_config
@@ -251,6 +253,56 @@ def test_forecasts_can_be_turned_off_and_thresholds_stay_as_they_were():
     on, _ = run_hourly(uses)
     assert [(t, a.kind, a.level) for t, a in off] == [(START + 240 * HOUR, "threshold", 50.0)]
     assert [(t, a) for t, a in on if a.kind == "threshold"] == off
+
+
+json_any = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+numbers = st.integers(-(10**16), 10**16) | st.floats(allow_nan=True, allow_infinity=True)
+sample_like = st.lists(numbers | json_any, min_size=0, max_size=3) | json_any
+segment_like = json_any | st.fixed_dictionaries(
+    {},
+    optional={
+        "start": st.just(float(START)) | numbers | json_any,
+        "end": numbers | json_any,
+        "scale": numbers | json_any,
+        "samples": st.lists(sample_like, max_size=6) | json_any,
+    },
+)
+entry_like = st.fixed_dictionaries(
+    {"window": st.just({"start": float(START), "end": float(START + MONTH)}) | json_any},
+    optional={
+        "history": st.lists(segment_like, max_size=3) | json_any,
+        "forecast": json_any
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "episode": json_any
+                | st.fixed_dictionaries({}, optional={"sent": json_any, "since": json_any}),
+                "safe_since": numbers | json_any,
+                "safe_last": numbers | json_any,
+            },
+        ),
+        "period_seconds": numbers | json_any,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry_like, st.sampled_from([0.2, 0.7, 1.1]))
+def test_any_remembered_forecast_state_is_survived(entry, used):
+    state = {"version": 1, "meters": {"standard": entry}}
+    for hour in (24 * 8, 24 * 8 + 1, 24 * 40):
+        now = START + hour * HOUR
+        alerts, state = evaluate(period_reading(used, now), state, config(), now)
+        for alert in alerts:
+            state = record_delivery(state, alert, alert.channels[0], now)
+        json.dumps(state)
+    from alerter.backtest import export_history
+
+    json.dumps(export_history({"meters": {"standard": entry}}))
 
 
 # --- config ---------------------------------------------------------------------------------------
