@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from alerter import __version__, healthcheck, metrics, monitor
+from alerter import __version__, healthcheck, monitor
 from alerter.backtest import TraceError, export_history, read_trace, render, replay
 from alerter.config import (
     CONFIG_ENV,
@@ -224,7 +224,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         try:
             state = load_state(config.state_file)
             now = args.clock()
-            outcome: dict = {}  # _run_once leaves the reading (and projections) here, for the metrics
+            outcome: dict = {}  # _run_once leaves the reading (and forecasts) here, for the metrics
             try:
                 code, new_state = _run_once(config, state, env, deadline, now, dry_run=False, outcome=outcome)
                 if new_state != state:
@@ -243,12 +243,16 @@ def _write_metrics(path: Path, config: Config, outcome: dict, now: float) -> Non
     """Write the textfile from the run's outcome and the saved state.
 
     ``outcome`` may hold this run's ``reading`` (absent when the read failed) and
-    ``projections`` ({meter id: metrics.Projection}, when a forecast was made).
+    ``forecasts`` (a function giving each meter's forecast.Assessment).
     A failure to write is a warning, never the run's outcome.
     """
+    from alerter import metrics  # only runs that write a textfile need it
+
     try:
         health = load_state(config.state_file, keep_aside=False).get("health", {})
-        text = metrics.render(outcome.get("reading"), health, now, outcome.get("projections"))
+        forecasts = outcome["forecasts"]() if "forecasts" in outcome else {}
+        projections = {meter_id: metrics.projection(f, now) for meter_id, f in forecasts.items()}
+        text = metrics.render(outcome.get("reading"), health, now, projections)
         metrics.write_textfile(path, text)
     except (OSError, AlerterError) as exc:
         log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
@@ -293,6 +297,8 @@ def _run_once(
     _check_channels(config, state, dry_run)
     before = state
     alerts, state = evaluate(reading, state, config, now)
+    if outcome is not None:
+        outcome["forecasts"] = lambda: assessments(reading, state, config, now)
     more, state = monitor.after_read(reading, before, state, config, now)
     state, failed = _deliver(more + alerts, state, config, dry_run, now)
     if failed:
@@ -366,8 +372,13 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def forecast_preview(reading: Reading, state: dict, config: Config, now: float) -> dict:
     """Given a reading, return each meter's forecast as `run` would see it (nothing is saved)."""
     _, preview = evaluate(reading, state, config, now)
+    return assessments(reading, preview, config, now)
+
+
+def assessments(reading: Reading, evaluated: dict, config: Config, now: float) -> dict:
+    """Given a reading and the state `evaluate` returned for it, return each meter's forecast."""
     return {
-        m.id: assess_meter(m, preview["meters"][m.id], config, now)
+        m.id: assess_meter(m, evaluated["meters"][m.id], config, now)
         for m in reading.meters
         if m.active and not m.unlimited
     }

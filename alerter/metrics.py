@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from alerter.forecast import Assessment
 from alerter.meters import Reading
 from alerter.state import write_atomic
 
@@ -39,6 +40,16 @@ class Projection:
 
     ratio_at_reset: float | None = None
     seconds_to_exhaustion: float | None = None
+
+
+def projection(assessment: Assessment, now: float) -> Projection:
+    """Given a forecast.Assessment, return its Projection (exhaustion only before the reset)."""
+    exhaustion = assessment.exhaustion_at
+    end = assessment.window_end
+    seconds = None
+    if exhaustion is not None and (end is None or exhaustion < end):
+        seconds = max(0.0, exhaustion - now)
+    return Projection(assessment.projected_at_reset, seconds)
 
 
 _HELP = {

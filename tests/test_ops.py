@@ -302,7 +302,8 @@ def test_prometheus_textfile_after_each_run(app, tmp_path):
     assert f"factory_usage_alert_last_success_timestamp_seconds {int(T0)}\n" in text
     assert "factory_usage_alert_last_run_success 1\n" in text
     assert "# TYPE factory_usage_used_ratio gauge" in text
-    assert "projected" not in text  # no forecast given
+    # one reading: the pace is the period's average (80 % in 5 days), 22 days to go
+    assert 'factory_usage_projected_ratio_at_reset{meter="standard"} 4.32\n' in text
     assert stat.S_IMODE(os.stat(prom).st_mode) == 0o644
     assert [p.name for p in prom.parent.iterdir()] == ["factory_usage.prom"]
 
@@ -315,6 +316,24 @@ def test_prometheus_textfile_after_each_run(app, tmp_path):
     assert f"factory_usage_alert_last_success_timestamp_seconds {int(T0)}\n" in text
     assert "factory_usage_alert_last_run_success 0\n" in text
     assert "factory_usage_alert_consecutive_failures 1\n" in text
+
+
+def test_prometheus_textfile_carries_the_forecast(app, tmp_path):
+    """A steady 4 % a day from day 5 of a 27-day period runs out on day 25: say so."""
+    prom = tmp_path / "factory_usage.prom"
+    start = T0 - 5 * DAY
+    for hour in range(0, 3 * 24 + 1, 3):
+        app.now = T0 + hour * HOUR
+        used = 0.2 + 0.04 * hour / 24
+        app.serve_usage(usage_body(int(used * 20 * M), start=start))
+        assert app("run", "--prometheus-textfile", str(prom)).code == 0
+    metrics = dict(
+        line.rsplit(" ", 1) for line in prom.read_text().splitlines() if line and not line.startswith("#")
+    )
+    at_reset = float(metrics['factory_usage_projected_ratio_at_reset{meter="standard"}'])
+    to_exhaustion = float(metrics['factory_usage_seconds_to_exhaustion{meter="standard"}'])
+    assert at_reset == pytest.approx(0.32 + 0.04 * 19, abs=0.01)  # 19 days left at 4 %/day
+    assert to_exhaustion == pytest.approx(17 * DAY, rel=0.02)  # 68 % left at 4 %/day
 
 
 def test_an_unwritable_textfile_is_a_warning_not_a_failure(app, tmp_path):

@@ -17,8 +17,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from alerter.credentials import keyring_source
 from alerter.credentials.identity import (
     CredentialSettings,
     Identity,
@@ -28,9 +28,10 @@ from alerter.credentials.identity import (
     token_claims,
     token_expiry,
 )
-from alerter.credentials.refresh import renew
-from alerter.credentials.store import KeyLookup, StoredLogin, find_stored_login
 from alerter.errors import AuthError
+
+if TYPE_CHECKING:
+    from alerter.credentials.store import KeyLookup, StoredLogin
 
 __all__ = [
     "API_KEY_ENV",
@@ -110,6 +111,9 @@ def open_login(
     api_key = env.get(API_KEY_ENV, "").strip()
     if api_key:
         return Login(api_key, Identity(source=API_KEY_ENV))
+    # The store code needs cryptography: loaded only when there is no API key.
+    from alerter.credentials.store import find_stored_login
+
     stored = find_stored_login(settings.home, _keyring_lookup(settings, env, key_lookup))
     if stored is None:
         raise AuthError(
@@ -132,6 +136,8 @@ def _keyring_lookup(
         return key_lookup
 
     def lookup(account: str) -> str | None:
+        from alerter.credentials import keyring_source
+
         timeout = keyring_source.LOOKUP_TIMEOUT_SECONDS
         if settings.deadline is not None:
             timeout = min(timeout, settings.deadline - time.monotonic())
@@ -158,6 +164,8 @@ def _renew_before_use(stored: StoredLogin, settings: CredentialSettings) -> Stor
             )
         log.warning("%s holds no refresh token; using its token until it expires", stored.path)
         return stored
+    from alerter.credentials.refresh import renew
+
     return renew(stored, settings)
 
 
@@ -165,6 +173,8 @@ def _login_from_store(stored: StoredLogin, settings: CredentialSettings) -> Logi
     """Wrap a stored login so that a 401/403 can renew it once through the same store."""
 
     def renew_after_rejection() -> tuple[str, Identity]:
+        from alerter.credentials.refresh import renew
+
         renewed = renew(stored, settings)
         return renewed.access_token, _identity(renewed)
 
