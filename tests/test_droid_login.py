@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
 from tests.standins import Reply
 
 M = 1_000_000
+EXAMPLE_TRACE = Path(__file__).resolve().parent.parent / "examples" / "sample-month.jsonl"
 
 
 @pytest.fixture
@@ -158,6 +160,8 @@ def test_no_secret_reaches_output_logs_state_or_notifications(droid_app, workos,
         ["status", "-v", "--json"],
         ["check-config", "-v"],
         ["test-notify", "-v"],
+        ["history", "-v", "--jsonl"],
+        ["backtest", "-v", str(EXAMPLE_TRACE)],
     )
     for argv in commands:
         result = app(*argv)
