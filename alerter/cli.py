@@ -117,22 +117,17 @@ def main(
         return int(exc.code or 0) if exc.code in (0, None) else 2
     setup_logging(args.verbose, args.quiet, env)
     args.clock = clock
+    commands = {
+        "run": cmd_run,
+        "status": cmd_status,
+        "backtest": cmd_backtest,
+        "history": cmd_history,
+        "check-config": cmd_check_config,
+        "test-notify": cmd_test_notify,
+        "init": cmd_init,
+    }
     try:
-        if args.command == "run":
-            return cmd_run(args, env)
-        if args.command == "status":
-            return cmd_status(args, env)
-        if args.command == "backtest":
-            return cmd_backtest(args, env)
-        if args.command == "history":
-            return cmd_history(args, env)
-        if args.command == "check-config":
-            return cmd_check_config(args, env)
-        if args.command == "test-notify":
-            return cmd_test_notify(args, env)
-        if args.command == "init":
-            return cmd_init(args, env)
-        raise AssertionError(args.command)
+        return commands[args.command](args, env)
     except StateBusy as exc:
         log.warning("%s", exc)
         return EXIT_OK
