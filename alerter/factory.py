@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from alerter import http
 from alerter.credentials import Login
 from alerter.errors import AuthError, UpstreamError
 from alerter.meters import BadAnswer, Reading, parse_limits, parse_usage, uses_limits_billing
@@ -103,7 +104,7 @@ class FactoryClient:
             else:
                 if response.status_code == 429 or response.status_code >= 500:
                     problem = f"answered HTTP {response.status_code}"
-                    retry_after = _retry_after(response)
+                    retry_after = http.retry_after(response)
                 else:
                     return response
             attempt += 1
@@ -145,14 +146,6 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = "connection refused or no route" if "refused" in str(exc).lower() else "connection failed"
     return text
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 # --- choosing the endpoint -------------------------------------------------------------------

@@ -40,25 +40,25 @@ import time
 from alerter.config import Config
 from alerter.messages import recovered_message, reminder_message, reset_message, stale_message
 from alerter.meters import Reading
-from alerter.rules import Alert, _dict_at, _level, _words, same_window
+from alerter.rules import Alert, channel_list, dict_at, number_or_zero, same_window
 
 HEALTH = "health"  # the meter_id of the job's own notices
 
 
 def _health(state: dict) -> dict:
     # Like rules: a remembered value of the wrong shape counts as nothing remembered.
-    return _dict_at(state, HEALTH)
+    return dict_at(state, HEALTH)
 
 
 def _time(value: object) -> float | None:
     """Given a remembered unix time, return it, or None when it is not a plausible one."""
-    seconds = _level(value)
+    seconds = number_or_zero(value)
     return seconds if 0 < seconds < 1e11 else None
 
 
 def _configured(channel_ids: object, config: Config) -> list[str]:
     known = {ch.id for ch in config.delivery_channels()}
-    return [c for c in _words(channel_ids) if c in known]
+    return [c for c in channel_list(channel_ids) if c in known]
 
 
 # --- stale data ---------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def after_failure(
     """
     new_state = copy.deepcopy(state)
     health = _health(new_state)
-    failures = int(_level(health.get("failures"))) + 1
+    failures = int(number_or_zero(health.get("failures"))) + 1
     health["failures"] = failures
     if failures == 1 or _time(health.get("failing_since")) is None:
         health["failing_since"] = now
@@ -93,7 +93,7 @@ def after_failure(
 
 def _is_stale(health: dict, config: Config, now: float) -> bool:
     settings = config.monitor
-    if _level(health.get("failures")) >= settings.failures_before_alert:
+    if number_or_zero(health.get("failures")) >= settings.failures_before_alert:
         return True
     if settings.hours_without_success <= 0:
         return False
@@ -108,7 +108,7 @@ def after_success(state: dict, config: Config, now: float) -> tuple[list[Alert],
     """
     new_state = copy.deepcopy(state)
     health = _health(new_state)
-    failures = int(_level(health.get("failures")))
+    failures = int(number_or_zero(health.get("failures")))
     if failures:
         health["last_outage"] = {"since": _time(health.get("failing_since")), "failures": failures}
     health["failures"] = 0
@@ -118,8 +118,10 @@ def after_success(state: dict, config: Config, now: float) -> tuple[list[Alert],
     health["stale_sent"] = told
     if not told:
         return [], new_state
-    outage = _dict_at(health, "last_outage")
-    title, body = recovered_message(int(_level(outage.get("failures"))), _time(outage.get("since")), now)
+    outage = dict_at(health, "last_outage")
+    title, body = recovered_message(
+        int(number_or_zero(outage.get("failures"))), _time(outage.get("since")), now
+    )
     return [Alert(HEALTH, "recovered", 0.0, "info", title, body, tuple(told))], new_state
 
 
@@ -145,10 +147,10 @@ def after_read(
 
 def _note_resets(reading: Reading, before: dict, state: dict, config: Config, now: float) -> dict:
     old_meters = before.get("meters") if isinstance(before.get("meters"), dict) else {}
-    meters = _dict_at(state, "meters")
+    meters = dict_at(state, "meters")
     for meter in reading.meters:
         old = old_meters.get(meter.id)
-        if meter.unlimited or not isinstance(old, dict) or _level(old.get("peak")) < 100:
+        if meter.unlimited or not isinstance(old, dict) or number_or_zero(old.get("peak")) < 100:
             continue
         if meter.active and same_window(old.get("window"), meter):
             continue  # still the used-up window
@@ -182,11 +184,11 @@ def _note_resets(reading: Reading, before: dict, state: dict, config: Config, no
 
 
 def _track_peaks(reading: Reading, state: dict) -> dict:
-    meters = _dict_at(state, "meters")
+    meters = dict_at(state, "meters")
     for meter in reading.meters:
         saved = meters.get(meter.id)
         if meter.active and not meter.unlimited and isinstance(saved, dict):
-            saved["peak"] = max(_level(saved.get("peak")), round(meter.percent, 3))
+            saved["peak"] = max(number_or_zero(saved.get("peak")), round(meter.percent, 3))
     return state
 
 
@@ -196,14 +198,14 @@ def _reminders(reading: Reading, state: dict, config: Config, now: float) -> tup
         return [], state
     alerts = []
     for meter in reading.meters:
-        saved = _dict_at(state, "meters").get(meter.id)
+        saved = dict_at(state, "meters").get(meter.id)
         if not meter.active or meter.unlimited or meter.percent < 100 or not isinstance(saved, dict):
             continue
-        sent = _dict_at(saved, "sent")
-        reminded = _dict_at(saved, "reminded")
+        sent = dict_at(saved, "sent")
+        reminded = dict_at(saved, "reminded")
         due = []
         for channel in config.delivery_channels():
-            if _level(sent.get(channel.id)) < 100:
+            if number_or_zero(sent.get(channel.id)) < 100:
                 continue  # this channel has not heard of 100 % (yet): nothing to repeat
             last = _time(reminded.get(channel.id))
             if last is None:
@@ -212,7 +214,7 @@ def _reminders(reading: Reading, state: dict, config: Config, now: float) -> tup
                 due.append(channel.id)
         if due:
             title, body = reminder_message(meter, now)
-            level = max(_level(sent[c]) for c in due)
+            level = max(number_or_zero(sent[c]) for c in due)
             alerts.append(
                 Alert(meter.id, "reminder", level, config.severity_of(level), title, body, tuple(due))
             )

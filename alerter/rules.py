@@ -117,7 +117,7 @@ def evaluate(reading: Reading, state: dict, config: Config, now: float) -> tuple
             saved["period_seconds"] = length
         else:
             saved.pop("period_seconds", None)
-        _dict_at(saved, "sent")
+        dict_at(saved, "sent")
         saved["window"] = {"start": meter.window_start, "end": meter.window_end}
         saved["history"] = forecast.add_sample(history, meter, now, same)
         meters_state[meter.id] = saved
@@ -175,7 +175,7 @@ def _forecast_alerts(meter: Meter, saved: dict, config: Config, now: float) -> l
     end = assessment.window_end
     if runs_out is None or end is None or runs_out >= end:
         return []
-    sent = set(_words(episode.get("sent")))
+    sent = set(channel_list(episode.get("sent")))
     channels = tuple(
         ch.id for ch in config.delivery_channels() if settings.severity in ch.severities and ch.id not in sent
     )
@@ -195,7 +195,7 @@ def _threshold_alerts(meter: Meter, sent: dict, reading: Reading, config: Config
         if not mine:
             continue
         top = max(mine)
-        if _level(sent.get(channel.id)) >= top:
+        if number_or_zero(sent.get(channel.id)) >= top:
             continue  # this channel already heard of this threshold (or a higher one)
         due.setdefault(top, []).append(channel.id)
     alerts = []
@@ -232,7 +232,7 @@ def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | Non
     """
     new_state = copy_state(state, [alert.meter_id])
     if alert.kind == "login":
-        login = _dict_at(new_state, "login")
+        login = dict_at(new_state, "login")
         told = login.get("expired_sent")
         told = [c for c in told if isinstance(c, str)] if isinstance(told, list) else []
         login["expired_sent"] = sorted({*told, channel_id})
@@ -240,8 +240,8 @@ def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | Non
     if alert.kind in ("stale", "recovered"):
         # stale_sent: the channels that were told the job is broken and not yet told it
         # works again; "recovered" is due to exactly those.
-        health = _dict_at(new_state, "health")
-        told = set(_words(health.get("stale_sent")))
+        health = dict_at(new_state, "health")
+        told = set(channel_list(health.get("stale_sent")))
         told = told | {channel_id} if alert.kind == "stale" else told - {channel_id}
         health["stale_sent"] = sorted(told)
         return new_state
@@ -251,7 +251,7 @@ def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | Non
         for entry in entries if isinstance(entries, list) else []:
             if not isinstance(entry, dict):
                 continue
-            channels = _words(entry.get("channels"))
+            channels = channel_list(entry.get("channels"))
             if entry.get("kind") == "reset" and entry.get("meter") == alert.meter_id:
                 channels = [c for c in channels if c != channel_id]
             if channels:
@@ -261,21 +261,21 @@ def record_delivery(state: dict, alert: Alert, channel_id: str, now: float | Non
         else:
             new_state.pop("pending", None)
         return new_state
-    saved = _dict_at(_dict_at(new_state, "meters"), alert.meter_id)
+    saved = dict_at(dict_at(new_state, "meters"), alert.meter_id)
     if alert.kind == "forecast":
         # Its level is the projected use at the reset, not a threshold: no reminders.
-        episode = _dict_at(_dict_at(saved, "forecast"), "episode")
-        episode["sent"] = sorted({*_words(episode.get("sent")), channel_id})
+        episode = dict_at(dict_at(saved, "forecast"), "episode")
+        episode["sent"] = sorted({*channel_list(episode.get("sent")), channel_id})
         return new_state
     if alert.kind == "threshold":
-        sent = _dict_at(saved, "sent")
-        sent[channel_id] = max(_level(sent.get(channel_id)), alert.level)
+        sent = dict_at(saved, "sent")
+        sent[channel_id] = max(number_or_zero(sent.get(channel_id)), alert.level)
     if now is not None and (alert.kind == "reminder" or alert.level >= 100):
-        _dict_at(saved, "reminded")[channel_id] = now
+        dict_at(saved, "reminded")[channel_id] = now
     return new_state
 
 
-def _dict_at(container: dict, key: str) -> dict:
+def dict_at(container: dict, key: str) -> dict:
     """Return container[key], replacing whatever is there by {} unless it is a dict.
 
     The state file is ours, but it may have been edited or written by another version:
@@ -287,13 +287,13 @@ def _dict_at(container: dict, key: str) -> dict:
     return value
 
 
-def _words(value: object) -> list[str]:
+def channel_list(value: object) -> list[str]:
     """Given a remembered list of channel ids, return its strings (none when it is not a list)."""
     return [c for c in value if isinstance(c, str)] if isinstance(value, list) else []
 
 
-def _level(value: object) -> float:
-    """Given a remembered threshold, return it as a number (0 when it is not one)."""
+def number_or_zero(value: object) -> float:
+    """Given a remembered number (a threshold, a time, a count), return it; 0 when it is not one."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return 0.0

@@ -27,6 +27,7 @@ from alerter.credentials.identity import CredentialSettings, token_expiry
 from alerter.credentials.lock import LOCK_NAME, LockTimeout, write_lock
 from alerter.credentials.store import StoredLogin, read_store, write_store
 from alerter.errors import AuthError, UpstreamError
+from alerter.http import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def request_new_tokens(
         raise TransientRefreshError(f"cannot reach WorkOS ({type(exc).__name__})") from None
     status = response.status_code
     if status == 429 or status >= 500:
-        raise TransientRefreshError(f"WorkOS answered HTTP {status}", _retry_after(response))
+        raise TransientRefreshError(f"WorkOS answered HTTP {status}", retry_after(response))
     if 400 <= status < 500:
         code = _error_code(response)
         raise AuthError(
@@ -178,14 +179,6 @@ def _renew_locked(stored: StoredLogin, settings: CredentialSettings, deadline: f
         _format_time(token_expiry(renewed.access_token)),
     )
     return renewed
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Return the Retry-After header in seconds, when it is a plain number."""
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
 
 
 def _error_code(response: requests.Response) -> str:

@@ -230,6 +230,14 @@ def _read_text(path: Path) -> str | None:
         raise StoreFormatError("is not text") from None
 
 
+def _read_or_fail(path: Path) -> str | None:
+    """Given a store file, return its text (None when absent). Raise AuthError naming it."""
+    try:
+        return _read_text(path)
+    except (OSError, StoreFormatError) as exc:
+        raise AuthError(f"cannot read {path}: {_describe(exc)}") from None
+
+
 def _read_keyring_store(path: Path, account: str, key_lookup: KeyLookup) -> StoredLogin | None:
     """Decrypt a keyring-backed store; any trouble means "not this one", at debug level."""
     try:
@@ -250,16 +258,10 @@ def _read_keyring_store(path: Path, account: str, key_lookup: KeyLookup) -> Stor
 def _read_keyfile_store(home: Path) -> StoredLogin | None:
     """Decrypt ``auth.v2.file`` with ``auth.v2.key``. Raise AuthError when it is unusable."""
     path, key_path = home / KEYFILE_FILE, home / KEY_FILE
-    try:
-        text = _read_text(path)
-    except (OSError, StoreFormatError) as exc:
-        raise AuthError(f"cannot read {path}: {_describe(exc)}") from None
+    text = _read_or_fail(path)
     if text is None:
         return None
-    try:
-        key_text = _read_text(key_path)
-    except (OSError, StoreFormatError) as exc:
-        raise AuthError(f"cannot read {key_path}: {_describe(exc)}") from None
+    key_text = _read_or_fail(key_path)
     if key_text is None:
         raise AuthError(
             f"{path} exists but its key file {key_path} is missing; run `droid` to log in again",
@@ -322,10 +324,7 @@ def read_store(path: Path, codec: Codec) -> StoredLogin:
     A file that no longer decodes (corrupted, truncated, wrong key) or is gone is
     permanent: droid cannot read it either, only a new login fixes it.
     """
-    try:
-        text = _read_text(path)
-    except (OSError, StoreFormatError) as exc:
-        raise AuthError(f"cannot read {path}: {_describe(exc)}") from None
+    text = _read_or_fail(path)
     if text is None:
         raise AuthError(
             f"{path} disappeared (did droid log out?); run `droid` to log in again", permanent=True
