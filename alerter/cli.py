@@ -7,6 +7,7 @@ error; everything else raises a typed error with a one-line message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from alerter.config import (
     mask_url,
     parse_yaml,
 )
-from alerter.credentials import CredentialSettings, Login, open_login
+from alerter.credentials import CredentialSettings, Login, LoginMemory, open_login
 from alerter.errors import EXIT_OK, AlerterError, AuthError, ConfigError, DeliveryError, UpstreamError
 from alerter.factory import FactoryClient, fetch_reading
 from alerter.meters import Reading
@@ -39,6 +40,8 @@ from alerter.state import StateBusy, load_state, locked, save_state
 from alerter.status import render_status, status_json
 
 PROG = "factory-usage-alert"
+# A renewal of droid's login starts only while this much of the run is left (or 3/4 of it).
+RENEW_RESERVE_SECONDS = 25.0
 log = logging.getLogger("alerter")
 
 
@@ -178,16 +181,29 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
 # --- shared steps -------------------------------------------------------------------------
 
 
-def connect(config: Config, env: Mapping[str, str], deadline: float) -> FactoryClient:
-    """Given the config, return a Factory client with the login that was found."""
+def connect(
+    config: Config,
+    env: Mapping[str, str],
+    deadline: float,
+    *,
+    memory: LoginMemory | None = None,
+    may_renew: bool = True,
+) -> FactoryClient:
+    """Given the config, return a Factory client with the login that was found.
+
+    ``memory`` is what the state remembers about droid's tokens; ``may_renew`` is False
+    for a dry run, which never renews droid's login nor writes its store.
+    """
     login: Login = open_login(
         CredentialSettings(
             home=config.home,
             workos_url=config.workos_url,
-            refresh_margin_seconds=config.refresh_margin_hours * 3600,
             timeout_seconds=config.timeout_seconds,
             ca_bundle=config.ca_bundle,
             deadline=deadline,
+            may_renew=may_renew,
+            renew_reserve_seconds=min(RENEW_RESERVE_SECONDS, 0.75 * config.deadline_seconds),
+            memory=memory,
         ),
         env,
     )
@@ -197,6 +213,18 @@ def connect(config: Config, env: Mapping[str, str], deadline: float) -> FactoryC
     log.debug("login from %s; asking %s", login.identity.source, base_url)
     return FactoryClient(
         base_url, login, timeout=config.timeout_seconds, deadline=deadline, ca_bundle=config.ca_bundle
+    )
+
+
+def _remember_login(state: dict, memory: LoginMemory | None) -> dict:
+    """Return the state with what is known about droid's tokens (fingerprints only)."""
+    if memory is None:
+        return state
+    dumped = memory.dump()
+    if state.get("credentials") == dumped:
+        return state
+    return (
+        {**state, "credentials": dumped} if dumped else {k: v for k, v in state.items() if k != "credentials"}
     )
 
 
@@ -262,12 +290,18 @@ def _run_once(
     dry_run: bool,
     outcome: dict | None = None,
 ) -> tuple[int, dict]:
+    known = LoginMemory.load(state.get("credentials"))
+    client: FactoryClient | None = None
     try:
-        client = connect(config, env, deadline)
+        client = connect(config, env, deadline, memory=known, may_renew=not dry_run)
         reading, memory = fetch_reading(client, config.source, state.get("source", {}), now)
     except (AuthError, UpstreamError) as exc:
         # A failed read never touches the usage state: nothing is re-armed or fired.
         permanent = isinstance(exc, AuthError) and exc.permanent
+        learned = client.login.memory if client is not None else known
+        if getattr(exc, "dead_refresh", None):
+            learned = dataclasses.replace(learned, dead=exc.dead_refresh)
+        state = _remember_login(state, learned)
         alerts: list[Alert] = []
         if permanent:
             alert, state = login_expired_alert(state, config)
@@ -281,7 +315,7 @@ def _run_once(
         if not dry_run:
             save_state(config.state_file, state)
         raise
-    state = dict(state, source=memory)
+    state = _remember_login(dict(state, source=memory), client.login.memory)
     if outcome is not None:
         outcome["reading"] = reading
     log.info(
@@ -353,7 +387,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     deadline = time.monotonic() + config.deadline_seconds
     state = load_state(config.state_file, keep_aside=False)
     now = args.clock()
-    client = connect(config, env, deadline)
+    client = connect(config, env, deadline, memory=LoginMemory.load(state.get("credentials")))
     reading: Reading
     reading, _ = fetch_reading(client, config.source, state.get("source", {}), now)
     forecasts = forecast_preview(reading, state, config, now)

@@ -107,7 +107,6 @@ class Config:
     timeout_seconds: float = 10.0
     deadline_seconds: float = 60.0
     workos_url: str = DEFAULT_WORKOS_URL
-    refresh_margin_hours: float = 24.0
     source: str = "auto"
     ca_bundle: str | None = None
     state_file: Path = field(default_factory=lambda: default_state_file({}))
@@ -165,10 +164,13 @@ def default_state_file(env: Mapping[str, str]) -> Path:
 
 
 def default_factory_home(env: Mapping[str, str]) -> Path:
-    """Return droid's credential directory: $FACTORY_HOME_OVERRIDE, else ~/.factory."""
-    if env.get("FACTORY_HOME_OVERRIDE"):
-        return Path(env["FACTORY_HOME_OVERRIDE"]).expanduser()
-    return _home(env) / ".factory"
+    """Return droid's credential directory: ``.factory`` in $FACTORY_HOME_OVERRIDE, else in ~.
+
+    droid reads ``FACTORY_HOME_OVERRIDE`` as a replacement for the user's home directory,
+    not for the ``.factory`` directory in it.
+    """
+    override = env.get("FACTORY_HOME_OVERRIDE", "").strip()
+    return (Path(override).expanduser() if override else _home(env)) / ".factory"
 
 
 def channel_id(url: str) -> str:
@@ -287,7 +289,12 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
     home = v.path(factory, "factory.home") or default_factory_home(env)
     timeout = v.number(factory, "factory.timeout_seconds", 10.0, 0.1, 300)
     deadline = v.number(factory, "factory.deadline_seconds", 60.0, 1, 3600)
-    margin = v.number(factory, "factory.refresh_margin_hours", 24.0, 0, 24 * 30)
+    if "refresh_margin_hours" in factory:
+        logging.getLogger(__name__).warning(
+            "%s: factory.refresh_margin_hours is no longer used (droid's login is renewed only when "
+            "it is about to expire); remove it",
+            file or "config",
+        )
     source = v.choice(factory, "factory.source", "auto", SOURCES)
     ca_bundle = v.path(factory, "factory.ca_bundle")
 
@@ -325,7 +332,6 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         timeout_seconds=timeout,
         deadline_seconds=deadline,
         workos_url=workos_url.rstrip("/"),
-        refresh_margin_hours=margin,
         source=source,
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         state_file=state_file,

@@ -68,10 +68,12 @@ class FactoryClient:
         refreshed = False
         while True:
             response = self._send(method, path, **kwargs)
-            if response.status_code in (401, 403) and not refreshed:
+            if response.status_code == 401 and not refreshed:
                 refreshed = True
-                if self.login.refresh_after_rejection():
+                if self.login.renew_after_refusal():
                     continue
+            if response.status_code == 401:
+                self.login.refused()
             return self._body(response, path)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -120,7 +122,15 @@ class FactoryClient:
         if status in (404, 405):
             raise NotServed(f"Factory API answered HTTP {status} at {path}")
         if status == 401:
-            raise AuthError("Factory refused the login (HTTP 401); run `droid` to log in again")
+            if self.login.identity.source == "FACTORY_API_KEY":
+                raise AuthError(
+                    "Factory refused FACTORY_API_KEY (HTTP 401): the key is wrong or revoked; "
+                    "create a new key in Factory's settings, or unset it to use droid's login"
+                )
+            raise AuthError(
+                f"Factory refused droid's login from {self.login.identity.source} (HTTP 401); "
+                "run `droid` to log in again"
+            )
         if status == 403:
             if self.login.identity.source == "FACTORY_API_KEY":
                 raise AuthError(

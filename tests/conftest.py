@@ -26,6 +26,13 @@ def utc(monkeypatch):
     time.tzset()
 
 
+@pytest.fixture(autouse=True)
+def brief_wait_for_droids_save(monkeypatch):
+    """After WorkOS rejects a refresh token the job waits for droid's own save (5 s); the
+    tests that race the real droid restore that wait, the others need not sit through it."""
+    monkeypatch.setattr("alerter.credentials.refresh.DROID_SAVE_WAIT_SECONDS", 0.3)
+
+
 @pytest.fixture
 def factory():
     server = StandIn().start()
@@ -103,7 +110,7 @@ class App:
         self.env = {
             "HOME": str(home),
             "FACTORY_API_KEY": API_KEY,
-            "FACTORY_HOME_OVERRIDE": str(home / ".factory"),
+            "FACTORY_HOME_OVERRIDE": str(home),
             "PATH": os.environ.get("PATH", ""),
         }
         self.write_config({})

@@ -14,7 +14,7 @@ from alerter.config import EU_BASE_URL, build_config
 from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope
 from tests.conftest import USAGE_PATH, usage_body
-from tests.credentials.helpers import DAY, HOUR, login_data, start_workos, write_keyfile_store
+from tests.credentials.helpers import DAY, HOUR, SOON, login_data, start_workos, write_keyfile_store
 from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
 from tests.standins import Reply
 
@@ -45,7 +45,7 @@ def stored_tokens(app) -> dict:
 
 def test_a_login_near_expiry_is_refreshed_written_back_and_used(droid_app, workos, receiver):
     app = droid_app
-    app.store_key = write_keyfile_store(app.store, login_data(12 * HOUR, whoami={"region": "us"}))
+    app.store_key = write_keyfile_store(app.store, login_data(SOON, whoami={"region": "us"}))
     before = stored_tokens(app)
     app.serve_usage(usage_body(17 * M))
 

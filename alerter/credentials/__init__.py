@@ -1,18 +1,25 @@
 """Where the job's bearer token comes from.
 
 The rest of the job sees only :func:`open_login` and the :class:`Login` it returns:
-``bearer()`` for the Authorization header, ``refresh_after_rejection()`` once after a
-401/403, and ``identity`` for ``status``. Which store the token came from, how it is
-decrypted, refreshed and written back stays inside this package:
+``bearer()`` for the Authorization header, ``renew_after_refusal()`` once after a 401,
+``identity`` for ``status`` and ``memory`` to keep in the state. Which store the token
+came from, how it is decrypted, renewed and written back stays inside this package:
 
-- ``store``: droid's store formats and the order they are tried in;
+- ``store``: droid's store formats and which one droid itself would use;
 - ``keyring_source``: the OS keyring that holds the key of ``auth.v2.keyring``;
 - ``lock``: droid's write lock, taken droid's way;
-- ``refresh``: WorkOS renewal and the write-back under the lock.
+- ``refresh``: WorkOS renewal, outside droid's lock;
+- ``writeback``: reserve, stage and install a renewed store so nothing loses it.
+
+What the job does to droid's login: it renews it only when the access token expires
+within the next few minutes (or Factory refused a token not yet renewed in this run),
+as droid itself would, and writes the new pair back into the same store in droid's
+format, under droid's lock. A dry run never renews.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -20,15 +27,17 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from alerter.credentials.identity import (
+    RENEW_WITHIN_SECONDS,
     CredentialSettings,
     Identity,
-    default_home,
+    LoginMemory,
+    fingerprint,
     identity_from_token,
     mask_email,
     token_claims,
     token_expiry,
 )
-from alerter.errors import AuthError
+from alerter.errors import AuthError, UpstreamError
 
 if TYPE_CHECKING:
     from alerter.credentials.store import KeyLookup, StoredLogin
@@ -39,7 +48,7 @@ __all__ = [
     "CredentialSettings",
     "Identity",
     "Login",
-    "default_home",
+    "LoginMemory",
     "identity_from_token",
     "mask_email",
     "open_login",
@@ -56,36 +65,53 @@ DISABLE_KEYRING_ENV = "FACTORY_DISABLE_KEYRING"
 
 
 class Login:
-    """A bearer token and the means to renew it once when the API rejects it."""
+    """A bearer token, who it belongs to, and the means to renew it once after a refusal."""
 
     def __init__(
         self,
         token: str,
         identity: Identity,
         renew: Callable[[], tuple[str, Identity]] | None = None,
+        memory: LoginMemory | None = None,
+        renewed: bool = False,
     ) -> None:
         self._token = token
         self.identity = identity
         self._renew = renew
+        self._renewed = renewed
+        self._memory = memory or LoginMemory()
 
     def bearer(self) -> str:
         """Return the token to send as ``Authorization: Bearer``."""
         return self._token
 
-    def refresh_after_rejection(self) -> bool:
-        """Try to obtain a new token after a 401/403; return True when one is ready.
+    @property
+    def memory(self) -> LoginMemory:
+        """What the next run should remember about this login (fingerprints and claims only)."""
+        if self._renew is None and self.identity.source == API_KEY_ENV:
+            return self._memory
+        return self._memory.with_identity(self._token, self.identity)
 
-        Only the first call per run can renew (an API key never does). Raise AuthError
-        (``permanent`` when WorkOS rejected the login) or UpstreamError (WorkOS unreachable
-        until the deadline).
+    def renew_after_refusal(self) -> bool:
+        """After Factory refused the token (401): renew it once; return True when a new one is ready.
+
+        Nothing is renewed for an API key, a dry run, a token already renewed in this run,
+        or a token Factory refused on an earlier run right after its renewal. Raise
+        AuthError (``permanent`` when WorkOS rejected the login) or UpstreamError.
         """
         renew_now, self._renew = self._renew, None
-        if renew_now is None:
+        if renew_now is None or self._renewed or self._memory.refused == fingerprint(self._token):
             return False
         token, identity = renew_now()
+        self._renewed = True
         changed = token != self._token
         self._token, self.identity = token, identity
         return changed
+
+    def refused(self) -> None:
+        """Factory refused the token for good in this run: remember it if it was renewed."""
+        if self._renewed:
+            self._memory = dataclasses.replace(self._memory, refused=fingerprint(self._token))
 
     def __repr__(self) -> str:  # never show the token
         return f"Login(source={self.identity.source!r})"
@@ -97,12 +123,14 @@ def open_login(
     *,
     key_lookup: KeyLookup | None = None,
 ) -> Login:
-    """Given the settings, return the first usable login, renewed when it expires soon.
+    """Given the settings, return the login droid itself would use, renewed when it must be.
 
     Sources in order: ``$FACTORY_API_KEY``; droid's store in ``settings.home``
     (``auth.v2.keyring``, on macOS ``auth.v2.loginkeychain``, ``auth.v2.file`` +
-    ``auth.v2.key``, ``auth.encrypted``, ``auth.json``). A token expiring within
-    ``settings.refresh_margin_seconds`` is renewed and written back under droid's lock.
+    ``auth.v2.key``, ``auth.encrypted``, ``auth.json``). A token that expires within a few
+    minutes is renewed and written back (never in a dry run); when renewing fails for a
+    reason that may pass (WorkOS unreachable, a read-only or full store) while the token
+    still works, the token is used and a warning says why.
     ``key_lookup(account)`` replaces the OS keyring lookup (tests).
 
     Raise AuthError (``permanent`` when only ``droid`` logging in again helps) or
@@ -112,6 +140,7 @@ def open_login(
     if api_key:
         return Login(api_key, Identity(source=API_KEY_ENV))
     # The store code needs cryptography: loaded only when there is no API key.
+    from alerter.credentials import writeback
     from alerter.credentials.store import find_stored_login
 
     stored = find_stored_login(settings.home, _keyring_lookup(settings, env, key_lookup))
@@ -121,9 +150,17 @@ def open_login(
             f"{settings.home}); run `droid` to log in, or set {API_KEY_ENV}"
         )
     log.debug("Factory login read from %s", stored.path)
-    if _expires_soon(stored, settings.refresh_margin_seconds):
-        stored = _renew_before_use(stored, settings)
-    return _login_from_store(stored, settings)
+    memory = settings.memory or LoginMemory()
+    if settings.may_renew:
+        stored = writeback.recover(stored, settings.deadline)
+    identity = _identity(stored, memory)
+    renewed = False
+    if _expires_soon(identity):
+        before = stored.refresh_token
+        stored = _renew_before_use(stored, identity, settings)
+        identity = _identity(stored, memory)
+        renewed = stored.refresh_token != before
+    return _login_from_store(stored, identity, settings, memory, renewed)
 
 
 def _keyring_lookup(
@@ -146,17 +183,21 @@ def _keyring_lookup(
     return lookup
 
 
-def _expires_soon(stored: StoredLogin, margin_seconds: float) -> bool:
-    """True when the token's exp is within the margin; a token without exp is left alone."""
-    expires_at = token_expiry(stored.access_token)
-    return expires_at is not None and expires_at - time.time() <= margin_seconds
+def _expires_soon(identity: Identity) -> bool:
+    """True when the token's exp is within the next few minutes; a token without exp is left alone."""
+    expires_at = identity.expires_at
+    return expires_at is not None and expires_at - time.time() <= RENEW_WITHIN_SECONDS
 
 
-def _renew_before_use(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
-    """Renew a soon-expiring login; a store without refresh token is used while it lasts."""
+def _renew_before_use(stored: StoredLogin, identity: Identity, settings: CredentialSettings) -> StoredLogin:
+    """Renew a login about to expire; keep using a still-valid token when renewing cannot be done now."""
+    from alerter.credentials.refresh import renew
+    from alerter.credentials.writeback import StoreNotWritable
+
+    still_valid = (identity.expires_at or 0.0) > time.time()
+    until = _when(identity.expires_at)
     if stored.refresh_token is None:
-        expires_at = token_expiry(stored.access_token) or 0.0
-        if expires_at <= time.time():
+        if not still_valid:
             raise AuthError(
                 f"Factory login expired and {stored.path} holds no refresh token; "
                 "run `droid` to log in again",
@@ -164,26 +205,53 @@ def _renew_before_use(stored: StoredLogin, settings: CredentialSettings) -> Stor
             )
         log.warning("%s holds no refresh token; using its token until it expires", stored.path)
         return stored
-    from alerter.credentials.refresh import renew
+    if not settings.may_renew:
+        if still_valid:
+            log.info("droid's login needs renewing soon (token valid until %s); a dry run leaves it", until)
+            return stored
+        raise AuthError(
+            f"droid's login in {stored.path} needs renewing (its token expired at {until}); "
+            "`run` renews it, a dry run never does"
+        )
+    try:
+        return renew(stored, settings)
+    except (UpstreamError, StoreNotWritable) as exc:
+        if isinstance(exc, StoreNotWritable):
+            problem = f"cannot renew the Factory login: {exc.strerror}"
+        else:
+            problem = str(exc)
+        if not still_valid:
+            raise UpstreamError(problem) if isinstance(exc, StoreNotWritable) else exc from None
+        log.warning("%s; using the current token, valid until %s", problem, until)
+        return stored
 
-    return renew(stored, settings)
 
+def _login_from_store(
+    stored: StoredLogin,
+    identity: Identity,
+    settings: CredentialSettings,
+    memory: LoginMemory,
+    renewed: bool,
+) -> Login:
+    """Wrap a stored login so that a 401 can renew it once through the same store."""
 
-def _login_from_store(stored: StoredLogin, settings: CredentialSettings) -> Login:
-    """Wrap a stored login so that a 401/403 can renew it once through the same store."""
-
-    def renew_after_rejection() -> tuple[str, Identity]:
+    def renew_after_refusal() -> tuple[str, Identity]:
         from alerter.credentials.refresh import renew
 
-        renewed = renew(stored, settings)
-        return renewed.access_token, _identity(renewed)
+        renewed_login = renew(stored, settings)
+        return renewed_login.access_token, _identity(renewed_login, memory)
 
-    return Login(
-        stored.access_token,
-        _identity(stored),
-        renew_after_rejection if stored.refresh_token else None,
-    )
+    may_renew = bool(stored.refresh_token) and settings.may_renew
+    return Login(stored.access_token, identity, renew_after_refusal if may_renew else None, memory, renewed)
 
 
-def _identity(stored: StoredLogin) -> Identity:
-    return identity_from_token(stored.access_token, stored.source, stored.region)
+def _identity(stored: StoredLogin, memory: LoginMemory) -> Identity:
+    return identity_from_token(stored.access_token, stored.source, stored.region, memory)
+
+
+def _when(unix: float | None) -> str:
+    if unix is None:
+        return "an unknown time"
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix, tz=timezone.utc).isoformat(timespec="seconds")

@@ -1,17 +1,24 @@
 """What the job may show about a login: the settings it needs and who the token belongs to.
 
 Nothing in this module holds or prints a secret: tokens are decoded here only to read
-their claims (expiry, user, organization), never to verify or display them.
+their claims (expiry, user, organization), never to verify or display them. What a run
+learns about a token is remembered (see :class:`LoginMemory`) under the token's
+fingerprint, so that the steady path reads the claims from the state instead of decoding
+the token again.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-HOME_OVERRIDE_ENV = "FACTORY_HOME_OVERRIDE"
+# droid renews its own token within 60 s of expiry; a run lasts at most its deadline. A
+# token that outlives the next few minutes is used as it is: every renewal spends a
+# single-use refresh token that droid also holds, so the job renews only when it must.
+RENEW_WITHIN_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -20,15 +27,20 @@ class CredentialSettings:
 
     ``deadline`` is a :func:`time.monotonic` value bounding the whole run: lock waits,
     WorkOS requests and retry back-offs all stop there. ``None`` means "use the built-in
-    budgets" (about 12 s for the lock, 30 s for a refresh).
+    budgets" (about 12 s for the lock, 30 s for a refresh). ``may_renew`` is False for a
+    dry run, which never spends a refresh token nor writes droid's store.
+    ``renew_reserve_seconds`` is how much of the deadline must be left to start a renewal:
+    an answer WorkOS sends after the job stopped listening would be a spent refresh token.
     """
 
     home: Path
     workos_url: str = "https://api.workos.com/user_management"
-    refresh_margin_seconds: float = 24 * 3600
     timeout_seconds: float = 10.0
     ca_bundle: str | None = None
     deadline: float | None = None
+    may_renew: bool = True
+    renew_reserve_seconds: float = 25.0
+    memory: LoginMemory | None = None
 
 
 @dataclass(frozen=True)
@@ -49,17 +61,65 @@ class Identity:
     region: str | None = None
 
 
-def default_home(env: Mapping[str, str] = os.environ) -> Path:
-    """Given the environment, return droid's store directory when the config names none.
+@dataclass(frozen=True)
+class LoginMemory:
+    """What the job remembers between runs about droid's tokens, by fingerprint only.
 
-    ``$FACTORY_HOME_OVERRIDE`` wins (droid honours it too), else ``~/.factory`` under the
-    environment's ``HOME``.
+    ``token``: the fingerprint of the access token whose claims are in ``claims``
+    (``exp``, ``sub``, masked email, org), so the next run need not decode it again.
+    ``refused``: the fingerprint of an access token Factory refused even after a renewal;
+    a 401 on that token does not renew again. ``dead``: the fingerprint of a refresh token
+    WorkOS rejected; it is not sent again. Fingerprints are truncated SHA-256 digests of
+    high-entropy tokens: they identify a token without revealing it.
     """
-    override = env.get(HOME_OVERRIDE_ENV, "").strip()
-    if override:
-        return Path(override).expanduser()
-    home = env.get("HOME", "").strip()
-    return (Path(home) if home else Path.home()) / ".factory"
+
+    token: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    refused: str | None = None
+    dead: str | None = None
+
+    @classmethod
+    def load(cls, data: Any) -> LoginMemory:
+        """Given what the state holds (any shape), return the memory; unknown shapes forget."""
+        if not isinstance(data, Mapping):
+            return cls()
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) and value else None
+
+        claims = data.get("claims")
+        return cls(
+            text("token"), dict(claims) if isinstance(claims, Mapping) else {}, text("refused"), text("dead")
+        )
+
+    def dump(self) -> dict:
+        """Return the JSON the state keeps (only what is set)."""
+        out: dict[str, Any] = {}
+        if self.token:
+            out["token"], out["claims"] = self.token, dict(self.claims)
+        if self.refused:
+            out["refused"] = self.refused
+        if self.dead:
+            out["dead"] = self.dead
+        return out
+
+    def with_identity(self, token: str, identity: Identity) -> LoginMemory:
+        """Return the memory that knows ``token``'s claims as ``identity`` holds them."""
+        claims = {
+            "exp": identity.expires_at,
+            "sub": identity.user_id,
+            "email": identity.email_masked,
+            "org": identity.org_id,
+        }
+        return replace(
+            self, token=fingerprint(token), claims={k: v for k, v in claims.items() if v is not None}
+        )
+
+
+def fingerprint(token: str) -> str:
+    """Given a token, return a short digest that names it without revealing it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:24]
 
 
 def mask_email(email: str | None) -> str | None:
@@ -72,7 +132,7 @@ def mask_email(email: str | None) -> str | None:
 
 def token_claims(token: str) -> dict:
     """Given a JWT, return its claims without verifying the signature ({} if not a JWT)."""
-    import jwt  # pyjwt pulls in cryptography's x509 (~40 ms): only when a JWT is decoded
+    import jwt  # pyjwt pulls in cryptography's x509 (~40 ms): only for a token not seen before
 
     try:
         # The token is the server's, not ours to verify: we only read when it expires.
@@ -82,26 +142,47 @@ def token_claims(token: str) -> dict:
     return claims if isinstance(claims, dict) else {}
 
 
-def token_expiry(token: str) -> float | None:
-    """Given a token, return its ``exp`` claim in unix seconds (None when it has none)."""
-    exp = token_claims(token).get("exp")
+def _number(value: Any) -> float | None:
     # bool is an int subclass; a JWT with "exp": true is not an expiry.
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-        return float(exp)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     return None
 
 
-def identity_from_token(token: str, source: str, region: str | None = None) -> Identity:
-    """Given an access token, return the :class:`Identity` its claims describe."""
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def token_expiry(token: str) -> float | None:
+    """Given a token, return its ``exp`` claim in unix seconds (None when it has none)."""
+    return _number(token_claims(token).get("exp"))
+
+
+def identity_from_token(
+    token: str, source: str, region: str | None = None, memory: LoginMemory | None = None
+) -> Identity:
+    """Given an access token, return the :class:`Identity` its claims describe.
+
+    When ``memory`` already knows this token, its remembered claims are used and the token
+    is not decoded again.
+    """
+    if memory is not None and memory.token == fingerprint(token):
+        known = memory.claims
+        return Identity(
+            source=source,
+            email_masked=_text(known.get("email")),
+            org_id=_text(known.get("org")),
+            user_id=_text(known.get("sub")),
+            expires_at=_number(known.get("exp")),
+            region=region,
+        )
     claims = token_claims(token)
     email = claims.get("email")
-    org = claims.get("org_id") or claims.get("external_org_id")
-    sub = claims.get("sub")
     return Identity(
         source=source,
         email_masked=mask_email(email if isinstance(email, str) else None),
-        org_id=org if isinstance(org, str) else None,
-        user_id=sub if isinstance(sub, str) else None,
-        expires_at=token_expiry(token),
+        org_id=_text(claims.get("org_id")) or _text(claims.get("external_org_id")),
+        user_id=_text(claims.get("sub")),
+        expires_at=_number(claims.get("exp")),
         region=region,
     )

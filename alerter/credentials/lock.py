@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -47,30 +48,67 @@ class LockTimeout(Exception):
     """droid's write lock stayed held (and not stale) until we had to give up."""
 
 
-@contextmanager
-def write_lock(home: Path, deadline: float | None = None) -> Iterator[None]:
-    """Given droid's store directory, hold its write lock for the ``with`` block.
+@dataclass(frozen=True)
+class Ticket:
+    """A lock prepared but not yet taken: our private pending directory and its token.
 
-    Wait at most 12 s, and never past ``deadline`` (a :func:`time.monotonic` value).
-    Raise LockTimeout when the lock stays held.
+    Preparing writes to disk (a directory and ``owner.json``); taking is only a rename.
+    Preparing before a refresh token is spent means a disk that fills up meanwhile can no
+    longer keep the renewed login from being installed under the lock.
     """
+
+    lock_path: Path
+    pending: Path
+    token: str
+
+
+def prepare(home: Path) -> Ticket:
+    """Given droid's store directory, create our pending lock directory. Raise OSError."""
     lock_path = home / LOCK_NAME
-    token = acquire(lock_path, deadline)
-    try:
-        yield
-    finally:
-        release(lock_path, token)
-
-
-def acquire(lock_path: Path, deadline: float | None = None) -> str:
-    """Given the lock path, take the lock and return our owner token. Raise LockTimeout."""
-    give_up = time.monotonic() + WAIT_SECONDS
-    if deadline is not None:
-        give_up = min(give_up, deadline)
     token = str(uuid.uuid4())
     digest = hashlib.sha256(token.encode()).hexdigest()[:32]
     pending = lock_path.with_name(f"{lock_path.name.removesuffix('.lock')}.{digest}.pending")
     _make_owned_dir(pending, token)
+    return Ticket(lock_path, pending, token)
+
+
+def discard(ticket: Ticket) -> None:
+    """Remove a prepared ticket's pending directory (after it was not taken)."""
+    _remove_tree(ticket.pending)
+
+
+@contextmanager
+def write_lock(home: Path, deadline: float | None = None, ticket: Ticket | None = None) -> Iterator[None]:
+    """Given droid's store directory, hold its write lock for the ``with`` block.
+
+    Wait at most 12 s, and never past ``deadline`` (a :func:`time.monotonic` value). With
+    a ``ticket`` from :func:`prepare`, taking the lock writes nothing new to disk.
+    Raise LockTimeout when the lock stays held, OSError when it cannot be created.
+    """
+    ticket = ticket or prepare(home)
+    take(ticket, deadline)
+    try:
+        yield
+    finally:
+        release(ticket.lock_path, ticket.token)
+
+
+def acquire(lock_path: Path, deadline: float | None = None) -> str:
+    """Given the lock path, take the lock and return our owner token. Raise LockTimeout."""
+    ticket = prepare(lock_path.parent)
+    take(ticket, deadline)
+    return ticket.token
+
+
+def take(ticket: Ticket, deadline: float | None = None) -> None:
+    """Rename the ticket's pending directory into place; wait while someone holds the lock.
+
+    The pending directory is removed whatever happens. Raise LockTimeout.
+    """
+    lock_path, pending = ticket.lock_path, ticket.pending
+    give_up = time.monotonic() + WAIT_SECONDS
+    if deadline is not None:
+        give_up = min(give_up, deadline)
     reclaim_path = _reclaim_path(lock_path)
     try:
         while True:
@@ -83,7 +121,7 @@ def acquire(lock_path: Path, deadline: float | None = None) -> str:
             else:
                 try:
                     os.rename(pending, lock_path)
-                    return token
+                    return
                 except OSError as exc:
                     if exc.errno not in _HELD:
                         raise
@@ -91,11 +129,17 @@ def acquire(lock_path: Path, deadline: float | None = None) -> str:
                     continue
             remaining = give_up - time.monotonic()
             if remaining <= 0:
-                raise LockTimeout(f"{lock_path} is held by another process")
+                raise LockTimeout(f"{lock_path} is held by {describe_holder(lock_path)}")
             time.sleep(min(POLL_SECONDS, remaining))
     except BaseException:
         _remove_tree(pending)
         raise
+
+
+def describe_holder(lock_path: Path) -> str:
+    """Return who holds the lock, as far as its owner record says (``process 1234``)."""
+    owner = read_owner(lock_path)
+    return f"process {owner['pid']}" if owner else "another process"
 
 
 def release(lock_path: Path, token: str) -> None:

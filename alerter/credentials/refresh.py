@@ -1,33 +1,42 @@
-"""Renew a stored droid login with WorkOS and write it back without logging droid out.
+"""Renew a stored droid login with WorkOS without ever logging droid out.
 
-WorkOS refresh tokens are single-use: the moment WorkOS answers, the old refresh token is
-dead, so a renewed pair that does not reach droid's store logs droid out. Hence:
+WorkOS refresh tokens are single-use: the moment WorkOS receives a renewal request, the
+old refresh token is dead, and the pair it answers with is the only live login. So:
 
-- everything happens under droid's write lock, and the store is re-read under it: when
-  droid rotated the tokens meanwhile (the refresh token changed), droid's pair is used and
-  WorkOS is not called;
-- the new pair is written into the same file, same key, every other field kept;
-- a WorkOS 4xx (other than 429) is permanent: only ``droid`` can log in again;
-- network trouble, 5xx and 429 are retried with back-off until the run's deadline, and the
-  lock is released between attempts so droid is never kept waiting long (droid gives up
-  on the lock after 12 s and would then lose *its* refreshed tokens).
+- droid's write lock is never held while waiting on the network (droid waits only 12 s
+  for it and would then lose its own save): WorkOS is asked outside the lock, and the lock
+  is taken only to compare and write, as droid does;
+- before the token is spent, room for the new store is reserved beside it and the lock's
+  own directory is prepared: a read-only or full disk stops the renewal while the old
+  token still works;
+- a request in flight is never abandoned before the run's deadline, and one is started
+  only when enough of the deadline is left for a slow answer; SIGTERM waits until the
+  new pair is installed;
+- the answer is staged on disk at once, then installed only if the store still holds the
+  spent token (else droid renewed meanwhile, and droid's pair stays); a run killed
+  between the two leaves the staged pair for the next run (see ``writeback``);
+- a WorkOS rejection right after droid began its own renewal is not proof that the login
+  ended: the job waits briefly for droid's save before saying "log in again".
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import requests
-
-from alerter.credentials.identity import CredentialSettings, token_expiry
-from alerter.credentials.lock import LOCK_NAME, LockTimeout, write_lock
-from alerter.credentials.store import StoredLogin, read_store, write_store
+from alerter import http
+from alerter.credentials import lock, writeback
+from alerter.credentials.identity import CredentialSettings, fingerprint, token_expiry
+from alerter.credentials.store import StoredLogin, describe, encode, read_store
 from alerter.errors import AuthError, UpstreamError
-from alerter.http import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,10 @@ log = logging.getLogger(__name__)
 CLIENT_ID = "client_01HNM792M5G5G1A2THWPXKFMXB"
 REFRESH_BUDGET_SECONDS = 30.0  # when the run gives no deadline
 BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
-# Keep each locked section well under droid's 12 s lock wait.
-MAX_REQUEST_SECONDS_UNDER_LOCK = 8.0
+# droid retries its renewal 3 times 500 ms apart, then waits up to 12 s for its lock.
+DROID_SAVE_WAIT_SECONDS = 5.0
+DROID_SAVE_POLL_SECONDS = 0.1
+MAX_ANSWER_BYTES = 64 * 1024  # a token pair and a user record: a few KB
 _SAFE_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -56,50 +67,48 @@ class TransientRefreshError(Exception):
         self.retry_after = retry_after
 
 
+class RefreshRejected(Exception):
+    """WorkOS rejected the refresh token (a 4xx other than 429)."""
+
+
 def request_new_tokens(
-    workos_url: str,
-    refresh_token: str,
-    organization_id: str | None,
-    timeout: float,
-    ca_bundle: str | None = None,
+    workos_url: str, refresh_token: str, deadline: float, ca_bundle: str | None = None
 ) -> TokenPair:
     """Given a refresh token, return the pair WorkOS issues for it (one attempt).
 
-    Raise AuthError(permanent=True) when WorkOS rejects the token (4xx other than 429),
-    TransientRefreshError on network trouble, 5xx, 429 or an unusable answer.
+    The answer is awaited until ``deadline`` (monotonic), however slowly it comes: giving
+    up on it earlier would lose the pair WorkOS has already rotated to. Send exactly what
+    droid sends. Raise RefreshRejected (4xx other than 429), TransientRefreshError on
+    network trouble, 5xx, 429, a missing answer or an unusable one.
     """
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID}
-    if organization_id:
-        form["organization_id"] = organization_id
     url = workos_url.rstrip("/") + "/authenticate"
     try:
         # The secret travels in the form body only, never in the URL that errors may quote.
-        response = requests.post(
+        # Never follow a redirect: it would re-send the refresh token somewhere else.
+        answer = http.request(
+            "POST",
             url,
+            peer="WorkOS",
+            deadline=deadline,
             data=form,
             headers={"Accept": "application/json"},
-            timeout=(timeout, timeout),
             verify=ca_bundle or True,
-            allow_redirects=False,
+            max_bytes=MAX_ANSWER_BYTES,
         )
-    except requests.Timeout:
-        raise TransientRefreshError(f"WorkOS did not answer within {timeout:.1f} s") from None
-    except requests.RequestException as exc:
-        raise TransientRefreshError(f"cannot reach WorkOS ({type(exc).__name__})") from None
-    status = response.status_code
+    except http.PeerTimeout:
+        raise TransientRefreshError("WorkOS did not answer within the run's deadline") from None
+    except http.PeerError as exc:
+        raise TransientRefreshError(f"cannot reach WorkOS ({exc})") from None
+    status = answer.status
     if status == 429 or status >= 500:
-        raise TransientRefreshError(f"WorkOS answered HTTP {status}", retry_after(response))
+        raise TransientRefreshError(f"WorkOS answered HTTP {status}", http.retry_after(answer))
     if 400 <= status < 500:
-        code = _error_code(response)
-        raise AuthError(
-            f"Factory login expired: WorkOS rejected the refresh token (HTTP {status}{code}); "
-            "run `droid` to log in again",
-            permanent=True,
-        )
+        raise RefreshRejected(f"WorkOS rejected the refresh token (HTTP {status}{_error_code(answer)})")
     if status != 200:
         raise TransientRefreshError(f"WorkOS answered HTTP {status}")
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
         body = None
     access = body.get("access_token") if isinstance(body, dict) else None
@@ -113,28 +122,74 @@ def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
     """Given a login read from droid's store, return the renewed login now stored there.
 
     When droid rotated the tokens since ``stored`` was read, return droid's login without
-    calling WorkOS. Raise AuthError (permanent when only a new droid login helps) or
-    UpstreamError when WorkOS stayed unreachable until the deadline.
+    calling WorkOS. Raise AuthError (``permanent`` when only a new droid login helps;
+    ``dead_refresh`` then names the rejected token), ``StoreNotWritable`` when droid's
+    store cannot be replaced (nothing was spent), or UpstreamError when WorkOS stayed
+    unreachable or too little of the deadline was left to ask it safely.
     """
     deadline = settings.deadline
     if deadline is None:
         deadline = time.monotonic() + REFRESH_BUDGET_SECONDS
+    spent = stored.refresh_token
+    if not spent:
+        raise AuthError(
+            f"Factory login expired: {stored.path} holds no refresh token; run `droid` to log in again",
+            permanent=True,
+        )
+    memory = settings.memory
+    if memory is not None and memory.dead == fingerprint(spent):
+        raise _login_ended(stored, "WorkOS rejected its refresh token on an earlier run")
+    reservation = writeback.reserve(stored)
+    try:
+        ticket = lock.prepare(stored.path.parent)
+    except OSError as exc:
+        reservation.release()
+        why = f"cannot write in {stored.path.parent}: {describe(exc)}"
+        raise writeback.StoreNotWritable(exc.errno, why) from None
+    try:
+        return _renew_prepared(stored, settings, deadline, reservation, ticket)
+    finally:
+        reservation.release()
+        lock.discard(ticket)
+
+
+def _renew_prepared(
+    stored: StoredLogin,
+    settings: CredentialSettings,
+    deadline: float,
+    reservation: writeback.Reservation,
+    ticket: lock.Ticket,
+) -> StoredLogin:
     attempts = 0
     while True:
+        if deadline - time.monotonic() < settings.renew_reserve_seconds:
+            raise UpstreamError(
+                "cannot renew the Factory login: too little of the run's deadline is left to wait "
+                "for WorkOS safely; will try again next run"
+            )
+        current = read_store(stored.path, stored.codec)
+        if current.refresh_token != stored.refresh_token:
+            log.info("droid renewed its login meanwhile; using droid's tokens from %s", current.path)
+            return current
         attempts += 1
-        retry_after = None
-        try:
-            # The lock lives beside the store it guards (settings.home, normally).
-            with write_lock(stored.path.parent, deadline):
-                return _renew_locked(stored, settings, deadline)
-        except TransientRefreshError as exc:
-            problem, retry_after = str(exc), exc.retry_after
-        except LockTimeout:
-            problem = f"droid's write lock {stored.path.parent / LOCK_NAME} stayed held"
-        # Back off outside the lock, so droid can take it meanwhile.
+        with _termination_deferred():
+            try:
+                pair = request_new_tokens(
+                    settings.workos_url, stored.refresh_token, deadline, settings.ca_bundle
+                )
+            except TransientRefreshError as exc:
+                problem, retry_after = str(exc), exc.retry_after
+            except RefreshRejected as exc:
+                droids = _await_droid_save(stored, deadline)
+                if droids is not None:
+                    log.info("droid renewed its login meanwhile; using droid's tokens from %s", droids.path)
+                    return droids
+                raise _login_ended(stored, str(exc)) from None
+            else:
+                return _save(stored, current, pair, deadline, reservation, ticket)
         delay = max(BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1], retry_after or 0)
         log.debug("renewing the Factory login failed (%s); attempt %d", problem, attempts)
-        if time.monotonic() + delay >= deadline:
+        if time.monotonic() + delay + settings.renew_reserve_seconds >= deadline:
             raise UpstreamError(
                 f"cannot renew the Factory login: {problem} "
                 f"({attempts} attempt{'s' if attempts > 1 else ''}); will try again next run"
@@ -142,49 +197,103 @@ def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
         time.sleep(delay)
 
 
-def _renew_locked(stored: StoredLogin, settings: CredentialSettings, deadline: float) -> StoredLogin:
-    """Under droid's lock: re-read, compare-and-swap, ask WorkOS, write back."""
-    current = read_store(stored.path, stored.codec)
-    if current.refresh_token != stored.refresh_token:
-        log.info("droid renewed its login meanwhile; using droid's tokens from %s", current.path)
-        return current
-    if not current.refresh_token:
-        raise AuthError(
-            f"Factory login expired: {current.path} holds no refresh token; run `droid` to log in again",
-            permanent=True,
-        )
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TransientRefreshError("no time left in this run")
-    timeout = min(settings.timeout_seconds, MAX_REQUEST_SECONDS_UNDER_LOCK, remaining)
-    pair = request_new_tokens(
-        settings.workos_url,
-        current.refresh_token,
-        current.organization_id,
-        timeout,
-        settings.ca_bundle,
-    )
+def _save(
+    stored: StoredLogin,
+    current: StoredLogin,
+    pair: TokenPair,
+    deadline: float,
+    reservation: writeback.Reservation,
+    ticket: lock.Ticket,
+) -> StoredLogin:
+    """Stage the new pair at once, then install it under droid's lock (compare-and-swap)."""
+    spent = current.refresh_token or ""
     data = {**current.data, "access_token": pair.access_token, "refresh_token": pair.refresh_token}
+    renewed = StoredLogin(current.source, current.path, current.codec, data)
     try:
-        renewed = write_store(current, data)
-    except AuthError as exc:
-        # WorkOS has already spent the stored refresh token: droid's login is gone.
-        raise AuthError(
-            f"{exc}; the stored refresh token is spent, run `droid` to log in again",
-            permanent=True,
-        ) from None
-    log.info(
-        "renewed the Factory login in %s; the new token is valid until %s",
-        renewed.path,
-        _format_time(token_expiry(renewed.access_token)),
-    )
-    return renewed
+        staged = writeback.stage(reservation, encode(current.codec, data), spent)
+    except OSError as exc:
+        # Not even the reserved room took it: the pair lives only in this run now.
+        log.error(
+            "cannot save the renewed login beside %s (%s); using it for this run", stored.path, describe(exc)
+        )
+        return renewed
+    try:
+        installed = writeback.install(stored, staged, spent, deadline, ticket)
+    except (lock.LockTimeout, OSError, AuthError) as exc:
+        log.warning(
+            "renewed the Factory login, but cannot put it into %s yet (%s); the next run will",
+            stored.path,
+            describe(exc),
+        )
+        return renewed
+    if installed.refresh_token == pair.refresh_token:
+        log.info(
+            "renewed the Factory login in %s; the new token is valid until %s",
+            installed.path,
+            _format_time(token_expiry(installed.access_token)),
+        )
+    return installed
 
 
-def _error_code(response: requests.Response) -> str:
+def _await_droid_save(stored: StoredLogin, deadline: float) -> StoredLogin | None:
+    """After WorkOS rejected our token: return droid's newer login if droid saves one soon."""
+    give_up = min(time.monotonic() + DROID_SAVE_WAIT_SECONDS, deadline - 1.0)
+    seen = _signature(stored)
+    while True:
+        now_seen = _signature(stored)
+        if now_seen != seen:
+            seen = now_seen
+            with contextlib.suppress(AuthError):
+                current = read_store(stored.path, stored.codec)
+                if current.refresh_token and current.refresh_token != stored.refresh_token:
+                    return current
+        if time.monotonic() >= give_up:
+            return None
+        time.sleep(DROID_SAVE_POLL_SECONDS)
+
+
+def _signature(stored: StoredLogin) -> tuple | None:
+    """droid's own change test: device, inode, mtime and size of the store file."""
+    try:
+        st = os.stat(stored.path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _login_ended(stored: StoredLogin, why: str) -> AuthError:
+    error = AuthError(f"Factory login expired: {why}; run `droid` to log in again", permanent=True)
+    error.dead_refresh = fingerprint(stored.refresh_token or "")
+    return error
+
+
+@contextlib.contextmanager
+def _termination_deferred() -> Iterator[None]:
+    """Hold SIGTERM, SIGINT and SIGHUP until the block ends, then act on them.
+
+    From the moment a renewal request leaves until its answer is on disk, dying would
+    log droid out. SIGKILL cannot be held; that window is kept as short as it can be.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda number, frame: caught.append(number)) for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            log.info("finishing the renewal before stopping (signal %d)", caught[0])
+            signal.raise_signal(caught[0])
+
+
+def _error_code(answer: http.Answer) -> str:
     """Return ", <error code>" from an OAuth error body, only when it looks like a code."""
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
         return ""
     code = body.get("error") if isinstance(body, dict) else None

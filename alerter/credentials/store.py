@@ -20,7 +20,6 @@ import binascii
 import contextlib
 import json
 import logging
-import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping
@@ -196,13 +195,16 @@ def encode(codec: Codec, data: Mapping) -> str:
 def find_stored_login(
     home: Path, key_lookup: KeyLookup | None, platform: str = sys.platform
 ) -> StoredLogin | None:
-    """Given the store directory, return the first store that yields a token, else None.
+    """Given the store directory, return the store droid itself would use, else None.
 
-    ``key_lookup`` reads a key from the OS keyring (None: the keyring is disabled).
-    Keyring-backed stores fall through quietly when their key is unavailable. Raise
-    AuthError when ``auth.v2.file`` or ``auth.json`` exists but cannot be used: droid's
-    own file store being broken is something the user must hear about.
+    ``key_lookup`` reads a key from the OS keyring (None: droid's keyring is switched off).
+    When a keyring-backed store exists but its key cannot be had (a cron job, a system
+    unit: no session bus), an older file store beside it is not used: droid stopped
+    renewing it when the login moved to the keyring, and it may belong to another login.
+    Raise AuthError then, and when ``auth.v2.file`` or ``auth.json`` exists but cannot be
+    used: droid's own store being broken is something the user must hear about.
     """
+    unreachable: list[Path] = []
     if key_lookup is not None:
         keyring_stores = [(KEYRING_FILE, KEYRING_ACCOUNT)]
         if platform == "darwin":
@@ -211,13 +213,41 @@ def find_stored_login(
             stored = _read_keyring_store(home / name, account, key_lookup)
             if stored:
                 return stored
-    stored = _read_keyfile_store(home)
-    if stored:
-        return stored
-    stored = _read_legacy_store(home / LEGACY_FILE, key_lookup, home / KEY_FILE)
-    if stored:
-        return stored
-    return _read_plain_store(home / PLAIN_FILE)
+            if (home / name).exists():
+                unreachable.append(home / name)
+    stored = (
+        _read_keyfile_store(home)
+        or _read_legacy_store(home / LEGACY_FILE, key_lookup, home / KEY_FILE)
+        or _read_plain_store(home / PLAIN_FILE)
+    )
+    if unreachable:
+        _check_fallback(unreachable, stored)
+    return stored
+
+
+def _check_fallback(unreachable: list[Path], fallback: StoredLogin | None) -> None:
+    """A keyring-backed store could not be read: allow only a newer store as the fallback."""
+    keyring_store = max(unreachable, key=_mtime)
+    why = (
+        f"droid's login is in {keyring_store}, whose key is in the OS keyring, which this run "
+        "cannot reach (no D-Bus session, or a locked keyring)"
+    )
+    if fallback is None:
+        raise AuthError(f"{why}; run the job in your desktop session, or set FACTORY_API_KEY")
+    if _mtime(fallback.path) < _mtime(keyring_store):
+        raise AuthError(
+            f"{why}, and {fallback.path} beside it is older (droid no longer renews it); run the job "
+            "in your desktop session (a systemd user timer), or set FACTORY_API_KEY, or remove the "
+            f"old {fallback.path.name}"
+        )
+    log.warning("%s; using the newer %s", why, fallback.path)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _read_text(path: Path) -> str | None:
@@ -235,7 +265,7 @@ def _read_or_fail(path: Path) -> str | None:
     try:
         return _read_text(path)
     except (OSError, StoreFormatError) as exc:
-        raise AuthError(f"cannot read {path}: {_describe(exc)}") from None
+        raise AuthError(f"cannot read {path}: {describe(exc)}") from None
 
 
 def _read_keyring_store(path: Path, account: str, key_lookup: KeyLookup) -> StoredLogin | None:
@@ -251,7 +281,7 @@ def _read_keyring_store(path: Path, account: str, key_lookup: KeyLookup) -> Stor
         codec = Envelope(parse_key(key_text))
         return StoredLogin(path.name, path, codec, decode(codec, text))
     except (OSError, StoreFormatError) as exc:
-        log.debug("cannot use %s (%s); trying the next store", path, _describe(exc))
+        log.debug("cannot use %s (%s); trying the next store", path, describe(exc))
         return None
 
 
@@ -281,7 +311,7 @@ def _read_legacy_store(path: Path, key_lookup: KeyLookup | None, key_path: Path)
     try:
         text = _read_text(path)
     except (OSError, StoreFormatError) as exc:
-        log.debug("cannot read %s (%s); trying the next store", path, _describe(exc))
+        log.debug("cannot read %s (%s); trying the next store", path, describe(exc))
         return None
     if text is None:
         return None
@@ -315,7 +345,7 @@ def _read_plain_store(path: Path) -> StoredLogin | None:
             return None
         return StoredLogin(path.name, path, PlainJson(), decode(PlainJson(), text))
     except (OSError, StoreFormatError) as exc:
-        raise AuthError(f"cannot read {path}: {_describe(exc)}; run `droid` to log in again") from None
+        raise AuthError(f"cannot read {path}: {describe(exc)}; run `droid` to log in again") from None
 
 
 def read_store(path: Path, codec: Codec) -> StoredLogin:
@@ -335,52 +365,7 @@ def read_store(path: Path, codec: Codec) -> StoredLogin:
         raise AuthError(f"cannot use {path}: {exc}; run `droid` to log in again", permanent=True) from None
 
 
-# -- writing back -----------------------------------------------------------------------
-
-
-def write_store(stored: StoredLogin, data: Mapping) -> StoredLogin:
-    """Given the store a login came from and new JSON, write it there; return what is stored.
-
-    The caller holds droid's write lock. The file is replaced atomically (temp file in the
-    same directory, fsync, rename) with mode 0600, then read back to prove it decodes.
-    Raise AuthError when it cannot be written.
-    """
-    path = stored.path
-    text = encode(stored.codec, data)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-        _fsync_directory(path.parent)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise AuthError(f"cannot write the renewed login to {path}: {_describe(exc)}") from None
-    written = read_store(path, stored.codec)
-    if dict(written.data) != dict(data):
-        raise AuthError(f"{path} did not read back as written")
-    return written
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some filesystems refuse to open a directory, which is fine."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _describe(exc: Exception) -> str:
+def describe(exc: BaseException) -> str:
     """Name an error without quoting file contents: OSError's strerror, else our message."""
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__

@@ -31,5 +31,9 @@ def home(tmp_path: Path) -> Path:
 def settings(home: Path, workos: WorkOSStandIn) -> CredentialSettings:
     """Settings pointing at the stand-in, with a run deadline a few seconds away."""
     return CredentialSettings(
-        home=home, workos_url=workos.url, timeout_seconds=2.0, deadline=time.monotonic() + 8
+        home=home,
+        workos_url=workos.url,
+        timeout_seconds=2.0,
+        deadline=time.monotonic() + 8,
+        renew_reserve_seconds=1.0,
     )

@@ -19,6 +19,8 @@ import jwt
 from alerter.credentials.store import encrypt_envelope
 
 HOUR = 3600.0
+# A token this close to expiry is renewed before use (the job renews within 5 minutes).
+SOON = 120.0
 DAY = 24 * HOUR
 
 

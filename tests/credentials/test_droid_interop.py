@@ -21,7 +21,7 @@ import pytest
 
 from alerter.credentials import CredentialSettings, open_login, token_expiry
 
-from .helpers import HOUR, login_data, no_keyring, write_keyfile_store
+from .helpers import HOUR, SOON, login_data, no_keyring, write_keyfile_store
 
 REPO = Path(__file__).resolve().parents[2]
 DROID_VERSION = "0.225.2"
@@ -75,8 +75,10 @@ def iso_ms(unix: float) -> str:
 
 def test_droid_loads_the_login_the_job_renewed(tmp_path, workos):
     home = tmp_path / ".factory"
-    write_keyfile_store(home, login_data(12 * HOUR))
-    settings = CredentialSettings(home=home, workos_url=workos.url, deadline=time.monotonic() + 8)
+    write_keyfile_store(home, login_data(SOON))
+    settings = CredentialSettings(
+        home=home, workos_url=workos.url, deadline=time.monotonic() + 8, renew_reserve_seconds=1
+    )
 
     login = open_login(settings, env={}, key_lookup=no_keyring)
     new_token = workos.issued[0]["access_token"]
@@ -108,7 +110,9 @@ def test_job_uses_the_login_droid_renewed(tmp_path, workos):
     assert not list(home.glob("auth.v2.write*"))  # droid released its lock
 
     requests_so_far = len(workos.requests)
-    settings = CredentialSettings(home=home, workos_url=workos.url, deadline=time.monotonic() + 8)
+    settings = CredentialSettings(
+        home=home, workos_url=workos.url, deadline=time.monotonic() + 8, renew_reserve_seconds=1
+    )
     login = open_login(settings, env={}, key_lookup=no_keyring)
     assert login.bearer() == workos.issued[0]["access_token"]
     assert len(workos.requests) == requests_so_far

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -14,9 +15,9 @@ import pytest
 
 from alerter.credentials import CredentialSettings, open_login
 from alerter.credentials.lock import LOCK_NAME, LockTimeout, acquire, release, write_lock
-from alerter.errors import UpstreamError
+from alerter.credentials.store import decrypt_envelope
 
-from .helpers import HOUR, login_data, no_keyring, wait_for, write_keyfile_store
+from .helpers import SOON, login_data, no_keyring, wait_for, write_keyfile_store
 
 HOLDER = """
 import sys
@@ -64,8 +65,9 @@ def test_lock_is_droids_directory_with_owner_record(home):
     assert list(home.iterdir()) == []
 
 
-def test_job_waits_for_a_live_holder_then_proceeds(home, settings, workos):
-    write_keyfile_store(home, login_data(HOUR))
+def test_job_asks_workos_outside_the_lock_and_waits_for_it_only_to_write(home, settings, workos):
+    key = write_keyfile_store(home, login_data(SOON))
+    before = (home / "auth.v2.file").read_bytes()
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(home / LOCK_NAME)],
         stdin=subprocess.PIPE,
@@ -84,15 +86,19 @@ def test_job_waits_for_a_live_holder_then_proceeds(home, settings, workos):
 
         job = threading.Thread(target=run_job)
         job.start()
-        # The job has queued its pending lock directory: it is now waiting on droid's lock.
-        wait_for(lambda: any(home.glob("auth.v2.write.*.pending")))
-        assert job.is_alive() and workos.requests == []
+        # WorkOS was asked while droid held its lock; the renewed pair is staged on disk and
+        # the job waits for the lock only to put it into the store.
+        wait_for(lambda: any(home.glob(".auth.v2.file.renewed-*")))
+        assert job.is_alive() and len(workos.requests) == 1
+        assert (home / "auth.v2.file").read_bytes() == before
 
         holder.stdin.write("\n")
         holder.stdin.flush()
         job.join(timeout=10)
         assert outcome.get("error") is None
         assert outcome["login"].bearer() == workos.issued[0]["access_token"]
+        stored = json.loads(decrypt_envelope((home / "auth.v2.file").read_text(), key))
+        assert stored["refresh_token"] == workos.issued[0]["refresh_token"]
         assert holder.wait(timeout=10) == 0
     finally:
         holder.kill()
@@ -101,7 +107,7 @@ def test_job_waits_for_a_live_holder_then_proceeds(home, settings, workos):
 
 
 def test_stale_lock_of_a_dead_pid_is_reclaimed(home, settings, workos):
-    write_keyfile_store(home, login_data(HOUR))
+    write_keyfile_store(home, login_data(SOON))
     make_lock(home, {"token": "0c5f2a3e-0000-4000-8000-000000000000", "pid": dead_pid()})
     login = open_login(settings, env={}, key_lookup=no_keyring)
     assert login.bearer() == workos.issued[0]["access_token"]
@@ -147,10 +153,24 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(home):
     assert lock.is_dir()
 
 
-def test_held_lock_until_the_deadline_is_an_upstream_error(home, workos):
-    write_keyfile_store(home, login_data(HOUR))
-    make_lock(home, {"token": "t", "pid": os.getppid()})
-    settings = CredentialSettings(home=home, workos_url=workos.url, deadline=time.monotonic() + 0.5)
-    with pytest.raises(UpstreamError, match="write lock"):
-        open_login(settings, env={}, key_lookup=no_keyring)
-    assert workos.requests == []
+def test_a_lock_held_past_the_deadline_keeps_the_renewal_staged_for_the_next_run(home, workos):
+    key = write_keyfile_store(home, login_data(SOON))
+    lock = make_lock(home, {"token": "t", "pid": os.getppid()})
+
+    def settings():
+        return CredentialSettings(
+            home=home, workos_url=workos.url, deadline=time.monotonic() + 1, renew_reserve_seconds=0.1
+        )
+
+    login = open_login(settings(), env={}, key_lookup=no_keyring)
+    new = workos.issued[0]
+    assert login.bearer() == new["access_token"]  # used in this run, not lost
+    assert len(list(home.glob(".auth.v2.file.renewed-*"))) == 1
+
+    shutil.rmtree(lock)  # droid let go of its lock
+    again = open_login(settings(), env={}, key_lookup=no_keyring)
+    assert again.bearer() == new["access_token"]
+    stored = json.loads(decrypt_envelope((home / "auth.v2.file").read_text(), key))
+    assert stored["refresh_token"] == new["refresh_token"]
+    assert len(workos.requests) == 1
+    assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("auth.v2.write*"))

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from alerter.credentials import (
     API_KEY_ENV,
     CredentialSettings,
-    default_home,
     open_login,
 )
 from alerter.credentials.store import (
@@ -24,11 +23,13 @@ from alerter.credentials.store import (
     PlainJson,
     StoreFormatError,
     decode,
+    encode,
     decrypt_envelope,
     encrypt_envelope,
     find_stored_login,
-    write_store,
 )
+from alerter.config import default_factory_home
+from alerter.credentials.writeback import install, reserve, stage
 from alerter.errors import AuthError
 
 from .helpers import (
@@ -106,7 +107,7 @@ def test_api_key_wins_and_is_never_refreshed(home):
     login = open_login(far_settings(home), env={API_KEY_ENV: " fk-abc \n"})
     assert login.bearer() == "fk-abc"
     assert login.identity.source == API_KEY_ENV
-    assert login.refresh_after_rejection() is False
+    assert login.renew_after_refusal() is False
 
 
 def test_keyring_store_comes_before_the_key_file_store(home):
@@ -120,12 +121,40 @@ def test_keyring_store_comes_before_the_key_file_store(home):
     assert login.bearer() == in_keyring["access_token"]
 
 
-def test_absent_keyring_falls_through_quietly(home, caplog):
+def test_an_unreachable_keyring_falls_back_to_a_newer_file_store_with_a_warning(home, caplog):
     write_envelope_store(home / "auth.v2.keyring", login_data(FAR), os.urandom(32))
     in_file = login_data(FAR)
     write_keyfile_store(home, in_file)
+    os.utime(home / "auth.v2.keyring", (1_700_000_000, 1_700_000_000))
     with caplog.at_level(logging.DEBUG):
         login = open_login(far_settings(home), env={}, key_lookup=no_keyring)
+    assert login.bearer() == in_file["access_token"]
+    # A fallback is never silent: one warning names both stores.
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    assert "auth.v2.keyring" in warning and "using the newer" in warning and "auth.v2.file" in warning
+
+
+def test_an_unreachable_keyring_never_falls_back_to_an_older_file_store(home):
+    # droid moved its login to the keyring and stopped renewing auth.v2.file: that file
+    # may hold another login, or a refresh token long rotated away.
+    write_keyfile_store(home, login_data(FAR))
+    write_envelope_store(home / "auth.v2.keyring", login_data(FAR), os.urandom(32))
+    os.utime(home / "auth.v2.file", (1_700_000_000, 1_700_000_000))
+    before = {p.name: p.read_bytes() for p in home.iterdir()}
+    with pytest.raises(AuthError) as err:
+        open_login(far_settings(home), env={}, key_lookup=no_keyring)
+    message = str(err.value)
+    assert "auth.v2.keyring" in message and "older" in message and "FACTORY_API_KEY" in message
+    assert "\n" not in message and not err.value.permanent
+    assert {p.name: p.read_bytes() for p in home.iterdir()} == before
+
+
+def test_with_droids_keyring_switched_off_the_file_store_is_used_quietly(home, caplog):
+    write_keyfile_store(home, in_file := login_data(FAR))
+    write_envelope_store(home / "auth.v2.keyring", login_data(FAR), os.urandom(32))
+    os.utime(home / "auth.v2.file", (1_700_000_000, 1_700_000_000))
+    with caplog.at_level(logging.DEBUG):
+        login = open_login(far_settings(home), env={"FACTORY_DISABLE_KEYRING": "1"})
     assert login.bearer() == in_file["access_token"]
     assert [r for r in caplog.records if r.levelno > logging.DEBUG] == []
 
@@ -185,9 +214,12 @@ def test_no_login_anywhere(home):
     assert not err.value.permanent
 
 
-def test_default_home():
-    assert str(default_home({"FACTORY_HOME_OVERRIDE": "/srv/f"})) == "/srv/f"
-    assert str(default_home({"HOME": "/home/u"})) == "/home/u/.factory"
+def test_the_store_is_where_droid_reads_it():
+    # FACTORY_HOME_OVERRIDE replaces the home directory, as droid 0.225.2 reads it.
+    assert (
+        str(default_factory_home({"FACTORY_HOME_OVERRIDE": "/srv/f", "HOME": "/home/u"})) == "/srv/f/.factory"
+    )
+    assert str(default_factory_home({"HOME": "/home/u"})) == "/home/u/.factory"
 
 
 # -- broken key-file stores: a clear error naming the file, nothing overwritten ---------
@@ -246,7 +278,9 @@ def test_write_back_keeps_every_field_same_key_new_iv_mode_0600(home):
     key = write_keyfile_store(home, data)
     before = (home / "auth.v2.file").read_text()
     stored = find_stored_login(home, None)
-    written = write_store(stored, {**stored.data, "access_token": "new", "refresh_token": "rt2"})
+    new = {**stored.data, "access_token": "new", "refresh_token": "rt2"}
+    staged = stage(reserve(stored), encode(stored.codec, new), stored.refresh_token)
+    written = install(stored, staged, stored.refresh_token, deadline=None)
     after = (home / "auth.v2.file").read_text()
     assert after.split(":")[0] != before.split(":")[0]  # a new iv
     assert json.loads(decrypt_envelope(after, key)) == {
