@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alerter.config import default_factory_home
 from alerter.credentials import (
     API_KEY_ENV,
     CredentialSettings,
@@ -23,12 +24,11 @@ from alerter.credentials.store import (
     PlainJson,
     StoreFormatError,
     decode,
-    encode,
     decrypt_envelope,
+    encode,
     encrypt_envelope,
     find_stored_login,
 )
-from alerter.config import default_factory_home
 from alerter.credentials.writeback import install, reserve, stage
 from alerter.errors import AuthError
 
