@@ -189,3 +189,64 @@ def test_no_secret_reaches_output_logs_state_or_notifications(droid_app, workos,
     for secret in secrets:
         assert secret not in blob
     assert "a***@example.com" in blob  # the masked form is what appears
+
+
+def test_a_refusal_that_outlives_a_renewal_does_not_renew_again_on_later_runs(droid_app, workos, receiver):
+    app = droid_app
+    app.store_key = write_keyfile_store(app.store, login_data(2 * DAY))
+    app.serve_usage(Reply(401, {"error": "unauthorized"}))
+    first = app("run")
+    assert first.code == 3 and "Factory refused droid's login from auth.v2.file (HTTP 401)" in first.err
+    assert len(workos.requests) == 1  # renewed once, refused again
+    renewed = stored_tokens(app)["access_token"]
+    for _ in range(2):
+        later = app("run")
+        assert later.code == 3, later.err
+    assert len(workos.requests) == 1  # the same refused token is not renewed on every run
+    calls = app.factory.calls("GET", USAGE_PATH)
+    assert [c.headers["authorization"] for c in calls[-2:]] == [f"Bearer {renewed}"] * 2
+    # Not "login expired": the login is live and Factory refuses it; three failed runs in a
+    # row give the usual "not working" notice.
+    titles = [m["title"] for m in receiver.messages()]
+    assert titles == ["factory-usage-alert: usage alerts are not working"]
+
+
+def test_a_dry_run_never_renews_nor_writes_droids_store(droid_app, workos, receiver):
+    app = droid_app
+    app.store_key = write_keyfile_store(app.store, data := login_data(SOON))
+    before = (app.store / "auth.v2.file").read_bytes()
+    app.serve_usage(usage_body(17 * M))
+    result = app("run", "--dry-run")
+    assert result.code == 0, result.err
+    assert "[dry-run] would send" in result.out
+    (call,) = app.factory.calls("GET", USAGE_PATH)
+    assert call.headers["authorization"] == f"Bearer {data['access_token']}"
+
+    app.store_key = write_keyfile_store(app.store, login_data(-HOUR))
+    before = (app.store / "auth.v2.file").read_bytes()
+    expired = app("run", "--dry-run")
+    assert expired.code == 3
+    assert "needs renewing" in expired.err and "a dry run never does" in expired.err
+    assert workos.requests == [] and receiver.messages() == []
+    assert (app.store / "auth.v2.file").read_bytes() == before
+    assert sorted(p.name for p in app.store.iterdir()) == ["auth.v2.file", "auth.v2.key"]
+
+
+def test_the_steady_path_reads_the_token_claims_from_the_state_not_with_pyjwt(droid_app, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    app = droid_app
+    app.store_key = write_keyfile_store(app.store, login_data(5 * DAY))
+    app.serve_usage(usage_body(M))
+    env = {**app.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    argv = [sys.executable, "-X", "importtime", "-m", "alerter", "run", "--config", str(app.config_path)]
+    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    assert " jwt" in first.stderr  # a token seen for the first time is decoded with pyjwt
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 0, second.stderr
+    assert " jwt" not in second.stderr
+    assert "alice" not in app.state_path.read_text()
+    assert os.environ.get("FACTORY_API_KEY") is None or "FACTORY_API_KEY" not in env
