@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 from alerter import __version__, healthcheck, monitor
-from alerter.backtest import TraceError, export_history, read_trace, render, replay
 from alerter.config import (
     CONFIG_ENV,
     EU_BASE_URL,
@@ -418,6 +417,8 @@ def assessments(reading: Reading, evaluated: dict, config: Config, now: float) -
 
 def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Replay a trace through the evaluation and print what would have been sent."""
+    from alerter.backtest import TraceError, read_trace, render, replay
+
     config = load_config(args.config, env)
     name = "stdin" if args.trace == "-" else args.trace
     try:
@@ -442,6 +443,8 @@ def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print the usage history kept in the state file."""
+    from alerter.backtest import export_history
+
     config = load_config(args.config, env)
     state = load_state(config.state_file, keep_aside=False)
     lines = export_history(state)

@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ class Ticket:
 def prepare(home: Path) -> Ticket:
     """Given droid's store directory, create our pending lock directory. Raise OSError."""
     lock_path = home / LOCK_NAME
-    token = str(uuid.uuid4())
+    token = _owner_token()
     digest = hashlib.sha256(token.encode()).hexdigest()[:32]
     pending = lock_path.with_name(f"{lock_path.name.removesuffix('.lock')}.{digest}.pending")
     _make_owned_dir(pending, token)
@@ -134,6 +133,19 @@ def take(ticket: Ticket, deadline: float | None = None) -> None:
     except BaseException:
         _remove_tree(pending)
         raise
+
+
+def _owner_token() -> str:
+    """Return a random version-4 UUID string, as droid writes in ``owner.json``.
+
+    Built from os.urandom rather than with the uuid module, whose import costs more than
+    the rest of a quiet run's lock handling.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def describe_holder(lock_path: Path) -> str:
@@ -247,7 +259,7 @@ def _remove_if_stale(lock_path: Path) -> bool:
 def _take_reclaim(reclaim_path: Path) -> str | None:
     """Take the reclaim directory (clearing a stale one); return our token, or None."""
     while True:
-        token = str(uuid.uuid4())
+        token = _owner_token()
         try:
             _make_owned_dir(reclaim_path, token)
             return token

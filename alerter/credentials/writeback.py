@@ -25,10 +25,13 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alerter.credentials import lock
 from alerter.credentials.identity import fingerprint
 from alerter.credentials.store import FILE_MODE, StoredLogin, StoreFormatError, decode, describe, read_store
+
+if TYPE_CHECKING:  # droid's lock module is imported only when a store is written
+    from alerter.credentials.lock import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +122,16 @@ def install(
     staged: Path,
     spent_refresh_token: str,
     deadline: float | None,
-    ticket: lock.Ticket | None = None,
+    ticket: Ticket | None = None,
 ) -> StoredLogin:
     """Under droid's lock, put the staged store in place if the store still holds the spent token.
 
     Return what the store holds afterwards: the renewed login, or droid's newer one.
     Raise LockTimeout or OSError (the staged file then stays for the next run).
     """
-    with lock.write_lock(stored.path.parent, deadline, ticket):
+    from alerter.credentials.lock import write_lock
+
+    with write_lock(stored.path.parent, deadline, ticket):
         current = read_store(stored.path, stored.codec)
         if current.refresh_token != spent_refresh_token:
             log.info("droid renewed its login meanwhile; keeping droid's tokens in %s", stored.path)
@@ -174,9 +179,11 @@ def _recover_staged(stored: StoredLogin, path: Path, spent_fp: str, deadline: fl
     if renewed.get("refresh_token") in (None, spent):
         path.unlink(missing_ok=True)
         return stored
+    from alerter.credentials.lock import LockTimeout
+
     try:
         installed = install(stored, path, spent, deadline)
-    except (lock.LockTimeout, OSError) as exc:
+    except (LockTimeout, OSError) as exc:
         log.warning("cannot yet install the renewed login an interrupted run saved (%s)", describe(exc))
         return stored
     log.info("installed the renewed login that an interrupted run had saved in %s", path.parent)
@@ -185,7 +192,9 @@ def _recover_staged(stored: StoredLogin, path: Path, spent_fp: str, deadline: fl
 
 def _remove_if_orphaned(path: Path, suffix: str) -> None:
     pid_text = suffix.split("-", 1)[0]
-    if pid_text.isdigit() and not lock.pid_alive(int(pid_text)):
+    from alerter.credentials.lock import pid_alive
+
+    if pid_text.isdigit() and not pid_alive(int(pid_text)):
         path.unlink(missing_ok=True)
 
 
