@@ -235,3 +235,17 @@ def test_a_symlinked_store_is_written_through_its_link(tmp_path, workos):
     assert json.loads(decrypt_envelope((elsewhere / "auth.v2.file").read_text(), key)) == {**old, **new}
     assert sorted(p.name for p in elsewhere.iterdir()) == ["auth.v2.file", "auth.v2.key"]
     assert sorted(p.name for p in home.iterdir()) == ["auth.v2.file", "auth.v2.key"]
+
+
+@needs_mounts
+def test_a_refused_token_on_a_read_only_store_is_one_clear_line(tmp_path, workos, api):
+    job = Job(tmp_path, workos, api)
+    job.login(login_data(2 * 24 * HOUR))
+    api.route("GET", USAGE_PATH, Reply(401, {"error": "unauthorized"}))
+
+    result = job.run(READ_ONLY, "run")
+
+    assert result.returncode == 4, result.stderr
+    assert "cannot renew the Factory login" in result.stderr and "Read-only file system" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert workos.requests == []

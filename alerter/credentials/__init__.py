@@ -192,7 +192,6 @@ def _expires_soon(identity: Identity) -> bool:
 def _renew_before_use(stored: StoredLogin, identity: Identity, settings: CredentialSettings) -> StoredLogin:
     """Renew a login about to expire; keep using a still-valid token when renewing cannot be done now."""
     from alerter.credentials.refresh import renew
-    from alerter.credentials.writeback import StoreNotWritable
 
     still_valid = (identity.expires_at or 0.0) > time.time()
     until = _when(identity.expires_at)
@@ -215,14 +214,10 @@ def _renew_before_use(stored: StoredLogin, identity: Identity, settings: Credent
         )
     try:
         return renew(stored, settings)
-    except (UpstreamError, StoreNotWritable) as exc:
-        if isinstance(exc, StoreNotWritable):
-            problem = f"cannot renew the Factory login: {exc.strerror}"
-        else:
-            problem = str(exc)
+    except UpstreamError as exc:
         if not still_valid:
-            raise UpstreamError(problem) if isinstance(exc, StoreNotWritable) else exc from None
-        log.warning("%s; using the current token, valid until %s", problem, until)
+            raise
+        log.warning("%s; using the current token, valid until %s", exc, until)
         return stored
 
 

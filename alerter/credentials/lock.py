@@ -148,6 +148,20 @@ def _owner_token() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def remove_orphaned_tickets(home: Path) -> None:
+    """Remove pending lock directories left by processes that died before taking the lock."""
+    prefix = LOCK_NAME.removesuffix(".lock") + "."
+    try:
+        names = [name for name in os.listdir(home) if name.startswith(prefix) and name.endswith(".pending")]
+    except OSError:
+        return
+    for name in names:
+        owner = read_owner(home / name)
+        if owner is not None and not pid_alive(owner["pid"]):
+            log.debug("removing %s, left by process %d", name, owner["pid"])
+            _remove_tree(home / name)
+
+
 def describe_holder(lock_path: Path) -> str:
     """Return who holds the lock, as far as its owner record says (``process 1234``)."""
     owner = read_owner(lock_path)

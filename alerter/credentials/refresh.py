@@ -123,9 +123,9 @@ def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
 
     When droid rotated the tokens since ``stored`` was read, return droid's login without
     calling WorkOS. Raise AuthError (``permanent`` when only a new droid login helps;
-    ``dead_refresh`` then names the rejected token), ``StoreNotWritable`` when droid's
-    store cannot be replaced (nothing was spent), or UpstreamError when WorkOS stayed
-    unreachable or too little of the deadline was left to ask it safely.
+    ``dead_refresh`` then names the rejected token) or UpstreamError when droid's store
+    cannot be replaced (nothing was spent), WorkOS stayed unreachable, or too little of
+    the deadline was left to ask it safely.
     """
     deadline = settings.deadline
     if deadline is None:
@@ -139,13 +139,17 @@ def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
     memory = settings.memory
     if memory is not None and memory.dead == fingerprint(spent):
         raise _login_ended(stored, "WorkOS rejected its refresh token on an earlier run")
-    reservation = writeback.reserve(stored)
+    try:
+        reservation = writeback.reserve(stored)
+    except writeback.StoreNotWritable as exc:
+        raise UpstreamError(f"cannot renew the Factory login: {exc.strerror}") from None
     try:
         ticket = lock.prepare(stored.path.parent)
     except OSError as exc:
         reservation.release()
-        why = f"cannot write in {stored.path.parent}: {describe(exc)}"
-        raise writeback.StoreNotWritable(exc.errno, why) from None
+        raise UpstreamError(
+            f"cannot renew the Factory login: cannot write in {stored.path.parent}: {describe(exc)}"
+        ) from None
     try:
         return _renew_prepared(stored, settings, deadline, reservation, ticket)
     finally:

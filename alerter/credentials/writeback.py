@@ -153,8 +153,13 @@ def recover(stored: StoredLogin, deadline: float | None) -> StoredLogin:
     prefix = f".{target.name}"
     try:
         names = [entry.name for entry in os.scandir(target.parent) if entry.name.startswith(prefix + ".")]
+        pending = any(name.endswith(".pending") for name in os.listdir(stored.path.parent))
     except OSError:
         return stored
+    if pending:
+        from alerter.credentials.lock import remove_orphaned_tickets
+
+        remove_orphaned_tickets(stored.path.parent)
     for name in names:
         path = target.parent / name
         if name.startswith(prefix + RESERVE_MARK):

@@ -174,3 +174,16 @@ def test_a_lock_held_past_the_deadline_keeps_the_renewal_staged_for_the_next_run
     assert stored["refresh_token"] == new["refresh_token"]
     assert len(workos.requests) == 1
     assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("auth.v2.write*"))
+
+
+def test_a_pending_lock_directory_left_by_a_killed_run_is_removed_by_the_next(home, settings, workos):
+    write_keyfile_store(home, login_data(SOON))
+    orphan = home / "auth.v2.write.0123456789abcdef0123456789abcdef.pending"
+    orphan.mkdir()
+    (orphan / "owner.json").write_text(json.dumps({"token": "t", "pid": dead_pid()}))
+    alive = home / "auth.v2.write.fedcba9876543210fedcba9876543210.pending"
+    alive.mkdir()
+    (alive / "owner.json").write_text(json.dumps({"token": "u", "pid": os.getppid()}))
+    open_login(settings, env={}, key_lookup=no_keyring)
+    assert not orphan.exists()
+    assert alive.exists()  # a live process's ticket is its own business
