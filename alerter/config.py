@@ -19,6 +19,7 @@ from typing import Any
 
 from alerter.errors import ConfigError
 from alerter.forecast import DEFAULT_RULES, WINDOW_KINDS, ForecastSettings, Rule
+from alerter.redact import is_loopback_url, mask_url, redact
 
 CONFIG_ENV = "FACTORY_USAGE_ALERT_CONFIG"
 DEFAULT_BASE_URL = "https://api.factory.ai"
@@ -176,17 +177,6 @@ def default_factory_home(env: Mapping[str, str]) -> Path:
 def channel_id(url: str) -> str:
     """Given an apprise URL, return a short stable id that does not reveal it."""
     return "ch-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
-
-
-def mask_url(url: str) -> str:
-    """Given an apprise URL, return only its scheme and host, e.g. ``slack://***``."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].split("?", 1)[0]
-    host = host.rsplit("@", 1)[-1]  # drop user:password@
-    if scheme.lower() in ("json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"):
-        # For generic web hooks and mail the host is the useful, non-secret part.
-        return f"{scheme}://{host}" if host else f"{scheme}://***"
-    return f"{scheme}://***"
 
 
 # --- loading -------------------------------------------------------------------------
@@ -395,7 +385,7 @@ def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float
         percents = []
         for item in value:
             if not _is_number(item) or not 1 <= item <= 1000:
-                v.problem(name, f"{item!r} is not a percent between 1 and 1000")
+                v.problem(name, f"{_shown(item)} is not a percent between 1 and 1000")
             else:
                 percents.append(float(item))
         result[key] = tuple(sorted(set(percents)))
@@ -515,6 +505,19 @@ def _kind(value: Any) -> str:
     )
 
 
+def _shown(value: Any) -> str:
+    """Given a value from the config, return it quoted for a message, with secrets masked.
+
+    A misplaced value may be an apprise URL or a key: text goes through ``redact`` (URLs
+    masked, tokens replaced), and a list or mapping, which could hold anything, is only named.
+    """
+    if isinstance(value, str):
+        return repr(redact(value, 60))
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    return _kind(value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -532,7 +535,7 @@ class _Validator:
         for key in section:
             if key not in allowed:
                 choices = ", ".join(sorted(allowed))
-                self.problem(f"{prefix}{key}", f"unknown key; expected one of: {choices}")
+                self.problem(f"{prefix}{redact(str(key), 60)}", f"unknown key; expected one of: {choices}")
 
     def mapping(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = data.get(key.rsplit(".", 1)[-1])
@@ -555,14 +558,14 @@ class _Validator:
         value = data.get(key.rsplit(".", 1)[-1], default)
         if not _is_number(value) or not low <= value <= high or (integer and value != int(value)):
             kind = "a whole number" if integer else "a number"
-            self.problem(key, f"must be {kind} from {low:g} to {high:g}, not {value!r}")
+            self.problem(key, f"must be {kind} from {low:g} to {high:g}, not {_shown(value)}")
             return default
         return float(value)
 
     def boolean(self, data: Mapping[str, Any], key: str, default: bool) -> bool:
         value = data.get(key.rsplit(".", 1)[-1], default)
         if not isinstance(value, bool):
-            self.problem(key, f"must be true or false, not {value!r}")
+            self.problem(key, f"must be true or false, not {_shown(value)}")
             return default
         return value
 
@@ -574,21 +577,30 @@ class _Validator:
             return value
         match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value) if isinstance(value, str) else None
         if match is None:
-            self.problem(key, f'must be a local time like "22:00", not {value!r}')
+            self.problem(key, f'must be a local time like "22:00", not {_shown(value)}')
             return None
         return int(match.group(1)) * 60 + int(match.group(2))
 
     def choice(self, data: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
         value = data.get(key.rsplit(".", 1)[-1], default)
         if value not in choices:
-            self.problem(key, f"must be one of {', '.join(choices)}, not {value!r}")
+            self.problem(key, f"must be one of {', '.join(choices)}, not {_shown(value)}")
             return default
         return value
 
     def url(self, data: Mapping[str, Any], key: str, default: Any) -> Any:
         value = data.get(key.rsplit(".", 1)[-1], default)
         if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+\S*$", value):
-            self.problem(key, f"must be an http(s) URL, not {value!r}")
+            self.problem(key, f"must be an http(s) URL, not {_shown(value)}")
+            return default
+        if value.startswith("http://") and not is_loopback_url(value):
+            # Plain http would send the bearer token, a refresh token or a ping key in the
+            # clear; the stand-ins used in tests and local proxies live on loopback.
+            self.problem(
+                key,
+                f"use https:// ({_shown(value)} is plain http://, "
+                "which is allowed only to 127.0.0.0/8, ::1 or localhost)",
+            )
             return default
         return value
 

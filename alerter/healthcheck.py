@@ -12,6 +12,8 @@ import logging
 
 import requests
 
+from alerter.redact import mask_url
+
 TIMEOUT_SECONDS = 5.0
 EVENTS = {"start": "/start", "success": "", "fail": "/fail"}
 log = logging.getLogger(__name__)
@@ -45,8 +47,9 @@ def ping(base_url: str | None, event: str, timeout: float = TIMEOUT_SECONDS) -> 
 
 
 def masked(url: str) -> str:
-    """Given a check URL, return it without its path: the check's UUID or ping key is what
-    lets anyone ping it, so only ``https://hc-ping.com/***`` is ever shown."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{host}/***"
+    """Given a check URL, return it safe to show: ``https://hc-ping.com/***``.
+
+    The check's UUID or ping key in the path is what lets anyone ping it; see
+    :func:`alerter.redact.mask_url`, the one masker for every URL the job shows.
+    """
+    return mask_url(url)

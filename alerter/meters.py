@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from alerter.errors import UpstreamError
+from alerter.redact import redact
 
 UNLIMITED_ALLOWANCE = 1e12  # Factory reports "unlimited" as a huge allowance.
 WINDOW_KEYS = (("fiveHour", "5h"), ("weekly", "weekly"), ("monthly", "monthly"))
@@ -99,8 +100,10 @@ def _error_object(body: Any) -> None:
         for key in ("error", "errors", "message"):
             if key in body and not any(k in body for k in ("usage", "limits")):
                 detail = body[key]
-                text = detail if isinstance(detail, str) else type(detail).__name__
-                raise BadAnswer(f"Factory answered with an error instead of usage: {text[:120]}")
+                # The server's words reach stderr, the state and notifications: a token or
+                # an address in them must not.
+                text = redact(detail, 120) if isinstance(detail, str) else type(detail).__name__
+                raise BadAnswer(f"Factory answered with an error instead of usage: {text}")
     if not isinstance(body, dict):
         raise BadAnswer(f"Factory's answer is a JSON {type(body).__name__}, not an object")
 
@@ -183,7 +186,8 @@ def parse_time(value: Any, where: str) -> float | None:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise BadAnswer(f"Factory's answer has an unreadable time in {where}: {text[:40]!r}") from None
+            shown = redact(text, 40)
+            raise BadAnswer(f"Factory's answer has an unreadable time in {where}: {shown!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
         return parsed.timestamp()

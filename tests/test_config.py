@@ -116,8 +116,65 @@ def test_all_problems_are_reported_at_once(tmp_path):
 
 def test_masked_urls_hide_credentials():
     assert mask_url("slack://TokenA/TokenB/TokenC/#alerts") == "slack://***"
-    assert mask_url("mailtos://user:secret@gmail.com?to=x@y.z") == "mailtos://gmail.com"
-    assert mask_url("json://127.0.0.1:8080/hook") == "json://127.0.0.1:8080"
+    assert mask_url("mailtos://user:secret@gmail.com") == "mailtos://***@gmail.com"
+    # `?to=x@y.z` might end a password that holds `?`: then gmail.com would be part of it.
+    assert mask_url("mailtos://user:secret@gmail.com?to=x@y.z") == "mailtos://***"
+    assert mask_url("json://127.0.0.1:8080/hook") == "json://127.0.0.1:8080/***"
+
+
+@pytest.mark.parametrize("key", ["factory.base_url", "factory.workos_url", "healthcheck_url"])
+def test_plain_http_is_a_config_error_unless_the_host_is_loopback(key):
+    def config_with(url: str) -> dict:
+        section, _, name = key.rpartition(".")
+        return {section: {name: url}} if section else {name: url}
+
+    for url in ("http://127.0.0.1:8080", "http://localhost:1/x", "http://[::1]:9/", "https://example.com"):
+        build_config(config_with(url), None, {"HOME": "/home/u"})
+    for url in ("http://example.com", "http://127.0.0.1@example.com/", "http://example.com#@127.0.0.1"):
+        with pytest.raises(ConfigError) as info:
+            build_config(config_with(url), None, {"HOME": "/home/u"})
+        assert len(info.value.problems) == 1
+        problem = info.value.problems[0]
+        assert problem.startswith(f"At '{key}': use https://") and "plain http://" in problem
+
+
+def test_config_errors_mask_the_values_they_quote():
+    data = {
+        "factory": {
+            "base_url": "http://user:Pa55/w0rd@api.example.com/t0ken-path",
+            "workos_url": "ftp://bob:hunter2@example.com/",
+            "timeout_seconds": "Bearer abcDEF1234567890xyz",
+            "source": "fk-0123456789SECRET",
+        },
+        "healthcheck_url": "http://hc-ping.com/0b3c8e2a-9d1f-4c5e-8a7b-secretuuid",
+        "thresholds": {"standard": ["json://u:s3cr3t@hook.example/x"]},
+        "monitor": {"reset_notice": "https://hooks.slack.com/services/T000/B000/XXXXXXXX"},
+        "quiet_hours": {"start": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSJ9.", "end": "07:00"},
+        "json://carol:Tr0ub4dor@example.com/hook": 1,
+    }
+    with pytest.raises(ConfigError) as info:
+        build_config(data, None, {"HOME": "/home/u"})
+    text = str(info.value) + "\n".join(info.value.problems)
+    assert len(info.value.problems) == 9
+    for secret in (
+        "Pa55",
+        "w0rd",
+        "t0ken",
+        "hunter2",
+        "abcDEF",
+        "0123456789",
+        "secretuuid",
+        "s3cr3t",
+        "services/T000",
+        "eyJzdWIi",
+        "Tr0ub4dor",
+        "carol",
+        "bob:",
+    ):
+        assert secret not in text, secret
+    assert "At 'factory.base_url': use https:// ('http://***' is plain http://" in text
+    assert "At 'factory.workos_url': must be an http(s) URL, not 'ftp://***'" in text
+    assert "At 'json://***@example.com/***': unknown key" in text
 
 
 yaml_values = st.recursive(

@@ -69,6 +69,17 @@ def test_bad_fields_raise_bad_answer_naming_them(bad):
     assert "Factory" in str(info.value)
 
 
+def test_server_text_quoted_in_a_bad_answer_is_redacted():
+    key = "fk-9f8e7d6c5b4a3210SECRET"
+    with pytest.raises(BadAnswer) as info:
+        parse_usage({"error": f"API key {key} is revoked"})
+    assert str(info.value) == "Factory answered with an error instead of usage: API key fk-*** is revoked"
+    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSJ9."
+    with pytest.raises(BadAnswer) as info:
+        parse_time(jwt, "limits.standard.fiveHour.windowEnd")
+    assert "eyJ" not in str(info.value) and "'***'" in str(info.value)
+
+
 def test_parse_time_accepts_iso_ms_and_seconds():
     assert parse_time("2027-01-15T12:00:00.000Z", "w") == parse_time("2027-01-15T12:00:00+00:00", "w")
     assert parse_time(1_800_000_000_000, "w") == 1_800_000_000.0

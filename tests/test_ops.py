@@ -390,7 +390,9 @@ def test_check_config_shows_masked_channels(app, receiver, smtp):
     assert f"config: {app.config_path}: OK" in result.out
     assert "slack://***" in result.out and "TokenA" not in result.out
     assert "  slack://*** (all severities)\n" in result.out
-    assert f"  email: mailto://localhost:{smtp.port} (critical; tags: mail)\n" in result.out
+    # The mail URL has `@` in its query, which might end a password holding `?`: only
+    # the scheme is certain, so only the scheme is shown (the name tells channels apart).
+    assert "  email: mailto://*** (critical; tags: mail)\n" in result.out
     assert "healthcheck: https://hc-ping.com/***" in result.out and "secret" not in result.out
     assert "quiet hours: 22:00-07:00 local time" in result.out
     assert "not-working notice: after 3 failed runs in a row" in result.out
@@ -407,7 +409,7 @@ def test_test_notify_reports_each_channel_and_exits_5_on_a_failure(app, receiver
     app.write_config({"notify": {"urls": [receiver.apprise_url, smtp.apprise_url]}})
     result = app("test-notify")
     assert result.code == 0, result.err
-    assert "ok     json://127.0.0.1" in result.out and "ok     mailto://localhost" in result.out
+    assert "ok     json://127.0.0.1" in result.out and "ok     mailto://***" in result.out
     assert titles(receiver) == ["factory-usage-alert: test notification"]
     assert "test notification" in smtp.messages[0]["Subject"]
     assert "No action is needed" in receiver.messages()[0]["message"]
@@ -416,7 +418,7 @@ def test_test_notify_reports_each_channel_and_exits_5_on_a_failure(app, receiver
     receiver.fail = True
     result = app("test-notify")
     assert result.code == 5
-    assert "FAILED json://127.0.0.1" in result.out and "ok     mailto://localhost" in result.out
+    assert "FAILED json://127.0.0.1" in result.out and "ok     mailto://***" in result.out
     assert "did not reach json://127.0.0.1" in result.err
 
 
