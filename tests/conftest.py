@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,17 @@ def utc(monkeypatch):
     """Reset times in messages are shown in local time; make local time UTC."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging():
+    """The CLI sets up the "alerter" logger for a process (handlers, no propagation); give
+    every test, whatever ran before it, a logger that pytest's caplog can see."""
+    yield
+    logger = logging.getLogger("alerter")
+    logger.handlers[:] = []
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(autouse=True)
