@@ -58,17 +58,38 @@ def lookup_key(account: str, timeout: float = LOOKUP_TIMEOUT_SECONDS) -> str | N
 
 def _session_bus_present() -> bool:
     """Return True when a D-Bus session bus address is known (env or the systemd socket)."""
-    if os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
-        return True
+    return _session_bus_address() is not None
+
+
+def _session_bus_address() -> str | None:
+    """Return the session bus address: ``$DBUS_SESSION_BUS_ADDRESS``, else the systemd socket.
+
+    A systemd user session has its bus at ``$XDG_RUNTIME_DIR/bus`` and need not export the
+    address; libsecret (droid's keytar) looks there, but jeepney only reads the variable,
+    so the socket's address is built here.
+    """
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if address:
+        return address
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return Path(runtime_dir, "bus").exists()
+    socket = Path(runtime_dir, "bus")
+    if not socket.exists():
+        return None
+    # D-Bus addresses are "key=value,..." lists: escape what would break that syntax.
+    escaped = "".join(f"%{ord(char):02x}" if char in "%,;=" else char for char in str(socket))
+    return f"unix:path={escaped}"
 
 
 def _secret_service_lookup(account: str) -> str | None:
     """Search the Secret Service for keytar's item; skip locked items rather than prompt."""
-    import secretstorage  # comes with keyring on Linux
+    import secretstorage  # comes with keyring on Linux (and brings jeepney)
+    from jeepney.io.blocking import open_dbus_connection
 
-    connection = secretstorage.dbus_init()
+    address = _session_bus_address()
+    if address is None:
+        return None
+    # Not secretstorage.dbus_init(): it reads only $DBUS_SESSION_BUS_ADDRESS.
+    connection = open_dbus_connection(bus=address)
     try:
         for item in secretstorage.search_items(connection, {"service": SERVICE, "account": account}):
             if item.is_locked():
