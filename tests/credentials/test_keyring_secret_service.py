@@ -23,7 +23,7 @@ from alerter.credentials import CredentialSettings, open_login, token_expiry
 from alerter.credentials.keyring_source import KEYRING_ACCOUNT, SERVICE, lookup_key
 from alerter.credentials.store import decrypt_envelope
 
-from .helpers import DAY, HOUR, login_data, write_envelope_store, write_keyfile_store
+from .helpers import DAY, HOUR, SOON, login_data, write_envelope_store, write_keyfile_store
 from .secret_service import (
     SecretServiceUnavailable,
     libsecret_missing_reason,
@@ -65,7 +65,9 @@ def read_keyring_store(home: Path, key: bytes) -> dict:
 
 def fresh_settings(home: Path, workos_url: str) -> CredentialSettings:
     """Settings whose run deadline starts now (droid and the daemons may have taken a while)."""
-    return CredentialSettings(home=home, workos_url=workos_url, deadline=time.monotonic() + 8)
+    return CredentialSettings(
+        home=home, workos_url=workos_url, deadline=time.monotonic() + 8, renew_reserve_seconds=1
+    )
 
 
 # -- the job alone ----------------------------------------------------------------------
@@ -98,7 +100,7 @@ def test_the_lookup_finds_the_systemd_bus_socket_without_an_address(secret_servi
 
 def test_a_near_expiry_token_is_renewed_into_the_store_with_the_same_key(secret_service, home, workos):
     whoami = {"region": "us", "isOnPrem": False, "principalKind": "user"}
-    original = login_data(HOUR, whoami=whoami, droid_future_field={"kept": [1, 2]})
+    original = login_data(SOON, whoami=whoami, droid_future_field={"kept": [1, 2]})
     key = keyring_store(secret_service, home, original)
     before = (home / "auth.v2.keyring").read_text()
 
@@ -167,7 +169,7 @@ def droid_doctor_in_session(user_home: Path, workos_url: str, service) -> dict[s
 @needs_libsecret
 def test_droid_loads_the_keyring_store_the_job_renewed(secret_service, tmp_path, workos):
     home = tmp_path / ".factory"
-    key = keyring_store(secret_service, home, login_data(HOUR))
+    key = keyring_store(secret_service, home, login_data(SOON))
     # A stale file store with another expiry: droid reporting it would mean droid did not
     # get the key from the keyring and fell back to the file.
     write_keyfile_store(home, login_data(5 * DAY))
