@@ -30,7 +30,7 @@ from alerter.config import (
     parse_yaml,
 )
 from alerter.credentials import CredentialSettings, Login, LoginMemory, open_login
-from alerter.errors import EXIT_OK, AlerterError, AuthError, ConfigError, DeliveryError, UpstreamError
+from alerter.errors import EXIT_OK, AlerterError, AuthError, ConfigError, DeliveryError
 from alerter.factory import FactoryClient, fetch_reading
 from alerter.meters import Reading
 from alerter.notify import channels_digest, send, validate_channels
@@ -41,6 +41,7 @@ from alerter.status import render_status, status_json
 PROG = "factory-usage-alert"
 # A renewal of droid's login starts only while this much of the run is left (or 3/4 of it).
 RENEW_RESERVE_SECONDS = 25.0
+DELIVERY_FLOOR_SECONDS = 2.0
 log = logging.getLogger("alerter")
 
 
@@ -142,9 +143,9 @@ def main(
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line, the traceback only on request
-        if args.verbose:
+        if args.verbose >= 2:
             log.exception("unexpected error")
-        print(f"{PROG}: internal error: {type(exc).__name__}; run with -v for details", file=sys.stderr)
+        print(f"{PROG}: internal error: {type(exc).__name__}; run with -vv for details", file=sys.stderr)
         return 1
 
 
@@ -242,7 +243,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     textfile = textfile or config.prometheus_textfile
     with locked(config.state_file, timeout=config.deadline_seconds):
         # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
-        healthcheck.ping(config.healthcheck_url, "start")
+        healthcheck.ping(config.healthcheck_url, "start", deadline)
         try:
             state = load_state(config.state_file)
             now = args.clock()
@@ -255,9 +256,9 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 if textfile is not None:
                     _write_metrics(textfile, config, outcome, now)
         except BaseException:
-            healthcheck.ping(config.healthcheck_url, "fail")
+            healthcheck.ping(config.healthcheck_url, "fail", deadline)
             raise
-        healthcheck.ping(config.healthcheck_url, "success" if code == EXIT_OK else "fail")
+        healthcheck.ping(config.healthcheck_url, "success" if code == EXIT_OK else "fail", deadline)
     return code
 
 
@@ -294,8 +295,9 @@ def _run_once(
     try:
         client = connect(config, env, deadline, memory=known, may_renew=not dry_run)
         reading, memory = fetch_reading(client, config.source, state.get("source", {}), now)
-    except (AuthError, UpstreamError) as exc:
+    except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
         # A failed read never touches the usage state: nothing is re-armed or fired.
+        reason = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
         permanent = isinstance(exc, AuthError) and exc.permanent
         learned = client.login.memory if client is not None else known
         if getattr(exc, "dead_refresh", None):
@@ -306,11 +308,11 @@ def _run_once(
             alert, state = login_expired_alert(state, config)
             if alert is not None:
                 alerts.append(alert)
-        stale, state = monitor.after_failure(state, config, now, str(exc), login_expired=permanent)
+        stale, state = monitor.after_failure(state, config, now, reason, login_expired=permanent)
         failures = state.get("health", {}).get("failures", 0)
         log.warning("could not read usage (%d failed run%s in a row)", failures, "" if failures == 1 else "s")
         pending, state = monitor.pending_alerts(state, config)
-        state, _ = _deliver(alerts + stale + pending, state, config, dry_run, now)
+        state, _ = _deliver(alerts + stale + pending, state, config, dry_run, now, deadline=deadline)
         if not dry_run:
             save_state(config.state_file, state)
         raise
@@ -328,7 +330,7 @@ def _run_once(
     if outcome is not None:
         outcome["forecasts"] = lambda: assessments(reading, state, config, now)
     more, state = monitor.after_read(reading, before, state, config, now)
-    state, failed = _deliver(more + alerts, state, config, dry_run, now)
+    state, failed = _deliver(more + alerts, state, config, dry_run, now, deadline=deadline)
     if failed:
         labels = ", ".join(sorted(failed))
         if not dry_run:
@@ -350,9 +352,18 @@ def _check_channels(config: Config, state: dict, dry_run: bool) -> None:
 
 
 def _deliver(
-    alerts: list[Alert], state: dict, config: Config, dry_run: bool, now: float | None = None
+    alerts: list[Alert],
+    state: dict,
+    config: Config,
+    dry_run: bool,
+    now: float | None = None,
+    *,
+    deadline: float,
 ) -> tuple[dict, set[str]]:
     channels = {ch.id: ch for ch in config.delivery_channels()}
+    # What is left of the run, but never less than a couple of seconds: a read that used
+    # up the deadline must still be able to say that the job is not working.
+    send_by = max(deadline, time.monotonic() + DELIVERY_FLOOR_SECONDS)
     failed: set[str] = set()
     if now is not None:
         alerts, held = monitor.hold(alerts, config, now)
@@ -369,7 +380,7 @@ def _deliver(
             channel = channels.get(channel_id)
             if channel is None:
                 continue
-            if send(channel, alert.title, alert.body, alert.severity):
+            if send(channel, alert.title, alert.body, alert.severity, deadline=send_by):
                 state = record_delivery(state, alert, channel_id, now)
                 log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
             else:
@@ -532,13 +543,14 @@ def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if not channels:
             raise ConfigError(f"no channel has the tag {args.tag!r}; see `notify.channels[].tags`")
     failed = []
+    deadline = time.monotonic() + config.deadline_seconds
     for channel in channels:
         body = (
             f"This is a test from {PROG} on {socket.gethostname()}, sent by `{PROG} test-notify`.\n"
             f"If you can read it, the channel {channel.label} works. No action is needed."
         )
         out = sys.stderr if channel.url is None else None  # keep stdout for the report
-        ok = send(channel, TEST_TITLE, body, "info", out=out)
+        ok = send(channel, TEST_TITLE, body, "info", out=out, deadline=deadline)
         print(f"{'ok' if ok else 'FAILED':<6} {channel.label}")
         if not ok:
             failed.append(channel.label)

@@ -1,6 +1,7 @@
 """Talking to Factory's API: one request per run in the steady state.
 
-Every request has connect and read timeouts and fits inside the run's overall deadline.
+Every request goes through :func:`alerter.http.request`: it ends by the run's deadline
+whatever the server does, and its answer is capped in size and nesting.
 Connection errors, 5xx and 429 are retried with exponential backoff and jitter (honouring
 ``Retry-After`` while the deadline allows); other 4xx are not. A 401/403 asks the login
 for a fresh token once and repeats the request once.
@@ -23,6 +24,7 @@ from alerter import http
 from alerter.credentials import Login
 from alerter.errors import AuthError, UpstreamError
 from alerter.meters import BadAnswer, Reading, parse_limits, parse_usage, uses_limits_billing
+from alerter.redact import mask_url, redact
 
 USAGE_PATH = "/api/organization/subscription/usage"
 LIMITS_PATH = "/api/billing/limits"
@@ -36,7 +38,7 @@ class NotServed(UpstreamError):
 
 
 class FactoryClient:
-    """A requests session bound to one base URL, one login and one deadline."""
+    """A requests session bound to one base URL, one login and one deadline (a monotonic time)."""
 
     def __init__(
         self,
@@ -57,7 +59,6 @@ class FactoryClient:
         # Never False: TLS is always verified. Passed with each request, because a
         # session-wide setting loses to $REQUESTS_CA_BUNDLE.
         self.verify: str | bool = ca_bundle or True
-        self.requests_made = 0
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request (retrying as allowed) and return its JSON body.
@@ -67,48 +68,60 @@ class FactoryClient:
         """
         refreshed = False
         while True:
-            response = self._send(method, path, **kwargs)
-            if response.status_code == 401 and not refreshed:
+            answer = self._send(method, path, **kwargs)
+            if answer.status == 401 and not refreshed:
                 refreshed = True
                 if self.login.renew_after_refusal():
                     continue
-            if response.status_code == 401:
+            if answer.status == 401:
                 self.login.refused()
-            return self._body(response, path)
+            return self._body(answer, path)
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> http.Answer:
         url = self.base_url + path
+        peer = f"Factory API at {path}"  # the path only: queries carry the user id
         attempt = 0
         while True:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
+            if self.deadline - time.monotonic() <= 0:
                 raise UpstreamError(
                     f"Factory API did not answer {path} within the run's deadline; will retry next run"
                 )
             headers = {"Authorization": f"Bearer {self.login.bearer()}"}
-            timeout = (min(self.timeout, remaining), min(self.timeout, remaining))
             problem: str
             retry_after: float | None = None
             try:
-                self.requests_made += 1
-                response = self.session.request(
-                    method, url, headers=headers, timeout=timeout, verify=self.verify, **kwargs
+                answer = http.request(
+                    method,
+                    url,
+                    peer=peer,
+                    deadline=self.deadline,
+                    session=self.session,
+                    read_timeout=self.timeout,
+                    headers=headers,
+                    verify=self.verify,
+                    **kwargs,
                 )
-            except requests.exceptions.SSLError:
-                raise UpstreamError(
-                    f"TLS verification failed for {self.base_url}; "
-                    "behind a corporate proxy, set factory.ca_bundle"
+            except http.PeerUnreachable as exc:
+                if exc.tls:
+                    raise UpstreamError(
+                        f"TLS verification failed for {mask_url(self.base_url)}; "
+                        "behind a corporate proxy, set factory.ca_bundle"
+                    ) from None
+                problem = exc.problem
+            except http.AnswerTooLarge:
+                # The same answer would come again: refused at once, never retried.
+                raise BadAnswer(
+                    f"Factory API answered more than {http.MAX_ANSWER_BYTES} bytes at {path} "
+                    "(a real answer is a few KB); refusing it"
                 ) from None
-            except requests.exceptions.Timeout:
-                problem = f"timed out after {timeout[1]:.0f} s"
-            except requests.exceptions.RequestException as exc:
-                problem = f"unreachable ({_reason(exc)})"
+            except http.PeerError as exc:  # timed out, or broke off its answer
+                problem = exc.problem
             else:
-                if response.status_code == 429 or response.status_code >= 500:
-                    problem = f"answered HTTP {response.status_code}"
-                    retry_after = http.retry_after(response)
+                if answer.status == 429 or answer.status >= 500:
+                    problem = f"answered HTTP {answer.status}"
+                    retry_after = http.retry_after(answer)
                 else:
-                    return response
+                    return answer
             attempt += 1
             wait = retry_after if retry_after is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
             wait += random.uniform(0, 0.25 * wait)
@@ -117,8 +130,8 @@ class FactoryClient:
             log.info("Factory API %s at %s; retrying in %.1f s", problem, path, wait)
             time.sleep(wait)  # backoff between attempts
 
-    def _body(self, response: requests.Response, path: str) -> Any:
-        status = response.status_code
+    def _body(self, answer: http.Answer, path: str) -> Any:
+        status = answer.status
         if status in (404, 405):
             raise NotServed(f"Factory API answered HTTP {status} at {path}")
         if status == 401:
@@ -140,22 +153,16 @@ class FactoryClient:
             raise AuthError(
                 "Factory refused access to the organization (HTTP 403); run `droid` to log in again"
             )
+        if 300 <= status < 400:
+            raise UpstreamError(f"Factory API answered HTTP {status} (a redirect, not followed) at {path}")
         if status >= 400:
             raise UpstreamError(f"Factory API answered HTTP {status} at {path}")
         try:
-            return response.json()
-        except ValueError:
-            kind = response.headers.get("Content-Type", "unknown type").split(";")[0]
-            size = len(response.content)
-            what = "an empty body" if size == 0 else f"{size} bytes of {kind}, not JSON"
+            return answer.json()
+        except http.UnusableJson as exc:
+            kind = redact(answer.headers.get("Content-Type", "unknown type").split(";")[0], 60)
+            what = f"{len(answer.body)} bytes of {kind}, {exc}" if answer.body.strip() else "an empty body"
             raise BadAnswer(f"Factory API answered HTTP {status} at {path} with {what}") from None
-
-
-def _reason(exc: Exception) -> str:
-    text = type(exc).__name__
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        text = "connection refused or no route" if "refused" in str(exc).lower() else "connection failed"
-    return text
 
 
 # --- choosing the endpoint -------------------------------------------------------------------

@@ -4,17 +4,24 @@
 fails. The monitoring service then notices what the job cannot report itself: a timer
 that stopped firing, a machine that is off, a run that hangs. A ping that fails is logged
 as a warning and never changes the run's outcome or hides its own error.
+
+A ping is bounded in wall-clock time (:mod:`alerter.http`): at most 5 s; the start ping
+at most a quarter of what is left of the run, so monitoring never eats the run; the
+closing ping at least 2 s even after the run's deadline, so a run that timed out still
+reports its failure.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
-import requests
-
+from alerter import http
 from alerter.redact import mask_url
 
 TIMEOUT_SECONDS = 5.0
+START_SHARE = 0.25  # of what is left of the run
+CLOSING_FLOOR_SECONDS = 2.0
 EVENTS = {"start": "/start", "success": "", "fail": "/fail"}
 log = logging.getLogger(__name__)
 
@@ -24,23 +31,47 @@ def ping_url(base_url: str, event: str) -> str:
     return base_url.rstrip("/") + EVENTS[event]
 
 
-def ping(base_url: str | None, event: str, timeout: float = TIMEOUT_SECONDS) -> bool:
-    """Given the check URL (or None) and an event, GET the ping URL; return True when it was accepted.
+def budget(event: str, deadline: float | None, now: float, timeout: float = TIMEOUT_SECONDS) -> float:
+    """Given an event, the run's deadline (monotonic, or None) and the monotonic time now,
+    return how many seconds its ping may take."""
+    if deadline is None:
+        return timeout
+    left = deadline - now
+    if event == "start":
+        return min(timeout, max(0.0, left) * START_SHARE)
+    return min(timeout, max(left, CLOSING_FLOOR_SECONDS))
+
+
+def ping(
+    base_url: str | None, event: str, deadline: float | None = None, timeout: float = TIMEOUT_SECONDS
+) -> bool:
+    """Given the check URL (or None), an event and the run's deadline (a ``time.monotonic()``
+    value, or None), GET the ping URL within its budget; return True when it was accepted.
 
     Never raises: the job's own outcome matters more than its monitoring.
     """
     if not base_url:
         return False
     url = ping_url(base_url, event)
+    peer = f"healthcheck {event} ping to {masked(base_url)}"
+    now = time.monotonic()
     try:
-        response = requests.get(url, timeout=timeout, headers={"User-Agent": "factory-usage-alert"})
-    except Exception as exc:  # any failure of the ping is only worth a warning
-        log.warning("healthcheck %s ping to %s failed (%s)", event, masked(base_url), type(exc).__name__)
-        return False
-    if response.status_code >= 400:
-        log.warning(
-            "healthcheck %s ping to %s answered HTTP %d", event, masked(base_url), response.status_code
+        answer = http.request(
+            "GET",
+            url,
+            peer=peer,
+            deadline=now + budget(event, deadline, now, timeout),
+            max_bytes=64 * 1024,  # healthchecks.io answers "OK"
+            headers={"User-Agent": "factory-usage-alert"},
         )
+    except http.PeerError as exc:
+        log.warning("%s", exc)
+        return False
+    except Exception as exc:  # any failure of the ping is only worth a warning
+        log.warning("%s failed (%s)", peer, type(exc).__name__)
+        return False
+    if answer.status >= 300:  # a redirect is not followed, so the ping did not arrive
+        log.warning("%s answered HTTP %d", peer, answer.status)
         return False
     log.debug("healthcheck %s ping sent", event)
     return True

@@ -1,6 +1,14 @@
-"""Small facts about HTTP answers shared by the Factory and WorkOS clients.
+"""Bounded exchanges with peers: every request ends by a wall-clock deadline, with a capped body.
 
-(Interim version: the bounded request is being written on another branch.)
+``requests`` bounds each socket read, never a whole request: a peer that sends one byte a
+second, in its headers or its body, keeps a plain ``requests.get`` alive for ever. So each
+exchange runs in a worker thread that the caller stops waiting for at the deadline
+(:func:`call_within`), and the body is read in chunks, counted after decompression and
+refused past a cap (:func:`request`). The job is a one-shot process: an abandoned worker
+ends with it.
+
+Errors name the peer as the caller describes it (``peer=``), never the URL: paths and
+queries may carry secrets (a healthcheck key, an apprise token).
 """
 
 from __future__ import annotations
@@ -13,62 +21,121 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
-MAX_ANSWER_BYTES = 1 << 20
+MAX_ANSWER_BYTES = 1 << 20  # a real Factory answer is about 2 KB
+MAX_JSON_DEPTH = 32  # real answers nest 3 or 4 levels
+CHUNK_BYTES = 8192  # small reads keep a compressed answer's expansion per read small
 T = TypeVar("T")
 
 
 class PeerError(Exception):
-    """A peer could not be used; the message names it and never a secret."""
+    """A peer did not give a usable answer; ``str()`` is one line naming the peer, never a URL."""
+
+    def __init__(self, peer: str, problem: str) -> None:
+        super().__init__(f"{peer} {problem}")
+        self.peer = peer
+        self.problem = problem
 
 
 class PeerTimeout(PeerError):
-    """The deadline passed before the peer's answer was complete."""
+    """The peer's answer (connect, headers or body) did not come in time."""
 
 
 class PeerUnreachable(PeerError):
-    """The connection failed."""
+    """The peer could not be reached (refused, no route, DNS, TLS); ``reason`` is short text."""
+
+    def __init__(self, peer: str, reason: str, *, tls: bool = False) -> None:
+        super().__init__(peer, f"unreachable ({reason})")
+        self.reason = reason
+        self.tls = tls
 
 
 class AnswerTooLarge(PeerError):
-    """The answer is larger than any real one."""
+    """The answer's body, decompressed, is larger than the cap."""
 
 
 class UnusableJson(ValueError):
-    """The body is not JSON, or is nested deeper than any real answer."""
+    """The body is not JSON, or nests deeper than any real answer; ``str()`` says which."""
 
 
 @dataclass(frozen=True)
 class Answer:
+    """A complete answer: status, headers (case-insensitive), body (decompressed, capped)."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes
 
-    def json(self, max_depth: int = 32) -> Any:
+    def json(self, max_depth: int = MAX_JSON_DEPTH) -> Any:
+        """Return the body parsed as JSON. Raise UnusableJson when it is not JSON or is too deep."""
+        if not self.body.strip():
+            raise UnusableJson("not JSON (empty)")
         try:
-            return json.loads(self.body)
-        except (ValueError, RecursionError):
+            value = json.loads(self.body)
+        except RecursionError:  # the C parser's own guard, long before our walk could run
+            raise UnusableJson(f"nested deeper than {max_depth} levels") from None
+        except ValueError:  # includes undecodable bytes and over-long integers
             raise UnusableJson("not JSON") from None
+        if _deeper_than(value, max_depth):
+            raise UnusableJson(f"nested deeper than {max_depth} levels")
+        return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Given parsed JSON, return True when containers nest more than ``limit`` levels.
+
+    Walks with an explicit stack: recursion is what a hostile answer would exhaust.
+    """
+    if not isinstance(value, (dict, list)):
+        return False
+    if limit < 1:
+        return True
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def retry_after(answer: Answer | requests.Response) -> float | None:
+    """Given an answer, return its Retry-After in seconds when it is a plain number, else None."""
+    try:
+        return max(0.0, float(answer.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def call_within(deadline: float, what: str, fn: Callable[[], T]) -> T:
-    result: list = []
-    error: list = []
+    """Run ``fn`` in a daemon worker thread; return its result or raise its exception.
+
+    ``deadline`` is a ``time.monotonic()`` value. Raise PeerTimeout naming ``what`` when it
+    passes first: the worker is abandoned, which is safe in a one-shot process.
+    """
+    if deadline - time.monotonic() <= 0:
+        raise PeerTimeout(what, "timed out (no time was left before the deadline)")
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
-            result.append(fn())
-        except BaseException as exc:  # noqa: BLE001
-            error.append(exc)
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the caller as is
+            outcome["error"] = exc
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    worker.join(max(0.0, deadline - time.monotonic()))
-    if worker.is_alive():
-        raise PeerTimeout(f"{what} did not answer within the run's deadline")
-    if error:
-        raise error[0]
-    return result[0]
+    threading.Thread(target=work, name=f"peer: {what}", daemon=True).start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise PeerTimeout(what, "timed out (no complete answer within the deadline)")
+    if "error" in outcome:
+        raise outcome.pop("error")
+    return outcome["value"]
 
 
 def request(
@@ -82,30 +149,71 @@ def request(
     read_timeout: float | None = None,
     **kwargs: Any,
 ) -> Answer:
-    def go() -> Answer:
-        remaining = max(0.01, deadline - time.monotonic())
-        sender = session or requests
+    """Send one request and return the complete Answer, all of it by ``deadline``.
+
+    ``deadline`` is a ``time.monotonic()`` value bounding connect, headers and body
+    together; ``read_timeout`` (when given) also bounds each wait for data. Redirects are
+    never followed. Raise PeerTimeout, PeerUnreachable, AnswerTooLarge (more than
+    ``max_bytes`` after decompression) or PeerError (a broken answer), each naming ``peer``.
+    """
+    if kwargs.get("verify") is False:
+        raise ValueError("TLS verification is never turned off")
+    kwargs["allow_redirects"] = False  # a redirect would re-send a token to wherever it points
+
+    def exchange() -> Answer:
+        remaining = deadline - time.monotonic()
+        wait = remaining if read_timeout is None else min(read_timeout, remaining)
+        if wait <= 0:
+            raise PeerTimeout(peer, "timed out (no time was left before the deadline)")
+        sender = session if session is not None else requests.Session()
         try:
-            response = sender.request(
-                method, url, stream=True, timeout=(remaining, remaining), allow_redirects=False, **kwargs
-            )
-        except requests.Timeout:
-            raise PeerTimeout(f"{peer} did not answer") from None
-        except requests.RequestException as exc:
-            raise PeerUnreachable(f"{peer} unreachable ({type(exc).__name__})") from None
-        body = b""
-        for chunk in response.iter_content(65536):
-            body += chunk
-            if len(body) > max_bytes:
-                raise AnswerTooLarge(f"{peer} answered more than {max_bytes} bytes")
-        return Answer(response.status_code, response.headers, body)
+            with sender.request(method, url, stream=True, timeout=(wait, wait), **kwargs) as response:
+                body = _read_body(response, peer, deadline, max_bytes)
+                return Answer(response.status_code, CaseInsensitiveDict(response.headers), body)
+        except requests.exceptions.RequestException as exc:
+            raise _peer_error(exc, peer, wait) from None
+        finally:
+            if session is None:
+                sender.close()
 
-    return call_within(deadline, peer, go)
+    return call_within(deadline, peer, exchange)
 
 
-def retry_after(response: requests.Response | Answer) -> float | None:
-    """Given an answer, return its Retry-After in seconds when it is a plain number, else None."""
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
+def _read_body(response: requests.Response, peer: str, deadline: float, max_bytes: int) -> bytes:
+    """Read the decompressed body in chunks, checking the deadline and the cap after each."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(CHUNK_BYTES):
+        size += len(chunk)
+        if size > max_bytes:
+            raise AnswerTooLarge(peer, f"answered more than {max_bytes} bytes; refusing it")
+        chunks.append(chunk)
+        if time.monotonic() > deadline:  # the worker stops itself on a trickling body
+            raise PeerTimeout(peer, "timed out (no complete answer within the deadline)")
+    return b"".join(chunks)
+
+
+def _peer_error(exc: requests.exceptions.RequestException, peer: str, wait: float) -> PeerError:
+    """Given a requests exception, return the PeerError to raise; never quotes it (URLs)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return PeerUnreachable(peer, "TLS verification failed", tls=True)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return PeerTimeout(peer, f"timed out (no data for {wait:.3g} s)")
+    if isinstance(exc, requests.exceptions.ContentDecodingError):
+        return PeerError(peer, "sent a body that could not be decompressed")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return PeerError(peer, "broke off its answer")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = str(exc).lower()
+        if "timed out" in text:  # requests reports a silent body as a ConnectionError
+            return PeerTimeout(peer, f"timed out (no data for {wait:.3g} s)")
+        if "refused" in text:
+            reason = "connection refused"
+        elif "name" in text and ("resolve" in text or "known" in text):
+            reason = "name not found"
+        elif "aborted" in text or "reset" in text or "closed" in text:
+            reason = "connection closed"
+        else:
+            reason = "connection failed"
+        return PeerUnreachable(peer, reason)
+    return PeerUnreachable(peer, type(exc).__name__)

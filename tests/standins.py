@@ -6,6 +6,7 @@ on real HTTP requests and real deliveries rather than on mocks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -259,3 +260,138 @@ class TlsStandIn(StandIn):
     @property
     def url(self) -> str:
         return super().url.replace("http://", "https://")
+
+
+class RawPeer:
+    """A TCP server on 127.0.0.1 that answers below HTTP's manners, for peers that misbehave.
+
+    Each connection has its request head read, then ``script(conn, stopping)`` writes what
+    it likes (nothing, a trickle, a flood) until it returns or ``stopping`` is set.
+    ``stop()`` sets it and closes every connection, so a client left waiting sees the end.
+    """
+
+    def __init__(self, script: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.script = script
+        self.stopping = threading.Event()
+        self.heads: list[bytes] = []  # the request line and headers of each request
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)  # the accept loop looks at `stopping` this often
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> RawPeer:
+        self._acceptor.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._acceptor.join(5)
+        with self._lock:
+            conns, threads = list(self._conns), list(self._threads)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(5)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self._lock:
+                self._conns.append(conn)
+                self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.5)  # a blocked write looks at `stopping` this often
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head and not self.stopping.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                head += data
+            with self._lock:
+                self.heads.append(head.split(b"\r\n\r\n", 1)[0])
+            self.script(conn, self.stopping)
+        except OSError:
+            pass  # the client went away: that is its right
+        finally:
+            conn.close()
+
+
+def send_all(conn: socket.socket, data: bytes, stopping: threading.Event) -> None:
+    """Write ``data`` even when the client reads slowly; give up once ``stopping`` is set."""
+    view = memoryview(data)
+    while view and not stopping.is_set():
+        try:
+            view = view[conn.send(view) :]
+        except TimeoutError:
+            continue
+
+
+def silent(conn: socket.socket, stopping: threading.Event) -> None:
+    """Accept the request and never answer."""
+    stopping.wait()
+
+
+def trickle(prefix: bytes, interval: float = 1.0) -> Callable[[socket.socket, threading.Event], None]:
+    """Return a script that sends ``prefix`` at once, then one byte every ``interval`` for ever."""
+
+    def script(conn: socket.socket, stopping: threading.Event) -> None:
+        send_all(conn, prefix, stopping)
+        while not stopping.wait(interval):
+            send_all(conn, b"a", stopping)
+
+    return script
+
+
+SLOW_HEADERS = trickle(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: ")
+SLOW_BODY = trickle(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
+
+
+def flood(size: int, gzip: bool = False) -> Callable[[socket.socket, threading.Event], None]:
+    """Return a script that answers 200 with a JSON-looking body of ``size`` bytes, made on
+    the fly; with ``gzip`` the body is sent gzip-compressed (``size`` is then the inflated
+    size, for a few tens of KB on the wire)."""
+    import zlib
+
+    block = b"[" + b"0," * 32767 + b"0]"  # 64 KiB that compress well
+    if gzip:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+        parts = [packer.compress(block) for _ in range(size // len(block))]
+        wire = b"".join(parts) + packer.flush()
+    else:
+        wire = b""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if gzip:
+        head += b"Content-Encoding: gzip\r\n"
+    length = len(wire) if gzip else len(block) * (size // len(block))
+    head += b"Content-Length: %d\r\n\r\n" % length
+
+    def script(conn: socket.socket, stopping: threading.Event) -> None:
+        send_all(conn, head, stopping)
+        if gzip:
+            send_all(conn, wire, stopping)
+            return
+        for _ in range(size // len(block)):
+            send_all(conn, block, stopping)
+
+    return script
