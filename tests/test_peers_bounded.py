@@ -26,6 +26,7 @@ import yaml
 from alerter import http
 from alerter.redact import mask_url
 from tests.conftest import API_KEY, LIMITS_PATH, USAGE_PATH, usage_body
+from tests.credentials.helpers import HOUR, login_data, write_keyfile_store
 from tests.standins import SLOW_BODY, SLOW_HEADERS, RawPeer, Reply, StandIn, flood, silent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,7 @@ class Run:
     state: dict | None
     peer: RawPeer
     max_rss_kb: int = 0
+    home: Path | None = None
 
     def lines(self, text: str) -> list[str]:
         """Return the output lines that contain ``text``."""
@@ -59,20 +61,24 @@ class Run:
         assert "Traceback" not in self.err
 
 
-def job_env(home: Path) -> dict:
-    return {
+def job_env(home: Path, droid: bool = False) -> dict:
+    """The job's environment: an API key, or (``droid``) droid's store in home/.factory."""
+    env = {
         "HOME": str(home),
-        "FACTORY_API_KEY": API_KEY,
-        "FACTORY_HOME_OVERRIDE": str(home / ".factory"),
+        "FACTORY_HOME_OVERRIDE": str(home),
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
         "TZ": "UTC",
     }
+    return env if droid else {**env, "FACTORY_API_KEY": API_KEY}
 
 
-def write_config(home: Path, factory_url: str, **extra) -> Path:
+def write_config(home: Path, factory_url: str, workos_url: str | None = None, **extra) -> Path:
+    factory = {"base_url": factory_url, "timeout_seconds": 5, "deadline_seconds": DEADLINE}
+    if workos_url:
+        factory["workos_url"] = workos_url
     config = {
-        "factory": {"base_url": factory_url, "timeout_seconds": 5, "deadline_seconds": DEADLINE},
+        "factory": factory,
         "state_file": str(home / "state" / "state.json"),
         **extra,
     }
@@ -92,7 +98,7 @@ MEASURE = (
 )
 
 
-def start_job(home: Path, *args: str, measure: bool = False) -> subprocess.Popen:
+def start_job(home: Path, *args: str, measure: bool = False, droid: bool = False) -> subprocess.Popen:
     """Start `python -m alerter ARGS --config home/config.yaml`; its output goes to files.
     With ``measure`` its peak memory goes to home/max_rss_kb."""
     argv = [sys.executable, "-m", "alerter", *args, "--config", str(home / "config.yaml")]
@@ -100,7 +106,9 @@ def start_job(home: Path, *args: str, measure: bool = False) -> subprocess.Popen
         argv = [sys.executable, "-c", MEASURE, str(home / "max_rss_kb"), *argv]
     out, err = (home / "stdout").open("wb"), (home / "stderr").open("wb")
     with out, err:
-        return subprocess.Popen(argv, env=job_env(home), stdout=out, stderr=err, start_new_session=True)
+        return subprocess.Popen(
+            argv, env=job_env(home, droid), stdout=out, stderr=err, start_new_session=True
+        )
 
 
 def finish_job(proc: subprocess.Popen, home: Path, peer: RawPeer, hang_at: float) -> Run:
@@ -115,7 +123,7 @@ def finish_job(proc: subprocess.Popen, home: Path, peer: RawPeer, hang_at: float
     state = json.loads(state_file.read_text()) if state_file.exists() else None
     max_rss_kb = int(rss_file.read_text()) if rss_file.exists() else 0
     out, err = ((home / name).read_text() for name in ("stdout", "stderr"))
-    return Run(code, out, err, state, peer, max_rss_kb)
+    return Run(code, out, err, state, peer, max_rss_kb, home)
 
 
 # --- the matrix: each peer x each way of never finishing an answer ---------------------------
@@ -131,7 +139,7 @@ def channel_url(peer: RawPeer, kind: str) -> str:
     return f"json://user:{CHANNEL_SECRET}@127.0.0.1:{port}/notify"
 
 
-SCENARIOS = [(peer, mode) for peer in ("factory", "json", "healthcheck") for mode in MODES] + [
+SCENARIOS = [(peer, mode) for peer in ("factory", "workos", "json", "healthcheck") for mode in MODES] + [
     ("mailto", "silent"),
     ("test-notify", "slow body"),
 ]
@@ -153,13 +161,16 @@ def runs(tmp_path_factory):
             peers.append(peer)
             if target == "factory":
                 write_config(home, peer.url)
+            elif target == "workos":  # droid's token has expired: it must be renewed first
+                write_keyfile_store(home / ".factory", login_data(-HOUR))
+                write_config(home, good.url, workos_url=f"{peer.url}/user_management")
             elif target == "healthcheck":
                 write_config(home, good.url, healthcheck_url=f"{peer.url}/ping/{CHECK_SECRET}")
             else:
                 kind = "mailto" if target == "mailto" else "json"
                 write_config(home, good.url, notify={"urls": [channel_url(peer, kind)]})
             args = ("test-notify",) if target == "test-notify" else ("run",)
-            started[scenario] = (start_job(home, *args), home, peer)
+            started[scenario] = (start_job(home, *args, droid=target == "workos"), home, peer)
         hang_at = time.monotonic() + HANG_SECONDS
         yield {key: finish_job(proc, home, peer, hang_at) for key, (proc, home, peer) in started.items()}
     finally:
@@ -182,6 +193,21 @@ def test_a_factory_api_that_never_finishes_answering_fails_the_run_at_its_deadli
     assert last.startswith("factory-usage-alert: error: Factory API timed out"), last
     assert LIMITS_PATH in last and "will retry next run" in last
     assert run.state["health"]["failures"] == 1  # counted as a failed run
+    run.assert_clean()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_workos_that_never_finishes_answering_ends_the_run_at_its_deadline(runs, mode):
+    run = runs["workos", mode]
+    assert run.code is not None, "the run hung"
+    assert run.peer.heads and run.peer.heads[0].startswith(b"POST /user_management/authenticate ")
+    assert run.code == 4, run.err
+    last = run.err.splitlines()[-1]
+    assert last.startswith("factory-usage-alert: error: cannot renew the Factory login: WorkOS"), last
+    assert "will try again next run" in last and "log in again" not in run.err
+    assert run.state["health"]["failures"] == 1  # counted as a failed run
+    store = sorted(p.name for p in (run.home / ".factory").iterdir())
+    assert store == ["auth.v2.file", "auth.v2.key"]  # nothing left behind in droid's directory
     run.assert_clean()
 
 
