@@ -138,7 +138,8 @@ def open_login(
     """
     api_key = env.get(API_KEY_ENV, "").strip()
     if api_key:
-        return Login(api_key, Identity(source=API_KEY_ENV))
+        # What is remembered about droid's tokens stays for when the key is gone again.
+        return Login(api_key, Identity(source=API_KEY_ENV), memory=settings.memory)
     # The store code needs cryptography: loaded only when there is no API key.
     from alerter.credentials import writeback
     from alerter.credentials.store import find_stored_login
