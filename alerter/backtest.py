@@ -4,12 +4,15 @@ A trace is JSON Lines, one observation a line, in time order::
 
     {"at": 1764000000000, "usage": <the "usage" object of subscription/usage>}
     {"at": 1764000300000, "limits": <the body of billing/limits>}
+    {"at": 1764000600000, "error": "Factory API answered HTTP 503 ..."}
 
-``replay`` is a loop over the steps of a successful ``run`` (:func:`alerter.rules.evaluate`,
-then :func:`alerter.monitor.after_read` and quiet hours) with the clock set to each
-``at``: the state lives in memory, every channel counts as delivered, nothing is sent.
-``export_history`` goes the other way: it turns the history kept in the state file back
-into observations of the same format, so a user can replay their own past.
+The last kind is a run that could not read usage (``"login_expired": true`` when droid's
+login had ended). ``replay`` is a loop over the observations through the same decision as
+``run`` (:func:`alerter.decide.decide`), with the clock set to each ``at``: the state
+lives in memory, every channel counts as delivered, nothing is sent. An answer the job
+would reject counts as a failed run, as it does in ``run``. ``export_history`` goes the
+other way: it turns the history kept in the state file, failed runs included, back into
+observations of the same format, so a user can replay their own past.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from alerter import monitor
 from alerter.config import Config
+from alerter.decide import Failure, decide
+from alerter.decide import Observation as Observed
 from alerter.errors import ConfigError
 from alerter.forecast import clean_history
 from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, parse_limits, parse_usage
-from alerter.rules import evaluate, record_delivery
+from alerter.monitor import failed_runs
+from alerter.rules import record_delivery
 from alerter.state import fresh_state
 
 # Unix milliseconds from 2001 to 2096: anything else is seconds, or not a time at all.
@@ -43,14 +48,25 @@ class Observation:
     """One recorded answer: when (unix ms), which endpoint, and its body."""
 
     at: int
-    source: str  # "usage" or "limits"
+    source: str  # "usage", "limits", or "error" (a run that could not read usage)
     body: dict
 
     def reading(self) -> Reading:
         """Return the Reading the job would have made of it. Raise BadAnswer."""
         if self.source == "usage":
             return parse_usage({"usage": self.body})
+        if self.source == "error":
+            raise BadAnswer(str(self.body.get("error")))
         return parse_limits(self.body, self.at / 1000.0)
+
+    def observed(self) -> Observed:
+        """Return what a run at this time observed: a Reading, or the Failure it ended in."""
+        if self.source == "error":
+            return Failure(str(self.body.get("error")), bool(self.body.get("login_expired")))
+        try:
+            return self.reading()
+        except BadAnswer as exc:
+            return Failure(str(exc))
 
 
 @dataclass(frozen=True)
@@ -105,10 +121,16 @@ def parse_line(text: str, where: str) -> Observation | None:
     if not AT_RANGE[0] <= at <= AT_RANGE[1]:
         hint = " (it looks like seconds)" if 1e9 <= at < 1e11 else ""
         raise TraceError(f'{where}: "at" is not a time in unix milliseconds{hint}: {at!r}')
-    sources = [key for key in ("usage", "limits") if key in data]
+    sources = [key for key in ("usage", "limits", "error") if key in data]
     if len(sources) != 1:
-        raise TraceError(f'{where}: needs exactly one of "usage" or "limits"')
+        raise TraceError(f'{where}: needs exactly one of "usage", "limits" or "error"')
     source = sources[0]
+    if source == "error":
+        if not isinstance(data["error"], str) or not isinstance(data.get("login_expired", False), bool):
+            raise TraceError(f'{where}: "error" must be text (and "login_expired" true or false)')
+        return Observation(
+            int(at), "error", {"error": data["error"], "login_expired": data.get("login_expired", False)}
+        )
     body = data[source]
     if not isinstance(body, dict):
         raise TraceError(f'{where}: "{source}" must be a JSON object')
@@ -142,18 +164,13 @@ def replay(observations: Iterable[Observation], config: Config, state: dict | No
     skipped: list[str] = []
     count = 0
     for count, observation in enumerate(observations, 1):
-        try:
-            reading = observation.reading()
-        except BadAnswer as exc:  # a run would have stopped here and changed nothing
-            skipped.append(f"observation {count}: {exc}")
-            continue
+        observed = observation.observed()
+        if isinstance(observed, Failure) and observation.source != "error":
+            skipped.append(f"observation {count}: {observed.reason} (a failed run)")
         now = observation.at / 1000.0
-        # The steps of a successful `run`, in its order (cli._run_once and _deliver).
-        before = state
-        alerts, state = evaluate(reading, state, config, now)
-        more, state = monitor.after_read(reading, before, state, config, now)
-        due, _held = monitor.hold(more + alerts, config, now)  # held ones stay due
-        for alert in due:
+        decision = decide(state, observed, config, now)
+        state = decision.state
+        for alert in decision.send:  # held ones stay due in the state
             notifications.append(
                 Notification(
                     observation.at, alert.meter_id, alert.kind, alert.severity, alert.title, alert.body
@@ -176,7 +193,7 @@ def render(result: Replay) -> str:
     total = len(result.notifications)
     summary = f"{total} notification{'s' if total != 1 else ''} from {result.observations} observations"
     if result.skipped:
-        summary += f" ({len(result.skipped)} skipped: Factory's answer was unusable)"
+        summary += f" ({len(result.skipped)} unusable: Factory's answer, counted as a failed run)"
     lines.append(summary)
     return "\n".join(lines)
 
@@ -206,6 +223,11 @@ def export_history(state: dict) -> list[dict]:
     for (t, *_), body in usage.items():
         if "standard" in body:  # subscription/usage always has a standard bucket
             lines.append({"at": t * 1000, "usage": body})
+    for t, reason, login_expired in failed_runs(state):
+        line: dict = {"at": int(round(t * 1000)), "error": reason}
+        if login_expired:
+            line["login_expired"] = True
+        lines.append(line)
     lines.sort(key=lambda line: line["at"])
     return lines
 

@@ -444,7 +444,7 @@ def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise TraceError(f"{name}: not a text file (expected JSON Lines)") from None
     result = replay(read_trace(text.split("\n"), name), config)
     for reason in result.skipped:
-        log.warning("%s: skipped %s", name, reason)
+        log.warning("%s: %s", name, reason)
     if args.json:
         print(json.dumps({"notifications": [n.as_json() for n in result.notifications]}, indent=2))
     else:

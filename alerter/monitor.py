@@ -43,6 +43,7 @@ from alerter.meters import Reading
 from alerter.rules import Alert, channel_list, dict_at, number_or_zero, same_window
 
 HEALTH = "health"  # the meter_id of the job's own notices
+FAILED_RUNS_KEPT = 200
 
 
 def _health(state: dict) -> dict:
@@ -81,6 +82,9 @@ def after_failure(
         health["failing_since"] = now
     health["last_failure"] = now
     health["last_error"] = reason
+    # Kept so that `history --jsonl` replays failed runs too (a bounded, recent record).
+    record = [now, reason, True] if login_expired else [now, reason]
+    health["failed_runs"] = [list(r) for r in failed_runs(new_state)][-(FAILED_RUNS_KEPT - 1) :] + [record]
     health["stale_sent"] = _configured(health.get("stale_sent"), config)
     if login_expired or not _is_stale(health, config, now):
         return [], new_state
@@ -89,6 +93,20 @@ def after_failure(
         return [], new_state
     title, body = stale_message(reason, failures, _time(health.get("last_success")), now)
     return [Alert(HEALTH, "stale", 0.0, "warning", title, body, channels)], new_state
+
+
+def failed_runs(state: dict) -> list[tuple[float, str, bool]]:
+    """Given a state, return the failed runs it remembers: (time, reason, login expired)."""
+    health = state.get(HEALTH)
+    records = health.get("failed_runs") if isinstance(health, dict) else None
+    out = []
+    for record in records if isinstance(records, list) else []:
+        if not isinstance(record, list) or len(record) not in (2, 3):
+            continue
+        when, reason = _time(record[0]), record[1]
+        if when is not None and isinstance(reason, str):
+            out.append((when, reason, len(record) == 3 and record[2] is True))
+    return out
 
 
 def _is_stale(health: dict, config: Config, now: float) -> bool:

@@ -87,7 +87,7 @@ def test_a_bad_trace_line_is_one_clean_error_naming_the_line(app, tmp_path):
     for bad, expected in [
         ("not json", "trace.jsonl:2: not a JSON object"),
         ('{"at": 1764000000, "usage": {}}', "looks like seconds"),
-        ('{"at": 1764000000000}', 'exactly one of "usage" or "limits"'),
+        ('{"at": 1764000000000}', 'exactly one of "usage", "limits" or "error"'),
         ('{"at": 1700000000000, "usage": {}}', "goes back in time"),
     ]:
         trace.write_text(good + "\n" + bad + "\n")
@@ -109,15 +109,15 @@ def test_whole_answers_are_accepted_as_well_as_the_documented_objects():
     assert inner == body and body.reading().meters[0].percent == 12.5
 
 
-def test_an_answer_the_job_would_reject_is_skipped_like_a_failed_run(app, tmp_path):
+def test_an_answer_the_job_would_reject_counts_as_a_failed_run(app, tmp_path):
     lines = trace_lines()[:3]
     lines[1]["usage"]["standard"]["totalAllowance"] = "lots"
     trace = tmp_path / "trace.jsonl"
     trace.write_text("\n".join(json.dumps(line) for line in lines))
     result = app("backtest", str(trace))
     assert result.code == 0
-    assert "0 notifications from 3 observations (1 skipped" in result.out
-    assert "skipped observation 2" in result.err
+    assert "0 notifications from 3 observations (1 unusable" in result.out
+    assert "observation 2: " in result.err and "(a failed run)" in result.err
 
 
 def test_a_limits_trace_forecasts_the_five_hour_window():

@@ -1,0 +1,78 @@
+"""The one decision of a run: what to send now, what waits, and what to remember.
+
+``decide(state, observation, config, now)`` is pure. The observation is what this run
+learnt from Factory: a :class:`~alerter.meters.Reading`, or a :class:`Failure` saying why
+usage could not be read. It is the only place where thresholds, forecasts, the job's
+self-monitoring, reminders, reset notices and quiet hours are combined; ``run``,
+``backtest``, ``status``, the metrics and the tests all call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from alerter import monitor
+from alerter.config import Config
+from alerter.forecast import Assessment
+from alerter.meters import Reading
+from alerter.rules import Alert, assess_meter, evaluate, login_expired_alert
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A run that could not read usage: why, in one line, and whether droid's login ended."""
+
+    reason: str
+    login_expired: bool = False
+
+
+Observation = Reading | Failure
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run does with one observation.
+
+    ``send``: due now (each naming the channels that still need it); ``held``: due, but
+    waiting for quiet hours to end (they stay due in ``state``, see :mod:`alerter.monitor`);
+    ``state``: what to remember, before any delivery is recorded; ``forecasts``: each
+    forecast meter's assessment with this reading in its history (empty after a failure).
+    """
+
+    send: tuple[Alert, ...]
+    held: tuple[Alert, ...]
+    state: dict
+    forecasts: Mapping[str, Assessment] = field(default_factory=dict)
+
+
+def decide(state: dict, observation: Observation, config: Config, now: float) -> Decision:
+    """Given what is remembered, what this run observed, the config and the time, return the Decision.
+
+    A failure never touches the usage state: nothing is re-armed or fired; it counts
+    towards the "not working" notice and sends the "login expired" notice when the login
+    ended. A reading fires thresholds and forecasts, ends a failure streak, and brings the
+    reminders and reset notices that are due.
+    """
+    forecasts: dict[str, Assessment] = {}
+    if isinstance(observation, Failure):
+        alerts: list[Alert] = []
+        if observation.login_expired:
+            expired, state = login_expired_alert(state, config)
+            alerts += [expired] if expired is not None else []
+        stale, state = monitor.after_failure(
+            state, config, now, observation.reason, login_expired=observation.login_expired
+        )
+        pending, state = monitor.pending_alerts(state, config)
+        alerts += stale + pending
+    else:
+        usage, evaluated = evaluate(observation, state, config, now)
+        more, state = monitor.after_read(observation, state, evaluated, config, now)
+        alerts = more + usage
+        forecasts = {
+            m.id: assess_meter(m, state["meters"][m.id], config, now)
+            for m in observation.meters
+            if m.active and not m.unlimited
+        }
+    send, held = monitor.hold(alerts, config, now)
+    return Decision(tuple(send), tuple(held), state, forecasts)
