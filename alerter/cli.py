@@ -7,7 +7,6 @@ error; everything else raises a typed error with a one-line message.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -17,10 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from alerter import __version__, healthcheck, monitor
+from alerter import __version__, healthcheck
 from alerter.config import (
     CONFIG_ENV,
-    EU_BASE_URL,
     Config,
     QuietHours,
     build_config,
@@ -29,19 +27,13 @@ from alerter.config import (
     mask_url,
     parse_yaml,
 )
-from alerter.credentials import CredentialSettings, Login, LoginMemory, open_login
-from alerter.errors import EXIT_OK, AlerterError, AuthError, ConfigError, DeliveryError
-from alerter.factory import FactoryClient, fetch_reading
+from alerter.errors import EXIT_OK, AlerterError, ConfigError, DeliveryError
 from alerter.meters import Reading
 from alerter.notify import channels_digest, send, validate_channels
-from alerter.rules import Alert, assess_meter, evaluate, login_expired_alert, record_delivery
-from alerter.state import StateBusy, load_state, locked, save_state
+from alerter.state import StateBusy, load_state
 from alerter.status import render_status, status_json
 
 PROG = "factory-usage-alert"
-# A renewal of droid's login starts only while this much of the run is left (or 3/4 of it).
-RENEW_RESERVE_SECONDS = 25.0
-DELIVERY_FLOOR_SECONDS = 2.0
 log = logging.getLogger("alerter")
 
 
@@ -178,214 +170,47 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
-# --- shared steps -------------------------------------------------------------------------
-
-
-def connect(
-    config: Config,
-    env: Mapping[str, str],
-    deadline: float,
-    *,
-    memory: LoginMemory | None = None,
-    may_renew: bool = True,
-) -> FactoryClient:
-    """Given the config, return a Factory client with the login that was found.
-
-    ``memory`` is what the state remembers about droid's tokens; ``may_renew`` is False
-    for a dry run, which never renews droid's login nor writes its store.
-    """
-    login: Login = open_login(
-        CredentialSettings(
-            home=config.home,
-            workos_url=config.workos_url,
-            timeout_seconds=config.timeout_seconds,
-            ca_bundle=config.ca_bundle,
-            deadline=deadline,
-            may_renew=may_renew,
-            renew_reserve_seconds=min(RENEW_RESERVE_SECONDS, 0.75 * config.deadline_seconds),
-            memory=memory,
-        ),
-        env,
-    )
-    base_url = config.base_url
-    if not config.base_url_configured and login.identity.region == "eu":
-        base_url = EU_BASE_URL
-    log.debug("login from %s; asking %s", login.identity.source, base_url)
-    return FactoryClient(
-        base_url, login, timeout=config.timeout_seconds, deadline=deadline, ca_bundle=config.ca_bundle
-    )
-
-
-def _remember_login(state: dict, memory: LoginMemory | None) -> dict:
-    """Return the state with what is known about droid's tokens (fingerprints only)."""
-    if memory is None:
-        return state
-    dumped = memory.dump()
-    if state.get("credentials") == dumped:
-        return state
-    return (
-        {**state, "credentials": dumped} if dumped else {k: v for k, v in state.items() if k != "credentials"}
-    )
-
-
 # --- run -------------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Fetch usage, send the alerts that are due, remember what was delivered."""
+    from alerter import job
+
     config = load_config(args.config, env)
-    started = time.monotonic()
-    deadline = started + config.deadline_seconds
-    if args.dry_run:
-        state = load_state(config.state_file, keep_aside=False)
-        return _run_once(config, state, env, deadline, args.clock(), dry_run=True)[0]
+    deadline = time.monotonic() + config.deadline_seconds
     textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
     textfile = textfile or config.prometheus_textfile
-    with locked(config.state_file, timeout=config.deadline_seconds):
-        # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
-        healthcheck.ping(config.healthcheck_url, "start", deadline)
-        try:
-            state = load_state(config.state_file)
-            now = args.clock()
-            outcome: dict = {}  # _run_once leaves the reading (and forecasts) here, for the metrics
-            try:
-                code, new_state = _run_once(config, state, env, deadline, now, dry_run=False, outcome=outcome)
-                if new_state != state:
-                    save_state(config.state_file, new_state)
-            finally:
-                if textfile is not None:
-                    _write_metrics(textfile, config, outcome, now)
-        except BaseException:
-            healthcheck.ping(config.healthcheck_url, "fail", deadline)
-            raise
-        healthcheck.ping(config.healthcheck_url, "success" if code == EXIT_OK else "fail", deadline)
-    return code
+    shell = job.Shell(
+        fetch=job.fetch_from_factory(config, env, deadline, may_renew=not args.dry_run),
+        send=job.send_within(deadline),
+        check_channels=check_channels,
+        ping=lambda event: healthcheck.ping(config.healthcheck_url, event, deadline),
+        write_metrics=(lambda o, d, s: write_metrics(textfile, o, d, s, args.clock())) if textfile else None,
+    )
+    job.run(config, shell, args.clock, dry_run=args.dry_run)
+    return EXIT_OK
 
 
-def _write_metrics(path: Path, config: Config, outcome: dict, now: float) -> None:
-    """Write the textfile from the run's outcome and the saved state.
+def check_channels(config: Config, state: dict) -> dict:
+    """Parse the apprise URLs once per change of the channels (apprise is slow to import)."""
+    digest = channels_digest(config.channels)
+    if not config.channels or state.get("channels_checked") == digest:
+        return state
+    validate_channels(config.channels)
+    return {**state, "channels_checked": digest}
 
-    ``outcome`` may hold this run's ``reading`` (absent when the read failed) and
-    ``forecasts`` (a function giving each meter's forecast.Assessment).
-    A failure to write is a warning, never the run's outcome.
-    """
+
+def write_metrics(path: Path, observation, decision, state: dict, now: float) -> None:
+    """Write the Prometheus textfile from this run's decision; a failure is only a warning."""
     from alerter import metrics  # only runs that write a textfile need it
 
+    reading = observation if isinstance(observation, Reading) else None
+    projections = {meter_id: metrics.projection(f, now) for meter_id, f in decision.forecasts.items()}
     try:
-        health = load_state(config.state_file, keep_aside=False).get("health", {})
-        forecasts = outcome["forecasts"]() if "forecasts" in outcome else {}
-        projections = {meter_id: metrics.projection(f, now) for meter_id, f in forecasts.items()}
-        text = metrics.render(outcome.get("reading"), health, now, projections)
-        metrics.write_textfile(path, text)
+        metrics.write_textfile(path, metrics.render(reading, state.get("health", {}), now, projections))
     except (OSError, AlerterError) as exc:
         log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
-
-
-def _run_once(
-    config: Config,
-    state: dict,
-    env: Mapping[str, str],
-    deadline: float,
-    now: float,
-    dry_run: bool,
-    outcome: dict | None = None,
-) -> tuple[int, dict]:
-    known = LoginMemory.load(state.get("credentials"))
-    client: FactoryClient | None = None
-    try:
-        client = connect(config, env, deadline, memory=known, may_renew=not dry_run)
-        reading, memory = fetch_reading(client, config.source, state.get("source", {}), now)
-    except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
-        # A failed read never touches the usage state: nothing is re-armed or fired.
-        reason = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
-        permanent = isinstance(exc, AuthError) and exc.permanent
-        learned = client.login.memory if client is not None else known
-        if getattr(exc, "dead_refresh", None):
-            learned = dataclasses.replace(learned, dead=exc.dead_refresh)
-        state = _remember_login(state, learned)
-        alerts: list[Alert] = []
-        if permanent:
-            alert, state = login_expired_alert(state, config)
-            if alert is not None:
-                alerts.append(alert)
-        stale, state = monitor.after_failure(state, config, now, reason, login_expired=permanent)
-        failures = state.get("health", {}).get("failures", 0)
-        log.warning("could not read usage (%d failed run%s in a row)", failures, "" if failures == 1 else "s")
-        pending, state = monitor.pending_alerts(state, config)
-        state, _ = _deliver(alerts + stale + pending, state, config, dry_run, now, deadline=deadline)
-        if not dry_run:
-            save_state(config.state_file, state)
-        raise
-    state = _remember_login(dict(state, source=memory), client.login.memory)
-    if outcome is not None:
-        outcome["reading"] = reading
-    log.info(
-        "usage from %s: %s",
-        "billing/limits" if reading.source == "limits" else "subscription/usage",
-        ", ".join(f"{m.id} {m.percent:.1f}%" for m in reading.meters if m.active) or "no meters",
-    )
-    _check_channels(config, state, dry_run)
-    before = state
-    alerts, state = evaluate(reading, state, config, now)
-    if outcome is not None:
-        outcome["forecasts"] = lambda: assessments(reading, state, config, now)
-    more, state = monitor.after_read(reading, before, state, config, now)
-    state, failed = _deliver(more + alerts, state, config, dry_run, now, deadline=deadline)
-    if failed:
-        labels = ", ".join(sorted(failed))
-        if not dry_run:
-            save_state(config.state_file, state)
-        raise DeliveryError(
-            f"could not deliver to {labels}; it will be retried on the next run "
-            "(try the channel with `test-notify`)"
-        )
-    return EXIT_OK, state
-
-
-def _check_channels(config: Config, state: dict, dry_run: bool) -> None:
-    """Parse the apprise URLs once per config change (apprise is slow to import)."""
-    digest = channels_digest(config.channels)
-    if not config.channels or (state.get("channels_checked") == digest and not dry_run):
-        return
-    validate_channels(config.channels)
-    state["channels_checked"] = digest
-
-
-def _deliver(
-    alerts: list[Alert],
-    state: dict,
-    config: Config,
-    dry_run: bool,
-    now: float | None = None,
-    *,
-    deadline: float,
-) -> tuple[dict, set[str]]:
-    channels = {ch.id: ch for ch in config.delivery_channels()}
-    # What is left of the run, but never less than a couple of seconds: a read that used
-    # up the deadline must still be able to say that the job is not working.
-    send_by = max(deadline, time.monotonic() + DELIVERY_FLOOR_SECONDS)
-    failed: set[str] = set()
-    if now is not None:
-        alerts, held = monitor.hold(alerts, config, now)
-        if held and config.quiet_hours is not None:
-            until = QuietHours.text(config.quiet_hours.end)
-            prefix = "[dry-run] " if dry_run else ""
-            log.info("%squiet hours: holding %d notification(s) until %s", prefix, len(held), until)
-    for alert in alerts:
-        if dry_run:
-            names = ", ".join(channels[c].label for c in alert.channels if c in channels)
-            print(f"[dry-run] would send ({alert.severity}) to {names}:\n{alert.title}\n{alert.body}\n")
-            continue
-        for channel_id in alert.channels:
-            channel = channels.get(channel_id)
-            if channel is None:
-                continue
-            if send(channel, alert.title, alert.body, alert.severity, deadline=send_by):
-                state = record_delivery(state, alert, channel_id, now)
-                log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
-            else:
-                failed.add(channel.label)
-    return state, failed
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -393,6 +218,10 @@ def _deliver(
 
 def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Fetch and show the usage; send nothing, save nothing."""
+    from alerter.credentials import LoginMemory
+    from alerter.decide import decide
+    from alerter.factory import connect, fetch_reading
+
     config = load_config(args.config, env)
     deadline = time.monotonic() + config.deadline_seconds
     state = load_state(config.state_file, keep_aside=False)
@@ -400,27 +229,12 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     client = connect(config, env, deadline, memory=LoginMemory.load(state.get("credentials")))
     reading: Reading
     reading, _ = fetch_reading(client, config.source, state.get("source", {}), now)
-    forecasts = forecast_preview(reading, state, config, now)
+    forecasts = decide(state, reading, config, now).forecasts
     if args.json:
         print(json.dumps(status_json(reading, client.login.identity, now, forecasts), indent=2))
     else:
         print(render_status(reading, client.login.identity, now, forecasts))
     return EXIT_OK
-
-
-def forecast_preview(reading: Reading, state: dict, config: Config, now: float) -> dict:
-    """Given a reading, return each meter's forecast as `run` would see it (nothing is saved)."""
-    _, preview = evaluate(reading, state, config, now)
-    return assessments(reading, preview, config, now)
-
-
-def assessments(reading: Reading, evaluated: dict, config: Config, now: float) -> dict:
-    """Given a reading and the state `evaluate` returned for it, return each meter's forecast."""
-    return {
-        m.id: assess_meter(m, evaluated["meters"][m.id], config, now)
-        for m in reading.meters
-        if m.active and not m.unlimited
-    }
 
 
 # --- backtest and history -----------------------------------------------------------------------

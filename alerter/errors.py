@@ -50,3 +50,9 @@ class DeliveryError(AlerterError):
     """One or more notifications could not be delivered (exit 5)."""
 
     exit_code = EXIT_DELIVERY
+
+
+class StateError(AlerterError):
+    """The state file cannot be used or saved (exit 6); the message names it and the fix."""
+
+    exit_code = 6

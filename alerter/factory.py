@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import requests
 
 from alerter import http
-from alerter.credentials import Login
+from alerter.config import EU_BASE_URL, Config
+from alerter.credentials import CredentialSettings, Login, LoginMemory, open_login
 from alerter.errors import AuthError, UpstreamError
 from alerter.meters import BadAnswer, Reading, parse_limits, parse_usage, uses_limits_billing
 from alerter.redact import mask_url, redact
@@ -30,6 +32,8 @@ USAGE_PATH = "/api/organization/subscription/usage"
 LIMITS_PATH = "/api/billing/limits"
 REPROBE_SECONDS = 24 * 3600
 USER_AGENT = "factory-usage-alert"
+# A renewal of droid's login starts only while this much of the run is left (or 3/4 of it).
+RENEW_RESERVE_SECONDS = 25.0
 log = logging.getLogger(__name__)
 
 
@@ -217,3 +221,41 @@ def fetch_reading(client: FactoryClient, source: str, memory: dict, now: float) 
         log.debug("billing/limits not in use (%s); using subscription/usage", exc)
         reading = fetch_usage(client)
     return reading, {"name": reading.source, "checked_at": now}
+
+
+# --- the client for a run ---------------------------------------------------------------------
+
+
+def connect(
+    config: Config,
+    env: Mapping[str, str],
+    deadline: float,
+    *,
+    memory: LoginMemory | None = None,
+    may_renew: bool = True,
+) -> FactoryClient:
+    """Given the config, return a Factory client with the login that was found.
+
+    ``memory`` is what the state remembers about droid's tokens; ``may_renew`` is False
+    for a dry run, which never renews droid's login nor writes its store.
+    """
+    login: Login = open_login(
+        CredentialSettings(
+            home=config.home,
+            workos_url=config.workos_url,
+            timeout_seconds=config.timeout_seconds,
+            ca_bundle=config.ca_bundle,
+            deadline=deadline,
+            may_renew=may_renew,
+            renew_reserve_seconds=min(RENEW_RESERVE_SECONDS, 0.75 * config.deadline_seconds),
+            memory=memory,
+        ),
+        env,
+    )
+    base_url = config.base_url
+    if not config.base_url_configured and login.identity.region == "eu":
+        base_url = EU_BASE_URL
+    log.debug("login from %s; asking %s", login.identity.source, base_url)
+    return FactoryClient(
+        base_url, login, timeout=config.timeout_seconds, deadline=deadline, ca_bundle=config.ca_bundle
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alerter.cli import connect
+from alerter.factory import connect
 from alerter.config import EU_BASE_URL, build_config
 from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope

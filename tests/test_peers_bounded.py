@@ -73,8 +73,10 @@ def job_env(home: Path, droid: bool = False) -> dict:
     return env if droid else {**env, "FACTORY_API_KEY": API_KEY}
 
 
-def write_config(home: Path, factory_url: str, workos_url: str | None = None, **extra) -> Path:
-    factory = {"base_url": factory_url, "timeout_seconds": 5, "deadline_seconds": DEADLINE}
+def write_config(
+    home: Path, factory_url: str, workos_url: str | None = None, deadline: float = DEADLINE, **extra
+) -> Path:
+    factory = {"base_url": factory_url, "timeout_seconds": 5, "deadline_seconds": deadline}
     if workos_url:
         factory["workos_url"] = workos_url
     config = {
@@ -163,7 +165,9 @@ def runs(tmp_path_factory):
                 write_config(home, peer.url)
             elif target == "workos":  # droid's token has expired: it must be renewed first
                 write_keyfile_store(home / ".factory", login_data(-HOUR))
-                write_config(home, good.url, workos_url=f"{peer.url}/user_management")
+                # A renewal starts only while 3/4 of the deadline is left: a loaded machine
+                # must not eat that before the request leaves.
+                write_config(home, good.url, workos_url=f"{peer.url}/user_management", deadline=8)
             elif target == "healthcheck":
                 write_config(home, good.url, healthcheck_url=f"{peer.url}/ping/{CHECK_SECRET}")
             else:
@@ -303,7 +307,7 @@ def test_an_unforeseen_error_while_reading_is_a_counted_failed_run_in_one_line(a
     def broken(*args, **kwargs):
         raise KeyError(API_KEY)  # a bug whose text must not be printed
 
-    monkeypatch.setattr("alerter.cli.fetch_reading", broken)
+    monkeypatch.setattr("alerter.factory.fetch_reading", broken)
     result = app("run")
     assert result.code == 1
     lines = result.err.splitlines()

@@ -1,0 +1,227 @@
+"""One run of the job, top to bottom; every side effect is injected or at this edge.
+
+::
+
+    lock the state ─ load it ─ fetch (login -> Factory -> meters, or why not) ─ decide
+    ─ save the decided state first (a state that cannot be saved sends nothing)
+    ─ send each alert ─ record each delivery ─ save ─ metrics ─ healthcheck
+
+``fetch(state, now)`` and ``send(channel, alert)`` are passed in: the CLI passes the real
+Factory client and apprise, tests pass stand-ins. The decision itself is
+:func:`alerter.decide.decide`; nothing here chooses what to send.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alerter.config import Config, QuietHours
+from alerter.decide import Decision, Failure, Observation, decide
+from alerter.errors import AlerterError, AuthError, DeliveryError, StateError
+from alerter.meters import Reading
+from alerter.rules import Alert, record_delivery
+from alerter.state import load_state, locked, save_state
+
+log = logging.getLogger(__name__)
+
+# Past the deadline, the notifications still due share this much time: a read that used
+# up the deadline must still be able to say that the job is not working.
+DELIVERY_FLOOR_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a run learnt from Factory: the observation, the error behind a failure (raised
+    again once the run is recorded), and state entries the fetch wants kept (the endpoint
+    that answered, what is known about droid's tokens; None removes an entry)."""
+
+    observation: Observation
+    error: BaseException | None = None
+    remember: Mapping[str, Any] = field(default_factory=dict)
+
+
+Fetch = Callable[[dict, float], Fetched]
+Send = Callable[[Any, Alert], bool]  # (channel, alert) -> delivered
+
+
+@dataclass(frozen=True)
+class Shell:
+    """The side effects of a run: reading usage, sending, checking channel URLs, pinging."""
+
+    fetch: Fetch
+    send: Send
+    check_channels: Callable[[Config, dict], dict] = lambda config, state: state
+    ping: Callable[[str], None] = lambda event: None
+    write_metrics: Callable[[Observation, Decision, dict], None] | None = None
+
+
+def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bool = False) -> Decision:
+    """Run the job once; return its Decision.
+
+    Raise the read's own error (AuthError, UpstreamError, ...) after a failed read has been
+    recorded and its notices sent; DeliveryError when a channel failed; StateError when the
+    state cannot be saved (then nothing was sent); StateBusy when another run holds the lock.
+    """
+    if dry_run:
+        return _once(config, shell, clock, load_state(config.state_file, keep_aside=False), dry_run=True)
+    with locked(config.state_file, timeout=config.deadline_seconds):
+        # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
+        shell.ping("start")
+        try:
+            decision = _once(config, shell, clock, load_state(config.state_file), dry_run=False)
+        except BaseException:
+            shell.ping("fail")
+            raise
+        shell.ping("success")
+    return decision
+
+
+def _once(config: Config, shell: Shell, clock: Callable[[], float], state: dict, dry_run: bool) -> Decision:
+    now = clock()
+    fetched = shell.fetch(state, now)
+    state = _remember(state, fetched.remember)
+    observation = fetched.observation
+    if isinstance(observation, Reading):
+        log.info("usage from %s: %s", _endpoint(observation), _summary(observation))
+        state = shell.check_channels(config, state)
+    decision = decide(state, observation, config, now)
+    if isinstance(observation, Failure):
+        failures = decision.state.get("health", {}).get("failures", 0)
+        log.warning("could not read usage (%d failed run%s in a row)", failures, "" if failures == 1 else "s")
+    if decision.held and config.quiet_hours is not None:
+        until = QuietHours.text(config.quiet_hours.end)
+        prefix = "[dry-run] " if dry_run else ""
+        log.info("%squiet hours: holding %d notification(s) until %s", prefix, len(decision.held), until)
+    if dry_run:
+        _show(decision.send, config)
+        return _finish(fetched, decision, set())
+    _save(config.state_file, decision.state, before_sending=True)
+    state, failed = _deliver(decision.send, decision.state, config, shell.send, now)
+    if state != decision.state:
+        _save(config.state_file, state, before_sending=False)
+    if shell.write_metrics is not None:
+        shell.write_metrics(observation, decision, state)
+    return _finish(fetched, dataclasses.replace(decision, state=state), failed)
+
+
+def _finish(fetched: Fetched, decision: Decision, failed: set[str]) -> Decision:
+    if fetched.error is not None:
+        raise fetched.error
+    if failed:
+        raise DeliveryError(
+            f"could not deliver to {', '.join(sorted(failed))}; it will be retried on the next run "
+            "(try the channel with `test-notify`)"
+        )
+    return decision
+
+
+def _remember(state: dict, entries: Mapping[str, Any]) -> dict:
+    """Return the state with the fetch's entries set (None removes one)."""
+    if all(state.get(key) == value for key, value in entries.items()):
+        return state
+    new_state = dict(state)
+    for key, value in entries.items():
+        if value is None:
+            new_state.pop(key, None)
+        else:
+            new_state[key] = value
+    return new_state
+
+
+def _save(path: Path, state: dict, *, before_sending: bool) -> None:
+    try:
+        save_state(path, state)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        consequence = (
+            "nothing was sent, so that nothing is sent again on every run"
+            if before_sending
+            else "what was just sent may be sent once more"
+        )
+        raise StateError(
+            f"cannot save the state file {path} ({why}); {consequence}; free space or fix the "
+            "permissions of its directory (or set state_file)"
+        ) from None
+
+
+def _deliver(
+    alerts: tuple[Alert, ...], state: dict, config: Config, send: Send, now: float
+) -> tuple[dict, set[str]]:
+    channels = {ch.id: ch for ch in config.delivery_channels()}
+    failed: set[str] = set()
+    for alert in alerts:
+        for channel_id in alert.channels:
+            channel = channels.get(channel_id)
+            if channel is None:
+                continue
+            if send(channel, alert):
+                state = record_delivery(state, alert, channel_id, now)
+                log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
+            else:
+                failed.add(channel.label)
+    return state, failed
+
+
+def _show(alerts: tuple[Alert, ...], config: Config) -> None:
+    channels = {ch.id: ch for ch in config.delivery_channels()}
+    for alert in alerts:
+        names = ", ".join(channels[c].label for c in alert.channels if c in channels)
+        print(f"[dry-run] would send ({alert.severity}) to {names}:\n{alert.title}\n{alert.body}\n")
+
+
+def _endpoint(reading: Reading) -> str:
+    return "billing/limits" if reading.source == "limits" else "subscription/usage"
+
+
+def _summary(reading: Reading) -> str:
+    return ", ".join(f"{m.id} {m.percent:.1f}%" for m in reading.meters if m.active) or "no meters"
+
+
+# --- the real fetch: droid's login or an API key, then Factory -------------------------
+
+
+def fetch_from_factory(
+    config: Config, env: Mapping[str, str], deadline: float, *, may_renew: bool = True
+) -> Fetch:
+    """Given the config, return the fetch that reads usage from Factory within ``deadline``.
+
+    Whatever goes wrong (a typed error, or one nobody foresaw) is a Failure carrying the
+    error: the run is counted as failed, and the error is raised again at the end.
+    """
+    from alerter.credentials import LoginMemory
+    from alerter.factory import connect, fetch_reading
+
+    def fetch(state: dict, now: float) -> Fetched:
+        known = LoginMemory.load(state.get("credentials"))
+        client = None
+        try:
+            client = connect(config, env, deadline, memory=known, may_renew=may_renew)
+            reading, source = fetch_reading(client, config.source, state.get("source", {}), now)
+        except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
+            learned = client.login.memory if client is not None else known
+            if getattr(exc, "dead_refresh", None):
+                learned = dataclasses.replace(learned, dead=exc.dead_refresh)
+            reason = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
+            expired = isinstance(exc, AuthError) and exc.permanent
+            return Fetched(Failure(reason, expired), exc, {"credentials": learned.dump() or None})
+        remember = {"source": source, "credentials": client.login.memory.dump() or None}
+        return Fetched(reading, None, remember)
+
+    return fetch
+
+
+def send_within(deadline: float) -> Send:
+    """Return the send that delivers through apprise (or stdout), by ``deadline`` at the latest."""
+    from alerter.notify import send
+
+    def deliver(channel: Any, alert: Alert) -> bool:
+        send_by = max(deadline, time.monotonic() + DELIVERY_FLOOR_SECONDS)
+        return send(channel, alert.title, alert.body, alert.severity, deadline=send_by)
+
+    return deliver
