@@ -27,33 +27,52 @@ from alerter.config import (
     mask_url,
     parse_yaml,
 )
-from alerter.errors import EXIT_OK, AlerterError, ConfigError, DeliveryError
+from alerter.errors import EXIT_OK, AlerterError, ConfigError, DeliveryError, StateError
 from alerter.meters import Reading
 from alerter.notify import channels_digest, send, validate_channels
-from alerter.state import StateBusy, load_state
+from alerter.state import load_state
+from alerter.statefile import check_usable
 from alerter.status import render_status, status_json
 
 PROG = "factory-usage-alert"
 log = logging.getLogger("alerter")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser for every command."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _global_options(parser: argparse.ArgumentParser, after: str = "") -> None:
+    """Add --config, -v and -q; ``after`` prefixes the names of the copies after a command."""
+    parser.add_argument(
         "--config",
+        dest=f"{after}config",
         metavar="PATH",
         help="config file (default: $FACTORY_USAGE_ALERT_CONFIG, "
         "else ~/.config/factory-usage-alert/config.yaml)",
     )
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more detail (never secrets)")
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"{after}verbose",
+        action="count",
+        default=0,
+        help="more detail (never secrets)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", dest=f"{after}quiet", action="store_true", help="only warnings and errors"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every command (see ``parse_args`` for the options)."""
+    # argparse copies everything a command's parser produced, defaults included, over what
+    # was parsed before the command: the copies after it keep names of their own, merged
+    # in parse_args, so that `--config X run` and `run --config X` mean the same.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, after="after_")
 
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Alert before Factory (droid) usage limits or token allowances run out.",
-        parents=[common],
     )
+    _global_options(parser)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -105,9 +124,8 @@ def main(
 ) -> int:
     """Run the command line and return the exit code; ``clock`` gives the wall time."""
     env = os.environ if env is None else env
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_args(argv)
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0) if exc.code in (0, None) else 2
     setup_logging(args.verbose, args.quiet, env)
@@ -123,9 +141,6 @@ def main(
     }
     try:
         return commands[args.command](args, env)
-    except StateBusy as exc:
-        log.warning("%s", exc)
-        return EXIT_OK
     except AlerterError as exc:
         if args.verbose >= 2:
             log.exception("details")
@@ -139,6 +154,19 @@ def main(
             log.exception("unexpected error")
         print(f"{PROG}: internal error: {type(exc).__name__}; run with -vv for details", file=sys.stderr)
         return 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Given the arguments, return them with the global options merged from either side of
+    the command: the last --config given wins, -v counts add up, -q from either side holds.
+    Raise SystemExit (argparse's own usage error) for a bad command line.
+    """
+    args = build_parser().parse_args(argv)
+    args.config = args.after_config or args.config
+    args.verbose += args.after_verbose
+    args.quiet = args.quiet or args.after_quiet
+    del args.after_config, args.after_verbose, args.after_quiet
+    return args
 
 
 class _MaxLevel(logging.Filter):
@@ -297,7 +325,10 @@ def _config_file(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
 
 
 def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Validate the config; print every problem (file, key, what is wrong) or a summary."""
+    """Validate the config; print every problem (file, key, what is wrong) or a summary.
+
+    Raise StateError, after the summary, when a run could not use the state file.
+    """
     file = _config_file(args, env)
     try:
         config = load_config(args.config, env)
@@ -311,7 +342,12 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"{PROG}: {count} problem{'s' if count != 1 else ''} in the config", file=sys.stderr)
         return exc.exit_code
     print(f"config: {config.path if config.path else f'{file} (not found: built-in defaults)'}: OK")
-    print(f"state file: {config.state_file}")
+    try:
+        check_usable(config.state_file)
+        unusable = None
+    except StateError as exc:
+        unusable = exc
+    print(f"state file: {config.state_file}{' (cannot be used: see below)' if unusable else ''}")
     if config.channels:
         print("channels:")
         for ch in config.channels:
@@ -336,6 +372,8 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     q = config.quiet_hours
     print(f"quiet hours: {f'{QuietHours.text(q.start)}-{QuietHours.text(q.end)} local time' if q else 'off'}")
     print(f"prometheus textfile: {config.prometheus_textfile or 'off'}")
+    if unusable is not None:
+        raise unusable  # the config is fine, the place it names for the state is not
     return EXIT_OK
 
 

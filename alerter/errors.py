@@ -7,6 +7,8 @@ EXIT_CONFIG = 2
 EXIT_AUTH = 3
 EXIT_UPSTREAM = 4
 EXIT_DELIVERY = 5
+EXIT_STATE = 6
+EXIT_BUSY = 7
 
 
 class AlerterError(Exception):
@@ -53,6 +55,25 @@ class DeliveryError(AlerterError):
 
 
 class StateError(AlerterError):
-    """The state file cannot be used or saved (exit 6); the message names it and the fix."""
+    """The state file, its lock or its directory cannot be used safely or at all (exit 6).
 
-    exit_code = 6
+    A symlink or an odd file (FIFO, socket, device, directory) where the state or its lock
+    belongs, a directory owned by another user or writable by others, or one the job cannot
+    write to. The message names the path and the fix.
+    """
+
+    exit_code = EXIT_STATE
+
+
+class StateBusy(StateError):
+    """Another run held the state lock for the whole wait; this run did nothing (exit 7).
+
+    ``holder`` is the process id written in the lock file by the run that holds it, when
+    one could be read.
+    """
+
+    exit_code = EXIT_BUSY
+
+    def __init__(self, message: str, *, holder: int | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -27,6 +27,7 @@ from alerter.errors import AlerterError, AuthError, DeliveryError, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert, record_delivery
 from alerter.state import load_state, locked, save_state
+from alerter.statefile import check_usable
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     state cannot be saved (then nothing was sent); StateBusy when another run holds the lock.
     """
     if dry_run:
+        check_usable(config.state_file)  # what a real run would refuse, found without writing
         return _once(config, shell, clock, load_state(config.state_file, keep_aside=False), dry_run=True)
     with locked(config.state_file, timeout=config.deadline_seconds):
         # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
@@ -135,19 +137,16 @@ def _remember(state: dict, entries: Mapping[str, Any]) -> dict:
 
 
 def _save(path: Path, state: dict, *, before_sending: bool) -> None:
+    """Save the state; a state that cannot be saved says what that means for the alerts."""
     try:
         save_state(path, state)
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
+    except StateError as exc:
         consequence = (
-            "nothing was sent, so that nothing is sent again on every run"
+            "nothing was sent (it would be sent again on every run)"
             if before_sending
             else "what was just sent may be sent once more"
         )
-        raise StateError(
-            f"cannot save the state file {path} ({why}); {consequence}; free space or fix the "
-            "permissions of its directory (or set state_file)"
-        ) from None
+        raise StateError(f"{exc}; {consequence}") from None
 
 
 def _deliver(

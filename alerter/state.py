@@ -7,28 +7,27 @@ starts afresh: repeating this period's alerts is better than losing one.
 
 Runs may overlap (a slow run and the next timer tick), so the whole
 read-evaluate-notify-save step holds an exclusive ``fcntl`` lock on ``<name>.lock``.
+How the file, its lock and its directory are opened and checked is in ``statefile``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import json
 import logging
 import os
-import tempfile
+import shlex
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from alerter.errors import AlerterError, ConfigError
+from alerter.errors import StateBusy, StateError
+from alerter.statefile import ensure_private_dir, locked, read_private, write_atomic
 
 STATE_VERSION = 1
 log = logging.getLogger(__name__)
-
-
-class StateBusy(AlerterError):
-    """Another run held the state lock for the whole wait; this run did nothing."""
+# The command line takes locked from here and metrics write_atomic; callers catch the errors.
+__all__ = ["StateBusy", "StateError", "fresh_state", "load_state", "locked", "save_state", "write_atomic"]
 
 
 def fresh_state() -> dict:
@@ -39,17 +38,14 @@ def fresh_state() -> dict:
 def load_state(path: Path, keep_aside: bool = True) -> dict:
     """Given the state path, return its content; a missing file gives a fresh state.
 
-    A file that is not a state this version understands is moved aside with a warning
-    (left in place when ``keep_aside`` is False, as a dry run changes nothing).
+    A file that is not a state this version understands is moved aside with a warning,
+    and a file open to others is made 0600 (both left alone when ``keep_aside`` is False,
+    as a dry run changes nothing). Raise StateError when the file or its directory is
+    unsafe or odd (see ``statefile``).
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_private(path, tighten=keep_aside)
+    if raw is None:
         return fresh_state()
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot read the state file ({exc.strerror}); check its permissions"
-        ) from None
     problem = _check(raw)
     if problem is None:
         return json.loads(raw)
@@ -86,10 +82,20 @@ def _check(raw: bytes) -> str | None:
 
 
 def save_state(path: Path, state: dict) -> None:
-    """Given the state path and content, write it atomically with mode 0600."""
+    """Given the state path and content, write it atomically with mode 0600.
+
+    Raise StateError naming the file and the fix when it cannot be written.
+    """
     ensure_private_dir(path.parent)
     data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    write_atomic(path, data)
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free some space on the file system of {shlex.quote(str(path.parent))}"
+        else:
+            fix = f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
+        raise StateError(f"{path}: cannot save the state ({exc.strerror}); {fix}") from None
     _remove_leftovers(path)
 
 
@@ -100,59 +106,3 @@ def _remove_leftovers(path: Path, older_than: float = 600.0) -> None:
         with contextlib.suppress(OSError):
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink()
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Given a path and bytes, replace the file so that readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def ensure_private_dir(directory: Path) -> None:
-    """Create the directory (0700) when missing. Raise ConfigError when it cannot be."""
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"{directory}: cannot create the state directory ({exc.strerror}); "
-            "set state_file to a writable path"
-        ) from None
-
-
-@contextlib.contextmanager
-def locked(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` for the block; wait at most ``timeout`` s."""
-    ensure_private_dir(path.parent)
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        give_up = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= give_up:
-                    raise StateBusy(
-                        f"{lock_path}: another run has held the state lock for {timeout:.0f} s; "
-                        "skipped this run (check for a stuck factory-usage-alert process)"
-                    ) from None
-                time.sleep(0.05)  # polling a lock held by another process
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock

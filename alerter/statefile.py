@@ -1,0 +1,327 @@
+"""The state file on disk: a private directory, regular files, a lock that names its holder.
+
+The state decides what is sent, so the job uses only files that nobody else can swap:
+
+- The state file's own directory must belong to the user running the job and must not be
+  writable by group or others. Ownership is what counts for root, which permission bits do
+  not stop. Only that directory is checked, not its ancestors: systemd's StateDirectory
+  (``/var/lib/factory-usage-alert/<user>``, 0700, the service user's) lives in root's
+  ``/var/lib``.
+- The state file and ``<name>.lock`` are opened without following symlinks and without
+  blocking (a FIFO would hang a read), and used only when they are regular files.
+- What the job creates is private whatever the umask: directories 0700, files 0600; a
+  state file or lock found readable by others is made 0600. A looser directory the job
+  finds is refused, not changed: it may not be the job's to change.
+
+Every problem is a StateError whose one line names the path and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import shlex
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from alerter.errors import StateBusy, StateError
+
+log = logging.getLogger(__name__)
+
+# O_NONBLOCK: opening a FIFO for reading would wait for a writer; O_NOCTTY: a terminal
+# device at the path must not become the job's controlling terminal.
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_POLL_SECONDS = 0.05
+
+
+def lock_path(path: Path) -> Path:
+    """Given the state path, return the path of its lock file."""
+    return path.with_name(path.name + ".lock")
+
+
+def read_private(path: Path, *, tighten: bool) -> bytes | None:
+    """Given the state path, return the file's bytes, or None when there is no state yet.
+
+    With ``tighten`` a file readable by others is made 0600 (read-only commands change
+    nothing). Raise StateError for an unsafe directory, a symlink or an odd file at the
+    path, or a file that cannot be read.
+    """
+    if not _check_dir(path.parent, missing_ok=True):
+        return None
+    try:
+        fd = _open_regular(path, os.O_RDONLY, "state file")
+    except FileNotFoundError:
+        return None
+    try:
+        if tighten:
+            _tighten(fd, path, "state file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot read the state file ({exc.strerror}); check the disk, "
+            "or move the file away to start afresh"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+def ensure_private_dir(directory: Path) -> None:
+    """Given the state directory, create it (and missing parents) 0700 whatever the umask,
+    or check the one that is there. Raise StateError when it is unsafe or cannot be made.
+    """
+    missing = []
+    here = directory
+    while not os.path.lexists(here) and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    for new in reversed(missing):
+        try:
+            os.mkdir(new, 0o700)
+            os.chmod(new, 0o700)  # mkdir's mode passes through the umask, which may take bits
+        except FileExistsError:
+            continue  # another run made it first; it is checked below like any other
+        except OSError as exc:
+            raise StateError(
+                f"{new}: cannot create the state directory ({exc.strerror}); "
+                "create it (mode 0700) or set state_file to a writable path"
+            ) from None
+    _check_dir(directory, missing_ok=False)
+
+
+def check_usable(path: Path) -> None:
+    """Given the state path, raise StateError when a run could not lock, read and save it.
+
+    Nothing is created or changed: this is what `check-config` and `run --dry-run` ask.
+    """
+    directory = path.parent
+    existing = directory
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing != directory:  # a run would create the directory in the first that exists
+        if not existing.is_dir() or not _may(existing, os.W_OK | os.X_OK):
+            raise StateError(
+                f"{directory}: the state directory is missing and {_me()} cannot create it in "
+                f"{existing}; create it (`mkdir -m 700 {shlex.quote(str(directory))}`) "
+                "or set state_file to a writable path"
+            )
+        return
+    _check_dir(directory, missing_ok=False)
+    if not _may(directory, os.W_OK | os.X_OK):
+        raise StateError(
+            f"{directory}: the state directory is not writable by {_me()}; make it writable "
+            f"(`chmod u+rwx {shlex.quote(str(directory))}`) or set state_file elsewhere"
+        )
+    for file, what, access in (
+        (path, "state file", os.R_OK),
+        (lock_path(path), "state lock", os.R_OK | os.W_OK),
+    ):
+        try:
+            info = os.lstat(file)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise _odd_file(file, what, info.st_mode)
+        if not _may(file, access):
+            raise StateError(
+                f"{file}: the {what} is not {'readable' if access == os.R_OK else 'writable'} "
+                f"by {_me()}; give it back (`chown {_me()} {shlex.quote(str(file))}`)"
+            )
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Given a path and bytes, replace the file so that readers see old or new, never half.
+
+    The new file has ``mode`` whatever the umask; a symlink at ``path`` is replaced, not
+    followed. Raise OSError when it cannot be written.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` for the block; wait at most ``timeout`` s.
+
+    The holder writes its process id into the lock file, so a run that gives up can say
+    who holds it. Raise StateBusy when the wait runs out, StateError when the directory or
+    the lock file is unsafe or odd.
+    """
+    ensure_private_dir(path.parent)
+    lock = lock_path(path)
+    try:
+        fd = _open_regular(lock, os.O_RDWR | os.O_CREAT, "state lock")
+    except FileNotFoundError:  # the directory vanished between the check and the open
+        raise StateError(f"{lock}: cannot create the state lock; check {path.parent}") from None
+    held = False
+    try:
+        _tighten(fd, lock, "state lock")
+        give_up = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= give_up:
+                    raise _busy(lock, fd, timeout) from None
+                time.sleep(_POLL_SECONDS)  # polling a lock held by another process
+        held = True
+        _write_holder(fd)
+        yield
+    finally:
+        if held:  # so that a pid left in the file never names a process that has finished
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _check_dir(directory: Path, *, missing_ok: bool) -> bool:
+    """Return whether the directory exists; raise StateError when it is not safe to use."""
+    try:
+        info = os.stat(directory)  # a link to the directory is fine: its target is checked
+    except FileNotFoundError:
+        if missing_ok:
+            return False
+        raise StateError(f"{directory}: the state directory is missing; create it (mode 0700)") from None
+    except OSError as exc:
+        raise StateError(f"{directory}: cannot use the state directory ({exc.strerror})") from None
+    quoted = shlex.quote(str(directory))
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateError(f"{directory}: is not a directory; set state_file to a path in a directory")
+    if info.st_uid != os.geteuid():
+        raise StateError(
+            f"{directory}: the state directory belongs to {_user(info.st_uid)}, not to {_me()} who "
+            f"runs the job; run the job as its owner or give it to this user (`chown {_me()} {quoted}`)"
+        )
+    if info.st_mode & 0o022:
+        who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[info.st_mode & 0o022]
+        raise StateError(
+            f"{directory}: the state directory is writable by {who} "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); make it private (`chmod go-w {quoted}`)"
+        )
+    return True
+
+
+def _open_regular(path: Path, flags: int, what: str) -> int:
+    """Open a regular file without following a symlink or blocking; raise FileNotFoundError
+    when there is none (and ``flags`` do not create one), StateError for anything else odd."""
+    try:
+        fd = os.open(path, flags | _OPEN_FLAGS, 0o600)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise _odd_file(path, what, mode) from None
+        raise StateError(
+            f"{path}: cannot open the {what} ({exc.strerror}); check its owner and mode "
+            f"(`chown {_me()} {shlex.quote(str(path))}`)"
+        ) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _odd_file(path, what, mode)
+    return fd
+
+
+def _odd_file(path: Path, what: str, mode: int) -> StateError:
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link (not followed, on purpose)"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return StateError(
+        f"{path}: the {what} is {kind}; move it out of the way (the job creates a regular "
+        "file there) or set state_file to another path"
+    )
+
+
+def _tighten(fd: int, path: Path, what: str) -> None:
+    """Make the file 0600: no one else's, and ours to write even after a umask like 0277."""
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode == 0o600:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: the {what} is open to others (mode {mode:04o}) and cannot be made 0600 "
+            f"({exc.strerror}); `chmod 600 {shlex.quote(str(path))}`"
+        ) from None
+    if mode & 0o077:
+        log.warning("%s: the %s was open to others (mode %04o); made it 0600", path, what, mode)
+
+
+def _write_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+
+
+def _busy(lock: Path, fd: int, timeout: float) -> StateBusy:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+        holder = int(text) if text.isdigit() else None
+    except (OSError, UnicodeDecodeError):
+        holder = None
+    if holder is None:
+        who, fix = "another run", "look for a stuck factory-usage-alert process"
+    else:
+        who, fix = f"another run (process {holder})", f"if it is stuck, stop it (`kill {holder}`)"
+    return StateBusy(
+        f"{lock}: {who} has held the state lock for {timeout:g} s; this run did nothing; {fix}",
+        holder=holder,
+    )
+
+
+def _may(path: Path, access: int) -> bool:
+    # The effective ids are the ones that will open the file (for root only a read-only
+    # file system says no).
+    return os.access(path, access, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _me() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
