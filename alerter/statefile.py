@@ -286,8 +286,13 @@ def _tighten(fd: int, path: Path, what: str) -> None:
 
 
 def _write_holder(fd: int) -> None:
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    """Note our pid in the lock file for a run that finds it busy; only a courtesy, so a
+    full disk (the pid cannot be written) is no reason to stop."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError as exc:
+        log.debug("cannot note this run's pid in the state lock (%s)", exc.strerror)
 
 
 def _busy(lock: Path, fd: int, timeout: float) -> StateBusy:

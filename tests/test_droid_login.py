@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from alerter.factory import connect
 from alerter.config import EU_BASE_URL, build_config
 from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope
+from alerter.factory import connect
 from tests.conftest import USAGE_PATH, usage_body
 from tests.credentials.helpers import DAY, HOUR, SOON, login_data, start_workos, write_keyfile_store
 from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
