@@ -148,18 +148,25 @@ def _owner_token() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def remove_orphaned_tickets(home: Path) -> None:
-    """Remove pending lock directories left by processes that died before taking the lock."""
+def clear_abandoned(home: Path) -> None:
+    """Given droid's store directory, remove the lock directories of writers that are gone.
+
+    A writer killed before taking the lock leaves its pending directory (no one will ever
+    rename it); one killed while holding the lock leaves a stale lock, removed the way
+    droid removes it. Directories of live processes, or without a readable owner, stay.
+    """
     prefix = LOCK_NAME.removesuffix(".lock") + "."
     try:
-        names = [name for name in os.listdir(home) if name.startswith(prefix) and name.endswith(".pending")]
-    except OSError:
-        return
-    for name in names:
-        owner = read_owner(home / name)
-        if owner is not None and not pid_alive(owner["pid"]):
-            log.debug("removing %s, left by process %d", name, owner["pid"])
-            _remove_tree(home / name)
+        names = [entry.name for entry in os.scandir(home) if entry.name.startswith(prefix)]
+        for name in names:
+            if name.endswith(".pending"):
+                owner = read_owner(home / name)
+                if owner is not None and not pid_alive(owner["pid"]):
+                    _remove_tree(home / name)
+        if LOCK_NAME in names:
+            _remove_if_stale(home / LOCK_NAME)
+    except OSError as exc:  # tidying only: what cannot be removed now stays
+        log.debug("cannot clear abandoned lock directories in %s (%s)", home, exc.strerror)
 
 
 def describe_holder(lock_path: Path) -> str:

@@ -242,7 +242,9 @@ def _save(
 def _await_droid_save(stored: StoredLogin, deadline: float) -> StoredLogin | None:
     """After WorkOS rejected our token: return droid's newer login if droid saves one soon."""
     give_up = min(time.monotonic() + DROID_SAVE_WAIT_SECONDS, deadline - 1.0)
-    seen = _signature(stored)
+    # Look at the store at once: droid's save may already have landed while WorkOS's
+    # rejection of our request was on its way (droid's request reached WorkOS first).
+    seen = None
     while True:
         now_seen = _signature(stored)
         if now_seen != seen:

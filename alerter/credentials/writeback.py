@@ -4,8 +4,8 @@ WorkOS spends the old refresh token the moment it receives a renewal request, so
 it answers with is the only live login there is. The steps, each durable before the next:
 
 1. :func:`reserve`, before the token is spent: a private file beside the store, with room
-   for the new store allocated. A read-only or full directory stops the renewal here, while
-   the old token still works.
+   for the new store allocated, named after this process and the token about to be spent.
+   A read-only or full directory stops the renewal here, while the old token still works.
 2. :func:`stage`, as soon as WorkOS answered: the new store is written into the reserved
    room, fsynced, and renamed ``.<store>.renewed-<fingerprint of the spent token>``.
 3. :func:`install`, under droid's write lock: if the store still holds the spent token,
@@ -13,7 +13,9 @@ it answers with is the only live login there is. The steps, each durable before 
    a newer pair meanwhile, droid's pair stays and the staged one is dropped.
 
 A run killed between 2 and 3 leaves the staged file; the next run's :func:`recover`
-installs it when the store still holds the spent token, and removes it otherwise.
+installs it when the store still holds the spent token, and removes it otherwise. It does
+the same with the reservation of a run killed during 2, once the new store is written into
+it (only the rename was missing), and it clears the lock directories killed runs left.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def reserve(stored: StoredLogin) -> Reservation:
     except OSError:
         current = 0
     size = max(RESERVE_MIN_BYTES, 4 * current)
-    path = target.with_name(f".{target.name}{RESERVE_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    # The spent token's fingerprint in the name lets the next run finish a stage() killed
+    # after the new store was written but before it was renamed (see recover()).
+    spent = fingerprint(stored.refresh_token or "")
+    path = target.with_name(f".{target.name}{RESERVE_MARK}{os.getpid()}-{secrets.token_hex(4)}-{spent}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:
@@ -146,24 +151,25 @@ def install(
 def recover(stored: StoredLogin, deadline: float | None) -> StoredLogin:
     """Finish what an interrupted renewal left beside the store; return the login to use.
 
-    A staged renewal whose spent token the store still holds is installed; other staged
-    files and reservations of processes that are gone are removed.
+    A staged renewal whose spent token the store still holds is installed, and so is a
+    renewal written into the reservation of a process that is gone; other staged files,
+    reservations of processes that are gone, and lock directories they left are removed.
     """
     target = target_of(stored.path)
     prefix = f".{target.name}"
     try:
         names = [entry.name for entry in os.scandir(target.parent) if entry.name.startswith(prefix + ".")]
-        pending = any(name.endswith(".pending") for name in os.listdir(stored.path.parent))
+        locks = any(name.startswith("auth.v2.write.") for name in os.listdir(stored.path.parent))
     except OSError:
         return stored
-    if pending:
-        from alerter.credentials.lock import remove_orphaned_tickets
+    if locks:  # droid's lock module is imported only when there is a lock directory to look at
+        from alerter.credentials.lock import clear_abandoned
 
-        remove_orphaned_tickets(stored.path.parent)
+        clear_abandoned(stored.path.parent)
     for name in names:
         path = target.parent / name
         if name.startswith(prefix + RESERVE_MARK):
-            _remove_if_orphaned(path, name[len(prefix + RESERVE_MARK) :])
+            stored = _recover_reserved(stored, path, name[len(prefix + RESERVE_MARK) :], deadline)
         elif name.startswith(prefix + STAGED_MARK):
             stored = _recover_staged(stored, path, name[len(prefix + STAGED_MARK) :], deadline)
     return stored
@@ -195,12 +201,35 @@ def _recover_staged(stored: StoredLogin, path: Path, spent_fp: str, deadline: fl
     return installed
 
 
-def _remove_if_orphaned(path: Path, suffix: str) -> None:
-    pid_text = suffix.split("-", 1)[0]
+def _recover_reserved(stored: StoredLogin, path: Path, suffix: str, deadline: float | None) -> StoredLogin:
+    """A reservation whose process is gone: install the renewal it holds, else remove it."""
+    pid_text, _, rest = suffix.partition("-")
     from alerter.credentials.lock import pid_alive
 
-    if pid_text.isdigit() and not pid_alive(int(pid_text)):
-        path.unlink(missing_ok=True)
+    if not pid_text.isdigit() or pid_alive(int(pid_text)):
+        return stored
+    spent_fp = rest.rpartition("-")[2]
+    spent = stored.refresh_token
+    if spent is not None and fingerprint(spent) == spent_fp and _holds_renewal(stored, path, spent):
+        # Killed before stage() could sync it, maybe: make it durable before it becomes the store.
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return _recover_staged(stored, path, spent_fp, deadline)
+    path.unlink(missing_ok=True)
+    return stored
+
+
+def _holds_renewal(stored: StoredLogin, path: Path, spent: str) -> bool:
+    """True when the file holds a whole login with another refresh token than the spent one."""
+    try:
+        renewed = decode(stored.codec, path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, StoreFormatError):
+        return False  # never written into, or cut short: nothing to save
+    return renewed.get("refresh_token") not in (None, spent)
 
 
 def _allocate(fd: int, size: int) -> None:

@@ -95,7 +95,9 @@ class WorkOSStandIn:
     ``script`` holds the next answers, one per request: ``"ok"``, ``"hang"``,
     ``(status, json_body)``, ``(status, json_body, headers)``, or a function to call before
     answering "ok"; when empty, it answers "ok". A refresh token is accepted once; reusing
-    it gets 400 invalid_grant, like WorkOS.
+    it gets 400 invalid_grant, like WorkOS. ``answer_delay`` (seconds, or a function
+    returning them) holds every answer back after the token was rotated, as a slow network
+    would: the old token is already spent while the answer is on its way.
     """
 
     url: str = ""
@@ -106,6 +108,12 @@ class WorkOSStandIn:
     spent: set[str] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answer_delay: float | Callable[[], float] = 0.0
+
+    def accepts(self, refresh_token: str | None) -> bool:
+        """True when a renewal with this refresh token would succeed now (it is not spent)."""
+        with self.lock:
+            return bool(refresh_token) and refresh_token not in self.spent | {"droid-doctor-invalid-probe"}
 
     def answer(self, form: dict) -> tuple[int, dict | str, dict]:
         with self.lock:
@@ -144,6 +152,9 @@ def start_workos() -> tuple[WorkOSStandIn, Callable[[], None]]:
             form["_path"] = self.path
             form["_content_type"] = self.headers.get("Content-Type", "")
             status, payload, headers = stand_in.answer(form)
+            delay = stand_in.answer_delay() if callable(stand_in.answer_delay) else stand_in.answer_delay
+            if delay > 0:
+                stand_in.release.wait(delay)  # cut short when the stand-in stops
             raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             try:
                 self.send_response(status)

@@ -41,9 +41,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def droid_doctor(user_home: Path, workos_url: str) -> dict[str, dict]:
-    """Run ``droid doctor --auth --json`` with HOME=user_home; return its results by id."""
-    env = {
+def droid_env(user_home: Path, workos_url: str) -> dict[str, str]:
+    """Return the environment that runs droid on ``user_home``'s file store, on loopback only."""
+    return {
         "HOME": str(user_home),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "FACTORY_DISABLE_KEYRING": "1",  # the file store, as on a headless server
@@ -55,9 +55,13 @@ def droid_doctor(user_home: Path, workos_url: str) -> dict[str, dict]:
         "HTTP_PROXY": CLOSED_PORT,
         "NO_PROXY": "127.0.0.1,localhost",
     }
+
+
+def droid_doctor(user_home: Path, workos_url: str) -> dict[str, dict]:
+    """Run ``droid doctor --auth --json`` with HOME=user_home; return its results by id."""
     done = subprocess.run(
         [str(DROID), "doctor", "--auth", "--json"],
-        env=env,
+        env=droid_env(user_home, workos_url),
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from alerter.credentials import CredentialSettings, open_login
-from alerter.credentials.lock import LOCK_NAME, LockTimeout, acquire, release, write_lock
+from alerter.credentials.lock import LOCK_NAME, LockTimeout, acquire, clear_abandoned, release, write_lock
 from alerter.credentials.store import decrypt_envelope
 
 from .helpers import SOON, login_data, no_keyring, wait_for, write_keyfile_store
@@ -187,3 +187,23 @@ def test_a_pending_lock_directory_left_by_a_killed_run_is_removed_by_the_next(ho
     open_login(settings, env={}, key_lookup=no_keyring)
     assert not orphan.exists()
     assert alive.exists()  # a live process's ticket is its own business
+
+
+def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
+    gone = dead_pid()
+    for name, pid in (("dead", gone), ("live", os.getpid())):
+        pending = home / f"auth.v2.write.{name}.pending"
+        pending.mkdir()
+        (pending / "owner.json").write_text(json.dumps({"token": name, "pid": pid}))
+    (home / "auth.v2.write.unowned.pending").mkdir()  # being created right now: no owner yet
+    make_lock(home, {"token": "t3", "pid": gone})
+
+    clear_abandoned(home)
+    assert sorted(p.name for p in home.iterdir()) == [
+        "auth.v2.write.live.pending",
+        "auth.v2.write.unowned.pending",
+    ]
+
+    make_lock(home, {"token": "t4", "pid": os.getpid()})
+    clear_abandoned(home)
+    assert (home / LOCK_NAME).exists()  # a live holder's lock stays

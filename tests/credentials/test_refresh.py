@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 import traceback
 
@@ -21,6 +22,7 @@ from .helpers import (
     SOON,
     keyring_holding,
     login_data,
+    make_jwt,
     no_keyring,
     write_envelope_store,
     write_keyfile_store,
@@ -94,6 +96,45 @@ def test_when_droid_rotated_meanwhile_droids_tokens_are_used(home, settings, wor
     assert login.bearer() == droids["access_token"]
     assert workos.requests == []
     assert stored_json(home, key) == droids
+
+
+def droid_renews_first(home, key, workos, old: dict) -> dict:
+    """Play droid winning the race: its request spends the token at WorkOS, then it saves."""
+    droids = {**old, "access_token": make_jwt(3 * DAY), "refresh_token": "rt-secret-droids-own"}
+    workos.spent.add(old["refresh_token"])  # called while the stand-in holds its lock
+    workos.issued.append({k: droids[k] for k in ("access_token", "refresh_token")})
+    write_envelope_store(home / "auth.v2.file", droids, key)
+    return droids
+
+
+def test_droids_save_that_landed_before_workos_rejected_us_is_used(home, settings, workos):
+    old = login_data(SOON)
+    key = write_keyfile_store(home, old)
+    droid = []
+    # droid's request reaches WorkOS first and droid saves, all before our rejection arrives.
+    workos.script = [lambda: droid.append(droid_renews_first(home, key, workos, old))]
+
+    login = open_login(settings, env={}, key_lookup=no_keyring)
+
+    assert login.bearer() == droid[0]["access_token"]
+    assert stored_json(home, key) == droid[0]
+    assert len(workos.requests) == 1
+
+
+def test_droids_save_that_lands_after_workos_rejected_us_is_awaited(home, settings, workos, monkeypatch):
+    monkeypatch.setattr("alerter.credentials.refresh.DROID_SAVE_WAIT_SECONDS", 5.0)
+    old = login_data(SOON)
+    key = write_keyfile_store(home, old)
+    droid = []
+
+    def droid_spends_now_and_saves_later():
+        workos.spent.add(old["refresh_token"])
+        threading.Timer(0.2, lambda: droid.append(droid_renews_first(home, key, workos, old))).start()
+
+    workos.script = [droid_spends_now_and_saves_later]
+    login = open_login(settings, env={}, key_lookup=no_keyring)
+    assert login.bearer() == droid[0]["access_token"]
+    assert stored_json(home, key) == droid[0]
 
 
 def test_keyring_store_is_written_back_to_the_keyring_store(home, settings, workos):
