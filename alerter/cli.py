@@ -60,8 +60,59 @@ def _global_options(parser: argparse.ArgumentParser, after: str = "") -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser for every command (see ``parse_args`` for the options)."""
+def _run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--dry-run", action="store_true", help="print what would be sent; send and save nothing")
+    run.add_argument(
+        "--prometheus-textfile",
+        metavar="PATH",
+        help="after the run, write the meters to this .prom file for node_exporter "
+        "(overrides the prometheus_textfile key)",
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _backtest_options(backtest: argparse.ArgumentParser) -> None:
+    backtest.add_argument("trace", metavar="TRACE", help="the recorded observations ('-' for stdin)")
+    _json_option(backtest)
+
+
+def _history_options(history: argparse.ArgumentParser) -> None:
+    history.add_argument(
+        "--jsonl", action="store_true", help="print it as observations that `backtest` replays"
+    )
+
+
+def _test_notify_options(test: argparse.ArgumentParser) -> None:
+    test.add_argument("--tag", help="only the channels with this tag")
+
+
+# Each command: its one-line help, its options, and (backtest) a longer description.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, str | None]] = {
+    "run": ("fetch usage, notify about crossed thresholds", _run_options, None),
+    "status": ("show the current usage; send nothing", _json_option, None),
+    "backtest": (
+        "replay recorded usage and show the notifications it would have sent",
+        _backtest_options,
+        'Replay TRACE (JSON Lines: {"at": <unix ms>, "usage": {...}}, {"at": <unix ms>, "limits": {...}} '
+        'or {"at": <unix ms>, "error": "..."} per line) through the same decision as `run`, with the '
+        "clock at each observation; nothing is sent, no network is used, no state is saved.",
+    ),
+    "history": ("show the usage history kept in the state", _history_options, None),
+    "check-config": (
+        "validate the config, list every problem, show the configured channels (masked)",
+        None,
+        None,
+    ),
+    "test-notify": ("send a test message to every channel (or those with --tag)", _test_notify_options, None),
+    "init": ("write a commented starter config (never overwrites one)", None, None),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the argument parser for every command, or for ``only`` that one (see ``parse_args``)."""
     # argparse copies everything a command's parser produced, defaults included, over what
     # was parsed before the command: the copies after it keep names of their own, merged
     # in parse_args, so that `--config X run` and `run --config X` mean the same.
@@ -76,45 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    run = sub.add_parser("run", parents=[common], help="fetch usage, notify about crossed thresholds")
-    run.add_argument("--dry-run", action="store_true", help="print what would be sent; send and save nothing")
-    run.add_argument(
-        "--prometheus-textfile",
-        metavar="PATH",
-        help="after the run, write the meters to this .prom file for node_exporter "
-        "(overrides the prometheus_textfile key)",
-    )
-
-    status = sub.add_parser("status", parents=[common], help="show the current usage; send nothing")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-
-    backtest = sub.add_parser(
-        "backtest",
-        parents=[common],
-        help="replay recorded usage and show the notifications it would have sent",
-        description='Replay TRACE (JSON Lines: {"at": <unix ms>, "usage": {...}} or '
-        '{"at": <unix ms>, "limits": {...}} per line) through the same evaluation as `run`, '
-        "with the clock at each observation; nothing is sent, no network is used, no state is saved.",
-    )
-    backtest.add_argument("trace", metavar="TRACE", help="the recorded observations ('-' for stdin)")
-    backtest.add_argument("--json", action="store_true", help="machine-readable output")
-
-    history = sub.add_parser("history", parents=[common], help="show the usage history kept in the state")
-    history.add_argument(
-        "--jsonl", action="store_true", help="print it as observations that `backtest` replays"
-    )
-    sub.add_parser(
-        "check-config",
-        parents=[common],
-        help="validate the config, list every problem, show the configured channels (masked)",
-    )
-    test = sub.add_parser(
-        "test-notify", parents=[common], help="send a test message to every channel (or those with --tag)"
-    )
-    test.add_argument("--tag", help="only the channels with this tag")
-    sub.add_parser("init", parents=[common], help="write a commented starter config (never overwrites one)")
+    for name, (summary, options, description) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        command = sub.add_parser(name, parents=[common], help=summary, description=description)
+        if options is not None:
+            options(command)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """Return the command named in the arguments (skipping --config's value), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif arg in ("-h", "--help"):
+            return None  # the overview lists every command
+        elif arg in COMMANDS:
+            return arg
+        elif not arg.startswith("-"):
+            return None
+    return None
 
 
 def main(
@@ -161,7 +197,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     the command: the last --config given wins, -v counts add up, -q from either side holds.
     Raise SystemExit (argparse's own usage error) for a bad command line.
     """
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Building the parsers of the other commands would cost a quiet run more than its lock.
+    args = build_parser(_command_in(argv)).parse_args(argv)
     args.config = args.after_config or args.config
     args.verbose += args.after_verbose
     args.quiet = args.quiet or args.after_quiet
