@@ -95,11 +95,13 @@ class WorkOSStandIn:
     ``script`` holds the next answers, one per request: ``"ok"``, ``"hang"``,
     ``(status, json_body)``, ``(status, json_body, headers)``, or a function to call before
     answering "ok"; when empty, it answers "ok". A refresh token is accepted once; reusing
-    it gets 400 invalid_grant, like WorkOS.
+    it gets 400 invalid_grant, like WorkOS. ``arrived`` holds each request's arrival time
+    (:func:`time.monotonic`, the clock the job's deadlines use).
     """
 
     url: str = ""
     requests: list[dict] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
     script: list = field(default_factory=list)
     issued: list[dict] = field(default_factory=list)
     new_token_lifetime: float = 3 * DAY
@@ -109,6 +111,7 @@ class WorkOSStandIn:
 
     def answer(self, form: dict) -> tuple[int, dict | str, dict]:
         with self.lock:
+            self.arrived.append(time.monotonic())
             self.requests.append(form)
             step = self.script.pop(0) if self.script else "ok"
             if callable(step):  # something to do to the world while WorkOS answers
