@@ -79,7 +79,7 @@ def _rules(*triples: tuple[float, float, float]) -> tuple[Rule, ...]:
 # The slow rule of each kind fires on any pace that runs out before the reset, once its
 # long lookback holds a whole weekly rhythm (or most of a 5-hour window); the fast rule
 # warns earlier, but only of a pace that runs out in half the time left. Measured with
-# bench/alert_quality.py (see docs/README-forecast.md).
+# bench/alert_quality.py (see the README).
 DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
     "period": _rules((168, 24, 1.0), (72, 6, 2.0)),
     "monthly": _rules((168, 24, 1.0), (72, 6, 2.0)),

@@ -62,10 +62,6 @@ class Reading:
     plan: str | None = None
     extra_usage_cents: int | None = None
 
-    def meter(self, meter_id: str) -> Meter | None:
-        """Given a meter id, return that meter, or None when the reading has none."""
-        return next((m for m in self.meters if m.id == meter_id), None)
-
 
 # --- field checks ------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ class StandIn:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Route | Reply] = {}
         self.requests: list[Recorded] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # requests arrive on the server's threads
         handler = self._handler_class()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -75,23 +75,16 @@ class StandIn:
         self.routes[(method, path)] = reply
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
-        with self._cond:
+        with self._lock:
             return [
                 r
                 for r in self.requests
                 if (method is None or r.method == method) and (path is None or r.path == path)
             ]
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Recorded]:
-        """Wait until at least ``count`` requests arrived; return them."""
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.requests) >= count, timeout)
-            return list(self.requests)
-
     def _answer(self, rec: Recorded) -> Reply:
-        with self._cond:
+        with self._lock:
             self.requests.append(rec)
-            self._cond.notify_all()
         route = self.routes.get((rec.method, rec.path))
         if route is None:
             return Reply(404, {"error": "not found"})

@@ -97,11 +97,13 @@ class WorkOSStandIn:
     answering "ok"; when empty, it answers "ok". A refresh token is accepted once; reusing
     it gets 400 invalid_grant, like WorkOS. ``answer_delay`` (seconds, or a function
     returning them) holds every answer back after the token was rotated, as a slow network
-    would: the old token is already spent while the answer is on its way.
+    would: the old token is already spent while the answer is on its way. ``arrived`` holds
+    each request's arrival time (:func:`time.monotonic`, the clock the job's deadlines use).
     """
 
     url: str = ""
     requests: list[dict] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)
     script: list = field(default_factory=list)
     issued: list[dict] = field(default_factory=list)
     new_token_lifetime: float = 3 * DAY
@@ -117,6 +119,7 @@ class WorkOSStandIn:
 
     def answer(self, form: dict) -> tuple[int, dict | str, dict]:
         with self.lock:
+            self.arrived.append(time.monotonic())
             self.requests.append(form)
             step = self.script.pop(0) if self.script else "ok"
             if callable(step):  # something to do to the world while WorkOS answers

@@ -1,0 +1,140 @@
+"""Decisions that a small slip in the core would get wrong, seen through `backtest` and `run`.
+
+Each test here fails under one specific wrong version of the logic that the rest of the
+suite let through (issue 11): a threshold compared without its epsilon, the elapsed-share
+check made always true, and "every long lookback is safe" weakened to "any".
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import usage_body
+
+START = 1_764_547_200  # Mon 1 Dec 2025 00:00 UTC: a billing period starts
+HOUR = 3600
+DAY = 24 * HOUR
+MONTH = 30 * DAY
+ALLOWANCE = 20_000_000
+
+
+def period_usage(used_tokens: int) -> dict:
+    """The "usage" object of subscription/usage for a 30-day period starting at START."""
+    return {
+        "startDate": START * 1000,
+        "endDate": (START + MONTH) * 1000,
+        "standard": {"orgTotalTokensUsed": used_tokens, "totalAllowance": ALLOWANCE},
+    }
+
+
+def backtest(app, tmp_path, lines: list[dict], config: dict) -> list[dict]:
+    """Write the trace, run `backtest --json` with the config; return its notifications."""
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    app.write_config(config)
+    result = app("backtest", str(trace), "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)["notifications"]
+
+
+def hours_after_start(note: dict) -> float:
+    return (note["at"] / 1000 - START) / HOUR
+
+
+# --- a threshold reached exactly ---------------------------------------------------------------
+
+# The percents below 100 whose share times 100 falls just short in floating point:
+# 0.57 * 100 == 56.99999999999999.
+SHORT_IN_FLOATING_POINT = [29, 57, 58]
+
+
+@pytest.mark.parametrize("percent", SHORT_IN_FLOATING_POINT)
+@pytest.mark.parametrize("answer", ["tokens", "usedRatio", "usedPercent"])
+def test_a_threshold_reached_exactly_alerts_whatever_the_floating_point(app, tmp_path, percent, answer):
+    assert (percent / 100) * 100 < percent  # the case that needs the comparison's epsilon
+    at = (START + DAY) * 1000
+    if answer == "tokens":
+        line = {"at": at, "usage": period_usage(percent * ALLOWANCE // 100)}
+    elif answer == "usedRatio":  # an answer with the share only, no token counts
+        usage = period_usage(0)
+        usage["standard"] = {"totalAllowance": ALLOWANCE, "usedRatio": percent / 100}
+        line = {"at": at, "usage": usage}
+    else:
+        window = {"usedPercent": percent, "windowEnd": (START + 3 * DAY) * 1000}
+        line = {"at": at, "limits": {"standard": {"weekly": window}}}
+    config = {"thresholds": {"default": [percent]}, "forecast": {"enabled": False}}
+    notes = backtest(app, tmp_path, [line], config)
+    assert [(n["kind"], n["title"].split(" (")[0]) for n in notes] == [
+        ("threshold", f"Factory {'standard' if answer != 'usedPercent' else 'standard.weekly'} at {percent}%")
+    ]
+
+
+def test_run_alerts_at_57_percent_of_the_tokens_against_a_57_percent_threshold(app, receiver):
+    app.write_config({"notify": {"urls": [receiver.apprise_url]}, "thresholds": {"default": [57]}})
+    app.now = START + DAY
+    app.serve_usage(usage_body(57 * ALLOWANCE // 100, ALLOWANCE, start=START, end=START + MONTH))
+    result = app("run")
+    assert result.code == 0, result.err
+    (message,) = receiver.messages()
+    assert message["title"].startswith("Factory standard at 57%")
+
+
+# --- the share of the window that must pass before a forecast ----------------------------------
+
+
+def test_no_forecast_before_a_tenth_of_the_period_though_three_days_of_pace_are_known(app, tmp_path):
+    # 20 % a day from the start of a 30-day period: empty on day 5. The 72-hour lookback
+    # counts as covered from hour 69 (it may fall 5 % short), but min_elapsed_share (0.1,
+    # 3 days of 30) holds the forecast until hour 72: with the defaults, this is when the
+    # setting decides.
+    lines = [
+        {"at": (START + h * HOUR) * 1000, "usage": period_usage(ALLOWANCE * h // 120)} for h in range(1, 80)
+    ]
+    notes = backtest(app, tmp_path, lines, {})
+    forecasts = [hours_after_start(n) for n in notes if n["kind"] == "forecast"]
+    assert forecasts == [72.0]
+
+
+def test_a_five_hour_window_waits_for_the_configured_share_of_it(app, tmp_path):
+    # 125 % over 5 hours, a reading every 5 minutes. The 2-hour lookback is covered after
+    # 1 h 55; with min_elapsed_share 0.5 nothing is said before 2 h 30.
+    end = START + 5 * HOUR
+    lines = [
+        {
+            "at": (START + minute * 60) * 1000,
+            "limits": {"standard": {"fiveHour": {"usedPercent": minute / 2.4, "windowEnd": end * 1000}}},
+        }
+        for minute in range(0, 5 * 60, 5)
+    ]
+    thresholds = {"thresholds": {"default": [100]}}
+    early = backtest(app, tmp_path, lines, thresholds)
+    assert [hours_after_start(n) for n in early if n["kind"] == "forecast"] == [115 / 60]
+    late = backtest(app, tmp_path, lines, {**thresholds, "forecast": {"min_elapsed_share": 0.5}})
+    assert [hours_after_start(n) for n in late if n["kind"] == "forecast"] == [2.5]
+
+
+# --- re-arming a forecast ------------------------------------------------------------------------
+
+
+def test_a_forecast_rearms_only_when_every_long_lookback_is_safe(app, tmp_path):
+    # 5 % a day for 8 days (warned on day 7), then 0.5 % a day for 2.5 days, then 8 % a day.
+    # During the calm spell the 72-hour lookback soon projects a safe end (below 90 %) for
+    # more than the 24 hours that re-arming needs; the 168-hour one still holds the fast
+    # week and does not. The episode goes on, and the renewed fast pace is not announced
+    # a second time.
+    def used(hour: int) -> float:
+        day = hour / 24
+        if day <= 8:
+            return 0.05 * day
+        if day <= 10.5:
+            return 0.4 + 0.005 * (day - 8)
+        return 0.4125 + 0.08 * (day - 10.5)
+
+    lines = [
+        {"at": (START + h * HOUR) * 1000, "usage": period_usage(int(used(h) * ALLOWANCE))}
+        for h in range(1, 12 * 24)
+    ]
+    notes = backtest(app, tmp_path, lines, {"thresholds": {"default": [100]}})
+    assert [(hours_after_start(n), n["kind"]) for n in notes] == [(160.0, "forecast")]
