@@ -151,10 +151,9 @@ def test_transient_failures_until_the_deadline_are_upstream_errors(home, workos,
     workos.script = [answer] * 50
     before = (home / "auth.v2.file").read_bytes()
     settings = CredentialSettings(home=home, workos_url=workos.url, deadline=time.monotonic() + 1)
-    started = time.monotonic()
+    # Were the deadline ignored, the renewal would succeed once the 50 failures ran out.
     with pytest.raises(UpstreamError, match="cannot renew the Factory login"):
         open_login(settings, env={}, key_lookup=no_keyring)
-    assert time.monotonic() - started < 2
     assert len(workos.requests) >= 2  # it retried
     assert (home / "auth.v2.file").read_bytes() == before
     assert not list(home.glob("auth.v2.write*"))
