@@ -19,11 +19,47 @@ LIMITS_PATH = "/api/billing/limits"
 API_KEY = "fk-test-0123456789abcdefSECRET"
 DAY = 86400
 
+# What a child process needs to share this process's clock and time zone: TZ, and the
+# variables of libfaketime, under which CI also runs the suite (see .ci/run).
+CLOCK_VARIABLES = ("TZ", "LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "FAKETIME_SHARED")
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    """Reset times in messages are shown in local time; make local time UTC."""
-    monkeypatch.setenv("TZ", "UTC")
+
+def same_clock() -> dict[str, str]:
+    """Return the environment a child process needs to see this process's clock and zone."""
+    return {name: os.environ[name] for name in CLOCK_VARIABLES if name in os.environ}
+
+
+def python_path(*first: str) -> str:
+    """Return a PYTHONPATH with ``first`` ahead of this process's own entries."""
+    return os.pathsep.join([*first, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def at_local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    """Return the unix time at which a clock in this process's local time zone shows the given time.
+
+    The suite runs in whatever zone it is given (CI runs it far east and far west of UTC), so
+    tests about local times of day (quiet hours, "failing since 00:00") start from here.
+    """
+    return time.mktime((year, month, day, hour, minute, 0, 0, 0, -1))
+
+
+@pytest.fixture
+def local_zone():
+    """Set this test's local time zone with ``local_zone("UTC")``; the outer zone is restored after.
+
+    For tests whose expected text holds times in one particular zone (a recording made in UTC).
+    """
+    outer = os.environ.get("TZ")
+
+    def use(name: str) -> None:
+        os.environ["TZ"] = name
+        time.tzset()
+
+    yield use
+    if outer is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = outer
     time.tzset()
 
 

@@ -16,8 +16,9 @@ from alerter.forecast import DAY, HOUR, ForecastSettings, Rule, assess, burn, ne
 from alerter.meters import Meter, Reading
 from alerter.rules import Alert, evaluate, record_delivery
 from alerter.state import fresh_state
+from tests.conftest import at_local
 
-START = 1_764_547_200  # Mon 1 Dec 2025 00:00 UTC
+START = at_local(2025, 12, 1)  # Mon 1 Dec 2025 00:00, local time
 MONTH = 30 * DAY
 M = 1_000_000
 

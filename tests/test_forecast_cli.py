@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from tests.test_backtest import trace_lines
@@ -87,10 +86,8 @@ def test_the_benchmark_runs_and_prints_its_table(capsys, monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "alert_quality", bench)
     spec.loader.exec_module(bench)
-    started = time.monotonic()
     code = bench.main(["--periods", "7", "--seed", "3"])  # one period of each pattern
     out = capsys.readouterr().out
-    assert time.monotonic() - started < 5
     assert "| forecast (this job) |" in out and "| naive linear projection |" in out
     assert code == 0, out
     # The same seed gives the same periods.

@@ -6,7 +6,9 @@ import json
 import time
 from datetime import datetime, timezone
 
-from tests.conftest import LIMITS_PATH, USAGE_PATH, usage_body
+import pytest
+
+from tests.conftest import LIMITS_PATH, USAGE_PATH, at_local, usage_body
 from tests.standins import Reply
 
 HOUR = 3600
@@ -17,24 +19,31 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def window(percent: float, end: float | None, *, ms: bool = False) -> dict:
+def window(percent: float, end: float | None, *, ms: bool = False, now: float | None = None) -> dict:
+    """A limits window as Factory answers it at ``now`` (default: the wall clock)."""
     if end is None:
         return {"usedPercent": percent, "windowEnd": None, "secondsRemaining": None}
     return {
         "usedPercent": percent,
         "windowEnd": int(end * 1000) if ms else iso(end),
-        "secondsRemaining": int(end - time.time()),
+        "secondsRemaining": int(end - (time.time() if now is None else now)),
     }
 
 
 def limits_body(
-    five: dict, weekly: dict | None = None, monthly: dict | None = None, core=None, **extra
+    five: dict,
+    weekly: dict | None = None,
+    monthly: dict | None = None,
+    core=None,
+    now: float | None = None,
+    **extra,
 ) -> dict:
-    now = time.time()
+    """A billing/limits answer at ``now`` (default: the wall clock)."""
+    now = time.time() if now is None else now
     standard = {
         "fiveHour": five,
-        "weekly": weekly or window(10, now + 3 * 86400),
-        "monthly": monthly or window(5, now + 20 * 86400),
+        "weekly": weekly or window(10, now + 3 * 86400, now=now),
+        "monthly": monthly or window(5, now + 20 * 86400, now=now),
     }
     limits = {"standard": standard}
     if core is not None:
@@ -140,30 +149,37 @@ def test_windows_in_the_past_null_or_ms_and_no_core(app):
 
 def test_core_pool_and_above_100_percent(app):
     auto(app)
-    now = time.time()
+    now = app.now = float(int(time.time()))  # whole seconds, so the window ends exactly an hour on
     core = {
-        "fiveHour": window(120, now + HOUR),
-        "weekly": window(1, now + 86400),
-        "monthly": window(1, now + 86400),
+        "fiveHour": window(120, now + HOUR, now=now),
+        "weekly": window(1, now + 86400, now=now),
+        "monthly": window(1, now + 86400, now=now),
     }
-    use_limits(app, limits_body(window(1, now + HOUR), core=core, extraUsageBalanceCents=1234))
+    use_limits(
+        app, limits_body(window(1, now + HOUR, now=now), core=core, now=now, extraUsageBalanceCents=1234)
+    )
     result = app("run")
     assert result.code == 0, result.err
     assert "Factory core.5h at 120%: core 5-hour limit used up" in result.out
     assert "Extra usage balance: $12.34." in result.out
-    assert "in 1h 0m" in result.out or "in 59m" in result.out
+    assert "in 1h 0m" in result.out
 
 
-def test_a_window_at_100_percent_says_which_window_and_when_it_resets(app, receiver):
+@pytest.mark.parametrize(
+    "hour, resets",
+    [(9, "Resets 11:14 (in 2h 14m)."), (23, "Resets Sat 30 May 01:14 (in 2h 14m).")],
+    ids=["the same day", "the next day"],
+)
+def test_a_window_at_100_percent_says_which_window_and_when_it_resets(app, receiver, hour, resets):
     auto(app, receiver)
-    end = time.time() + 2 * HOUR + 14 * 60 + 30
-    use_limits(app, limits_body(window(100, end), extraUsageBalanceCents=0))
+    now = app.now = at_local(2026, 5, 29, hour)  # a Friday; times in messages are local
+    end = now + 2 * HOUR + 14 * 60 + 30
+    use_limits(app, limits_body(window(100, end, now=now), now=now, extraUsageBalanceCents=0))
     assert app("run").code == 0
     (msg,) = receiver.messages()
     assert msg["type"] == "failure"
     assert msg["title"] == "Factory standard.5h at 100%: standard 5-hour limit used up"
-    local = datetime.fromtimestamp(end).astimezone().strftime("%H:%M")
-    assert f"Resets {local} (in 2h 14m)." in msg["message"]
+    assert resets in msg["message"]
     assert "Extra usage balance: $0.00." in msg["message"]
 
 
@@ -184,8 +200,8 @@ def test_thresholds_per_meter_id_and_default(app, receiver):
 
 def test_status_shows_a_bar_per_window_in_80_columns(app):
     auto(app)
-    now = time.time()
-    use_limits(app, limits_body(window(61, now + 2 * HOUR + 14 * 60 + 30)))
+    now = app.now = time.time()
+    use_limits(app, limits_body(window(61, now + 2 * HOUR + 14 * 60 + 30, now=now), now=now))
     result = app("status")
     assert result.code == 0, result.err
     assert "from billing/limits" in result.out

@@ -9,10 +9,11 @@ from alerter import monitor
 from alerter.config import Channel, Config, MonitorSettings, QuietHours
 from alerter.meters import Meter, Reading
 from alerter.rules import Alert, evaluate, record_delivery
+from tests.conftest import at_local
 
 A = Channel(id="ch-a", label="a", url="json://a")
 B = Channel(id="ch-b", label="b", url="json://b", severities=frozenset({"critical"}))
-T0 = 1_780_012_800.0  # midnight UTC; the tests run with TZ=UTC
+T0 = at_local(2026, 5, 29)  # midnight, local time
 
 
 def config(**monitor_settings) -> Config:

@@ -13,7 +13,7 @@ import stat
 import pytest
 import yaml
 
-from tests.conftest import DAY, LIMITS_PATH, usage_body
+from tests.conftest import DAY, LIMITS_PATH, at_local, usage_body
 from tests.standins import Reply, StandIn, free_port
 
 M = 1_000_000
@@ -249,7 +249,7 @@ def test_quiet_hours_hold_non_critical_until_they_end_and_let_critical_through(a
     app.write_config(
         {"notify": {"urls": [receiver.apprise_url]}, "quiet_hours": {"start": "22:00", "end": "07:00"}}
     )
-    night = 1_780_012_800.0 + 23 * HOUR  # 23:00 UTC (tests run with TZ=UTC)
+    night = at_local(2026, 5, 29, 23)  # 23:00 local time
     start = night - 5 * DAY
     app.now = night
     app.serve_usage(usage_body(17 * M, start=start))
@@ -275,7 +275,7 @@ def test_a_held_warning_is_delivered_after_quiet_hours(app, receiver):
     app.write_config(
         {"notify": {"urls": [receiver.apprise_url]}, "quiet_hours": {"start": "22:00", "end": "07:00"}}
     )
-    night = 1_780_012_800.0 + 23 * HOUR
+    night = at_local(2026, 5, 29, 23)
     start = night - 5 * DAY
     app.serve_usage(usage_body(17 * M, start=start))
     for hours in (0, 2, 5):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from alerter.credentials import CredentialSettings, open_login, token_expiry
+from tests.conftest import same_clock
 
 from .helpers import HOUR, SOON, login_data, no_keyring, write_keyfile_store
 
@@ -54,6 +55,7 @@ def droid_env(user_home: Path, workos_url: str) -> dict[str, str]:
         "HTTPS_PROXY": CLOSED_PORT,
         "HTTP_PROXY": CLOSED_PORT,
         "NO_PROXY": "127.0.0.1,localhost",
+        **same_clock(),  # droid judges the token's expiry by the same clock as this test
     }
 
 

@@ -184,6 +184,7 @@ def test_transient_failures_until_the_deadline_are_upstream_errors(home, workos,
     settings = CredentialSettings(
         home=home, workos_url=workos.url, deadline=time.monotonic() + 1, renew_reserve_seconds=0.1
     )
+    # Were the deadline ignored, the renewal would succeed once the 50 failures ran out.
     with pytest.raises(UpstreamError, match="cannot renew the Factory login"):
         open_login(settings, env={}, key_lookup=no_keyring)
     assert len(workos.requests) >= 2  # it retried
