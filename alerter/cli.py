@@ -32,7 +32,6 @@ from alerter.meters import Reading
 from alerter.notify import channels_digest, send, validate_channels
 from alerter.state import load_state
 from alerter.statefile import check_usable
-from alerter.status import render_status, status_json
 
 PROG = "factory-usage-alert"
 log = logging.getLogger("alerter")
@@ -287,6 +286,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from alerter.credentials import LoginMemory
     from alerter.decide import decide
     from alerter.factory import connect, fetch_reading
+    from alerter.status import render_status, status_json
 
     config = load_config(args.config, env)
     deadline = time.monotonic() + config.deadline_seconds

@@ -7,6 +7,7 @@ this module reads YAML or environment variables for settings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -201,9 +202,64 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
-    config = build_config(parse_yaml(text, file), file, env)
+    config = build_config(_parse_remembered(text, file, env), file, env)
     _warn_if_exposed(file, config)
     return config
+
+
+def parsed_cache_file(env: Mapping[str, str], file: Path) -> Path:
+    """Return where the parsed copy of a config file is kept: under $XDG_CACHE_HOME."""
+    base = env.get("XDG_CACHE_HOME") or str(_home(env) / ".cache")
+    name = hashlib.sha256(str(file.resolve()).encode("utf-8")).hexdigest()[:16]
+    return Path(base) / "factory-usage-alert" / f"config-{name}.json"
+
+
+def _parse_remembered(text: str, file: Path, env: Mapping[str, str]) -> dict:
+    """Given a config file's text, return its parsed YAML, from the cache while the text is
+    unchanged.
+
+    Importing the YAML parser costs a quiet run more than anything else it does, and the
+    file rarely changes. The cache holds the parsed text under its SHA-256, mode 0600 in a
+    0700 directory of the user's own (the same secrets as the config, never more exposed);
+    anything wrong with it (missing, stale, unreadable, not JSON) means "parse again".
+    Only data that JSON represents exactly is cached.
+    """
+    import json
+
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    cache = parsed_cache_file(env, file)
+    try:
+        remembered = json.loads(cache.read_bytes())
+        if isinstance(remembered, dict) and remembered.get("sha256") == digest:
+            data = remembered.get("config")
+            if isinstance(data, dict):
+                return data
+    except (OSError, ValueError):
+        pass
+    data = parse_yaml(text, file)
+    try:
+        exact = json.loads(json.dumps(data, allow_nan=False)) == data
+    except (TypeError, ValueError):
+        exact = False
+    if exact:
+        _remember_parsed(cache, json.dumps({"sha256": digest, "config": data}).encode("utf-8"))
+    return data
+
+
+def _remember_parsed(cache: Path, data: bytes) -> None:
+    """Write the cache atomically, private to the user; failing to is only slower next time."""
+    temp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(temp, cache)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 def _warn_if_exposed(file: Path, config: Config) -> None:

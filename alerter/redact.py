@@ -13,6 +13,7 @@ when no reading of the URL could make it part of a password.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -106,14 +107,14 @@ _MAX_INPUT = 20_000  # a larger text is cut (at white space) before it is search
 # Each pattern may start only where a run of its own characters starts (the look-behinds),
 # so a long run that does not match costs one scan rather than one scan per character.
 # Whatever precedes ``://`` is taken as the scheme; mask_url hides all of an invalid one.
-_URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z0-9+.-]*://\S*")
+_URL_SOURCE = r"(?<![A-Za-z0-9+.-])[A-Za-z0-9+.-]*://\S*"
 # ``user:password@host`` outside a URL, or in one with a broken scheme (``http:/u:p@h``);
 # a masked URL (which starts with its scheme) is left alone.
-_USERINFO = re.compile(r"(?<!\S)(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s:]*:\S*@")
-_BEARER = re.compile(r"\b(Bearer)\s+[^\s,;\"']+", re.IGNORECASE)
+_USERINFO_SOURCE = r"(?<!\S)(?![A-Za-z][A-Za-z0-9+.-]*://)[^\s:]*:\S*@"
+_BEARER_SOURCE = (r"\b(Bearer)\s+[^\s,;\"']+", re.IGNORECASE)
 # "Basic" is also a plan's name: only a word that looks like base64 after it is hidden.
-_BASIC = re.compile(r"\b(Basic)\s+([A-Za-z0-9+/]{6,}=*)")
-_ASSIGNED = re.compile(
+_BASIC_SOURCE = r"\b(Basic)\s+([A-Za-z0-9+/]{6,}=*)"
+_ASSIGNED_SOURCE = (
     r"\b((?:api[_-]?key|access[_-]?token|refresh[_-]?token|id[_-]?token|token|secret|password"
     r"|passwd|pwd|authorization|cookie)[\"']?\s*[=:]\s*[\"']?)"
     # ``Authorization: Bearer ***`` keeps its scheme: the token is hidden already.
@@ -121,25 +122,33 @@ _ASSIGNED = re.compile(
     re.IGNORECASE,
 )
 _LOCAL = r"A-Za-z0-9._%+'!#$&*=^`{|}~-"
-_EMAIL = re.compile(rf"(?<![{_LOCAL}])[{_LOCAL}]+@(?=(?:[A-Za-z0-9-]+\.)+[A-Za-z]{{2,}})")
+_EMAIL_SOURCE = rf"(?<![{_LOCAL}])[{_LOCAL}]+@(?=(?:[A-Za-z0-9-]+\.)+[A-Za-z]{{2,}})"
 # A JWT's header is JSON, so its base64url starts with "eyJ"; other dotted triples are
 # taken for tokens only when they look like one (not ``notifications.example.internal``).
-_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
-_DOTTED = re.compile(r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]{8,}\.){2}[A-Za-z0-9_-]{8,}")
-_FACTORY_KEY = re.compile(r"(?<![A-Za-z0-9_-])fk-[A-Za-z0-9_-]+")
-_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{20,}")
+_JWT_SOURCE = r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?"
+_DOTTED_SOURCE = r"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]{8,}\.){2}[A-Za-z0-9_-]{8,}"
+_FACTORY_KEY_SOURCE = r"(?<![A-Za-z0-9_-])fk-[A-Za-z0-9_-]+"
+_RUN_SOURCE = r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{20,}"
 
 
 # Words of letters (lower, UPPER, Capitalized or camelCase) joined by _ - / . and the like
 # are names such as ``subscription_not_found`` or ``/api/billing/limits``, not keys.
 _WORD = r"(?:[A-Z]?[a-z]+(?:[A-Z][a-z]+)*|[A-Z]+)"
-_NAME = re.compile(rf"[._/+=-]*{_WORD}(?:[._/+=-]+{_WORD})+[._/+=-]*")
+_NAME_SOURCE = rf"[._/+=-]*{_WORD}(?:[._/+=-]+{_WORD})+[._/+=-]*"
+
+
+@functools.cache
+def _compiled(name: str) -> re.Pattern[str]:
+    """Compile a free-text pattern the first time it is needed: only runs that have an
+    error to report pay for them."""
+    source = globals()[f"{name}_SOURCE"]
+    return re.compile(*source) if isinstance(source, tuple) else re.compile(source)
 
 
 def _token_like(run: str) -> bool:
     # A long run is a key, hash or base64 unless it reads as joined words: no digits and at
     # least one joiner (a 20-letter run without one may well be a key).
-    return _NAME.fullmatch(run) is None
+    return _compiled("_NAME").fullmatch(run) is None
 
 
 def _base64_like(word: str) -> bool:
@@ -162,16 +171,18 @@ def redact(text: str, limit: int = DEFAULT_LIMIT) -> str:
         words = text[:_MAX_INPUT].rsplit(None, 1)
         text = words[0] if len(words) == 2 else ""
     text = " ".join(text.split())
-    text = _URL.sub(lambda m: mask_url(m.group(0)), text)
-    text = _USERINFO.sub(f"{HIDDEN}@", text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {HIDDEN}", text)
-    text = _BASIC.sub(lambda m: f"Basic {HIDDEN}" if _base64_like(m.group(2)) else m.group(0), text)
-    text = _ASSIGNED.sub(lambda m: m.group(1) + HIDDEN, text)
-    text = _EMAIL.sub(f"{HIDDEN}@", text)
-    text = _JWT.sub(HIDDEN, text)
-    text = _DOTTED.sub(lambda m: HIDDEN if _token_like(m.group(0)) else m.group(0), text)
-    text = _FACTORY_KEY.sub(f"fk-{HIDDEN}", text)
-    text = _RUN.sub(lambda m: HIDDEN if _token_like(m.group(0)) else m.group(0), text)
+    text = _compiled("_URL").sub(lambda m: mask_url(m.group(0)), text)
+    text = _compiled("_USERINFO").sub(f"{HIDDEN}@", text)
+    text = _compiled("_BEARER").sub(lambda m: f"{m.group(1)} {HIDDEN}", text)
+    text = _compiled("_BASIC").sub(
+        lambda m: f"Basic {HIDDEN}" if _base64_like(m.group(2)) else m.group(0), text
+    )
+    text = _compiled("_ASSIGNED").sub(lambda m: m.group(1) + HIDDEN, text)
+    text = _compiled("_EMAIL").sub(f"{HIDDEN}@", text)
+    text = _compiled("_JWT").sub(HIDDEN, text)
+    text = _compiled("_DOTTED").sub(lambda m: HIDDEN if _token_like(m.group(0)) else m.group(0), text)
+    text = _compiled("_FACTORY_KEY").sub(f"fk-{HIDDEN}", text)
+    text = _compiled("_RUN").sub(lambda m: HIDDEN if _token_like(m.group(0)) else m.group(0), text)
     if len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return text

@@ -20,14 +20,12 @@ import binascii
 import contextlib
 import json
 import logging
-import secrets
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from alerter.credentials.keyring_source import KEYRING_ACCOUNT, LOGIN_KEYCHAIN_ACCOUNT
 from alerter.errors import AuthError
@@ -110,6 +108,24 @@ class StoredLogin:
 # -- the envelope -----------------------------------------------------------------------
 
 
+def aes_gcm() -> type:
+    """Return cryptography's AES-GCM class, by the shortest import that reaches it.
+
+    The public module ``cryptography.hazmat.primitives.ciphers.aead`` re-exports the class
+    of the compiled binding, after importing every cipher, mode and legacy algorithm: half
+    of what the store costs a quiet run. A cryptography release that moved the binding is
+    served by the public module (a test holds the two equal).
+    """
+    try:
+        from cryptography.hazmat.bindings._rust import openssl
+
+        return openssl.aead.AESGCM
+    except (ImportError, AttributeError):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return AESGCM
+
+
 def decrypt_envelope(text: str, key: bytes) -> bytes:
     """Given envelope text and a 32-byte key, return the plaintext.
 
@@ -127,15 +143,17 @@ def decrypt_envelope(text: str, key: bytes) -> bytes:
     if len(key) != KEY_BYTES:
         raise StoreFormatError("key is not 32 bytes")
     try:
-        return AESGCM(key).decrypt(iv, ciphertext + tag, None)
+        return aes_gcm()(key).decrypt(iv, ciphertext + tag, None)
     except InvalidTag:
         raise StoreFormatError("does not decrypt (corrupted, truncated, or another key)") from None
 
 
 def encrypt_envelope(plaintext: bytes, key: bytes) -> str:
     """Given plaintext and a 32-byte key, return droid's envelope with a fresh random iv."""
+    import secrets
+
     iv = secrets.token_bytes(IV_BYTES)
-    sealed = AESGCM(key).encrypt(iv, plaintext, None)  # ciphertext || tag
+    sealed = aes_gcm()(key).encrypt(iv, plaintext, None)  # ciphertext || tag
     ciphertext, tag = sealed[:-TAG_BYTES], sealed[-TAG_BYTES:]
     return ":".join(base64.b64encode(part).decode("ascii") for part in (iv, tag, ciphertext))
 

@@ -291,3 +291,11 @@ def test_write_back_keeps_every_field_same_key_new_iv_mode_0600(home):
     assert written.codec == Envelope(key)
     assert stat.S_IMODE(os.stat(home / "auth.v2.file").st_mode) == 0o600
     assert sorted(p.name for p in home.iterdir()) == ["auth.v2.file", "auth.v2.key"]
+
+
+def test_the_short_import_of_aes_gcm_is_cryptographys_public_class():
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from alerter.credentials.store import aes_gcm
+
+    assert aes_gcm() is AESGCM
