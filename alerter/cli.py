@@ -19,7 +19,6 @@ from pathlib import Path
 from alerter import __version__, healthcheck
 from alerter.config import (
     CONFIG_ENV,
-    Config,
     QuietHours,
     build_config,
     default_config_file,
@@ -29,7 +28,7 @@ from alerter.config import (
 )
 from alerter.errors import EXIT_OK, AlerterError, ConfigError, DeliveryError, StateError
 from alerter.meters import Reading
-from alerter.notify import channels_digest, send, validate_channels
+from alerter.notify import send, validate_channels
 from alerter.state import load_state
 from alerter.statefile import check_usable
 
@@ -249,33 +248,12 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     shell = job.Shell(
         fetch=job.fetch_from_factory(config, env, deadline, may_renew=not args.dry_run),
         send=job.send_within(deadline),
-        check_channels=check_channels,
+        check_channels=job.check_channels,
         ping=lambda event: healthcheck.ping(config.healthcheck_url, event, deadline),
-        write_metrics=(lambda o, d, s: write_metrics(textfile, o, d, s, args.clock())) if textfile else None,
+        write_metrics=job.metrics_writer(textfile, args.clock) if textfile else None,
     )
     job.run(config, shell, args.clock, dry_run=args.dry_run)
     return EXIT_OK
-
-
-def check_channels(config: Config, state: dict) -> dict:
-    """Parse the apprise URLs once per change of the channels (apprise is slow to import)."""
-    digest = channels_digest(config.channels)
-    if not config.channels or state.get("channels_checked") == digest:
-        return state
-    validate_channels(config.channels)
-    return {**state, "channels_checked": digest}
-
-
-def write_metrics(path: Path, observation, decision, state: dict, now: float) -> None:
-    """Write the Prometheus textfile from this run's decision; a failure is only a warning."""
-    from alerter import metrics  # only runs that write a textfile need it
-
-    reading = observation if isinstance(observation, Reading) else None
-    projections = {meter_id: metrics.projection(f, now) for meter_id, f in decision.forecasts.items()}
-    try:
-        metrics.write_textfile(path, metrics.render(reading, state.get("health", {}), now, projections))
-    except (OSError, AlerterError) as exc:
-        log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -215,6 +215,37 @@ def fetch_from_factory(
     return fetch
 
 
+def check_channels(config: Config, state: dict) -> dict:
+    """Parse the apprise URLs once per change of the channels (apprise is slow to import)."""
+    from alerter.notify import channels_digest, validate_channels
+
+    digest = channels_digest(config.channels)
+    if not config.channels or state.get("channels_checked") == digest:
+        return state
+    validate_channels(config.channels)
+    return {**state, "channels_checked": digest}
+
+
+def metrics_writer(path: Path, clock: Callable[[], float]) -> Callable[[Observation, Decision, dict], None]:
+    """Return the step that writes the Prometheus textfile from a run's decision.
+
+    Failing to write it is a warning, never the run's outcome.
+    """
+
+    def write(observation: Observation, decision: Decision, state: dict) -> None:
+        from alerter import metrics  # only runs that write a textfile need it
+
+        now = clock()
+        reading = observation if isinstance(observation, Reading) else None
+        projections = {meter_id: metrics.projection(f, now) for meter_id, f in decision.forecasts.items()}
+        try:
+            metrics.write_textfile(path, metrics.render(reading, state.get("health", {}), now, projections))
+        except (OSError, AlerterError) as exc:
+            log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
+
+    return write
+
+
 def send_within(deadline: float) -> Send:
     """Return the send that delivers through apprise (or stdout), by ``deadline`` at the latest."""
     from alerter.notify import send
