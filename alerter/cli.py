@@ -241,7 +241,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Fetch usage, send the alerts that are due, remember what was delivered."""
     from alerter import job
 
-    config = load_config(args.config, env)
+    config = load_config(args.config, env, remember_parsed=not args.dry_run)
     deadline = time.monotonic() + config.deadline_seconds
     textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
     textfile = textfile or config.prometheus_textfile

@@ -183,11 +183,14 @@ def channel_id(url: str) -> str:
 # --- loading -------------------------------------------------------------------------
 
 
-def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config:
+def load_config(
+    path: str | None, env: Mapping[str, str] = os.environ, *, remember_parsed: bool = False
+) -> Config:
     """Given ``--config`` (or None) and the environment, return the validated Config.
 
     With no explicit path the default location is used when it exists, and built-in
-    defaults otherwise. Raise ConfigError naming the file, each bad key and the fix.
+    defaults otherwise. ``remember_parsed`` keeps the parsed file for the next run (see
+    :func:`_parse_remembered`). Raise ConfigError naming the file, each bad key and the fix.
     """
     explicit = path or env.get(CONFIG_ENV) or None
     file = Path(explicit).expanduser() if explicit else default_config_file(env)
@@ -202,7 +205,7 @@ def load_config(path: str | None, env: Mapping[str, str] = os.environ) -> Config
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
-    config = build_config(_parse_remembered(text, file, env), file, env)
+    config = build_config(_parse_remembered(text, file, env, remember_parsed), file, env)
     _warn_if_exposed(file, config)
     return config
 
@@ -214,7 +217,7 @@ def parsed_cache_file(env: Mapping[str, str], file: Path) -> Path:
     return Path(base) / "factory-usage-alert" / f"config-{name}.json"
 
 
-def _parse_remembered(text: str, file: Path, env: Mapping[str, str]) -> dict:
+def _parse_remembered(text: str, file: Path, env: Mapping[str, str], remember: bool) -> dict:
     """Given a config file's text, return its parsed YAML, from the cache while the text is
     unchanged.
 
@@ -222,7 +225,8 @@ def _parse_remembered(text: str, file: Path, env: Mapping[str, str]) -> dict:
     file rarely changes. The cache holds the parsed text under its SHA-256, mode 0600 in a
     0700 directory of the user's own (the same secrets as the config, never more exposed);
     anything wrong with it (missing, stale, unreadable, not JSON) means "parse again".
-    Only data that JSON represents exactly is cached.
+    Only data that JSON represents exactly is cached, and only a real run (``remember``)
+    writes the cache: a dry run or a check changes nothing.
     """
     import json
 
@@ -241,7 +245,7 @@ def _parse_remembered(text: str, file: Path, env: Mapping[str, str]) -> dict:
         exact = json.loads(json.dumps(data, allow_nan=False)) == data
     except (TypeError, ValueError):
         exact = False
-    if exact:
+    if exact and remember:
         _remember_parsed(cache, json.dumps({"sha256": digest, "config": data}).encode("utf-8"))
     return data
 

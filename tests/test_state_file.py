@@ -62,6 +62,8 @@ def snapshot(top: Path) -> dict:
     """Every entry under ``top`` (not following links): kind, mode, owner, content or target."""
     seen = {}
     for here, dirs, files in os.walk(top):
+        if Path(here) == top and ".cache" in dirs:
+            dirs.remove(".cache")  # a real run remembers the parsed config there: not the state
         for name in dirs + files:
             path = Path(here) / name
             info = os.lstat(path)
