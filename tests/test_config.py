@@ -203,3 +203,15 @@ def test_any_text_gives_a_config_or_a_clean_config_error(tmp_path_factory, text)
         load_config(str(file), {"HOME": "/home/u"})
     except ConfigError as exc:
         assert str(exc).startswith(str(file))
+
+
+def test_the_retired_refresh_margin_is_accepted_with_one_warning(caplog):
+    import logging
+
+    from alerter.config import build_config
+
+    with caplog.at_level(logging.WARNING):
+        config = build_config({"factory": {"refresh_margin_hours": 24}}, None, {"HOME": "/nonexistent"})
+    assert config.deadline_seconds == 60
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "refresh_margin_hours is no longer used" in warning and "remove it" in warning

@@ -91,11 +91,6 @@ class StoredLogin:
         return value if isinstance(value, str) and value else None
 
     @property
-    def organization_id(self) -> str | None:
-        value = self.data.get("active_organization_id")
-        return value.strip() if isinstance(value, str) and value.strip() else None
-
-    @property
     def region(self) -> str | None:
         """droid's residency region: ``whoami.region``, else the older top-level ``region``."""
         whoami = self.data.get("whoami")
