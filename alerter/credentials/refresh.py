@@ -98,6 +98,8 @@ def request_new_tokens(
         )
     except http.PeerTimeout:
         raise TransientRefreshError("WorkOS did not answer within the run's deadline") from None
+    except http.AnswerTooLarge as exc:
+        raise TransientRefreshError(f"WorkOS gave an unusable answer ({exc})") from None
     except http.PeerError as exc:
         raise TransientRefreshError(f"cannot reach WorkOS ({exc})") from None
     status = answer.status

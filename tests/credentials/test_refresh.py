@@ -312,3 +312,22 @@ def test_a_transient_failure_while_the_token_still_works_uses_it_with_a_warning(
     assert login.bearer() == data["access_token"]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "cannot renew the Factory login" in warning and "using the current token" in warning
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"access_token": "' + "a" * (2 << 20) + '"}', "[" * 100_000 + "]" * 100_000],
+    ids=["2 MB answer", "nested 100000 deep"],
+)
+def test_an_oversized_or_absurdly_nested_workos_answer_is_refused_not_used(home, workos, body):
+    write_keyfile_store(home, login_data(-HOUR))
+    before = (home / "auth.v2.file").read_bytes()
+    workos.script = [(200, body)] * 20
+    settings = CredentialSettings(
+        home=home, workos_url=workos.url, deadline=time.monotonic() + 1, renew_reserve_seconds=0.1
+    )
+    with pytest.raises(UpstreamError, match="cannot renew the Factory login") as err:
+        open_login(settings, env={}, key_lookup=no_keyring)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    assert (home / "auth.v2.file").read_bytes() == before
+    assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("auth.v2.write*"))
