@@ -1,7 +1,5 @@
 """Allow ``python -m alerter``."""
 
-import sys
+from alerter.cli import entry_point
 
-from alerter.cli import main
-
-sys.exit(main())
+entry_point()

@@ -451,5 +451,24 @@ def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+def entry_point() -> None:
+    """Run the command and end the process with its exit code (the installed command).
+
+    The job is done when ``main`` returns: the state is saved and fsynced, notifications
+    are sent, the textfile is written. What is left is flushing the output, then Python
+    tearing down every module it loaded, which costs a quiet run more than its own work
+    and buys a one-shot process nothing; and abandoned workers waiting on a peer that never
+    answered have nothing left to do. So the output is flushed and the process ends.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            code = code or 1
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry_point()
