@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from alerter.config import parsed_cache_file
-from tests.conftest import usage_body
+from tests.conftest import python_path, same_clock, usage_body
 
 ROOT = Path(__file__).resolve().parent.parent
 M = 1_000_000
@@ -49,7 +49,7 @@ def test_an_edited_config_is_parsed_again_and_a_broken_cache_is_ignored(app):
 
 def test_the_steady_path_does_not_import_the_yaml_parser(app):
     app.serve_usage(usage_body(M))
-    env = {**app.env, "PYTHONPATH": str(ROOT)}
+    env = {**app.env, **same_clock(), "PYTHONPATH": python_path(str(ROOT))}
     argv = [sys.executable, "-X", "importtime", "-m", "alerter", "run", "--config", str(app.config_path)]
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert first.returncode == 0, first.stderr

@@ -13,7 +13,7 @@ from alerter.config import EU_BASE_URL, build_config
 from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope
 from alerter.factory import connect
-from tests.conftest import USAGE_PATH, usage_body
+from tests.conftest import USAGE_PATH, python_path, same_clock, usage_body
 from tests.credentials.helpers import DAY, HOUR, SOON, login_data, start_workos, write_keyfile_store
 from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
 from tests.standins import Reply
@@ -240,7 +240,7 @@ def test_the_steady_path_reads_the_token_claims_from_the_state_not_with_pyjwt(dr
     app = droid_app
     app.store_key = write_keyfile_store(app.store, login_data(5 * DAY))
     app.serve_usage(usage_body(M))
-    env = {**app.env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**app.env, **same_clock(), "PYTHONPATH": python_path(str(Path(__file__).resolve().parent.parent))}
     argv = [sys.executable, "-X", "importtime", "-m", "alerter", "run", "--config", str(app.config_path)]
     first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert first.returncode == 0, first.stderr

@@ -29,7 +29,7 @@ import yaml
 
 from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope
-from tests.conftest import USAGE_PATH, usage_body
+from tests.conftest import USAGE_PATH, python_path, same_clock, usage_body
 from tests.credentials.helpers import SOON, login_data, start_workos, write_keyfile_store
 from tests.credentials.test_droid_interop import DROID, DROID_VERSION, droid_doctor, droid_env, iso_ms
 from tests.standins import Reply, StandIn
@@ -131,8 +131,9 @@ class Rig:
         return {
             "HOME": str(self.home),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(ROOT),
             "TZ": "UTC",
+            **same_clock(),  # the job judges token expiry by the same (maybe faked) clock
+            "PYTHONPATH": python_path(str(ROOT)),
             **extra,
         }
 

@@ -21,7 +21,7 @@ import yaml
 
 from alerter.credentials import CredentialSettings, open_login
 from alerter.credentials.store import decrypt_envelope
-from tests.conftest import USAGE_PATH, usage_body
+from tests.conftest import USAGE_PATH, python_path, same_clock, usage_body
 from tests.credentials.helpers import HOUR, SOON, login_data, no_keyring, write_keyfile_store
 from tests.standins import Reply, StandIn
 
@@ -105,7 +105,8 @@ cp -a "$D"/. "$O"/ 2>/dev/null
         env = {
             "HOME": str(self.user_home),
             "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(REPO),
+            **same_clock(),  # the job judges token expiry by the same (maybe faked) clock
+            "PYTHONPATH": python_path(str(REPO)),
         }
         done = subprocess.run(
             ["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=120

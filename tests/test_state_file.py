@@ -24,7 +24,7 @@ import pytest
 from alerter.errors import EXIT_BUSY, EXIT_STATE, StateError
 from alerter.state import load_state, locked, save_state
 from alerter.statefile import check_usable, ensure_private_dir, lock_path
-from tests.conftest import usage_body
+from tests.conftest import python_path, same_clock, usage_body
 
 M = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,7 +328,7 @@ HOLDER = textwrap.dedent(
 def lock_held_by_another_process(path: Path, how: str = "job"):
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(path), how],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": python_path(str(ROOT))},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -388,7 +388,7 @@ def run_with_read_only(app, directory: Path, *args: str) -> subprocess.Completed
     script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
     argv = ["unshare", "-m", "sh", "-c", script, "sh", str(directory)]
     argv += [sys.executable, "-m", "alerter", *args, "--config", str(app.config_path)]
-    env = {**app.env, "PYTHONPATH": str(ROOT), "TZ": "UTC"}
+    env = {**app.env, "TZ": "UTC", **same_clock(), "PYTHONPATH": python_path(str(ROOT))}
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import API_KEY, USAGE_PATH, usage_body
+from tests.conftest import API_KEY, USAGE_PATH, python_path, same_clock, usage_body
 from tests.standins import Reply, StandIn
 from tests.test_login_storage import can_unshare
 
@@ -60,7 +60,8 @@ for i in 1 2 3; do {run}; echo "exit $?"; done
             "HOME": str(tmp_path),
             "FACTORY_API_KEY": API_KEY,
             "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(ROOT),
+            **same_clock(),
+            "PYTHONPATH": python_path(str(ROOT)),
         }
         done = subprocess.run(
             ["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=180

@@ -22,6 +22,7 @@ import pytest
 from alerter.credentials import CredentialSettings, open_login, token_expiry
 from alerter.credentials.keyring_source import KEYRING_ACCOUNT, SERVICE, lookup_key
 from alerter.credentials.store import decrypt_envelope
+from tests.conftest import same_clock
 
 from .helpers import DAY, HOUR, SOON, login_data, write_envelope_store, write_keyfile_store
 from .secret_service import (
@@ -152,6 +153,7 @@ def droid_doctor_in_session(user_home: Path, workos_url: str, service) -> dict[s
         "HTTPS_PROXY": CLOSED_PORT,
         "HTTP_PROXY": CLOSED_PORT,
         "NO_PROXY": "127.0.0.1,localhost",
+        **same_clock(),  # droid judges the token's expiry by the same clock as this test
     }
     done = subprocess.run(
         [str(DROID), "doctor", "--auth", "--json"],
