@@ -22,7 +22,6 @@ import pytest
 from alerter.credentials import CredentialSettings, open_login, token_expiry
 from alerter.credentials.keyring_source import KEYRING_ACCOUNT, SERVICE, lookup_key
 from alerter.credentials.store import decrypt_envelope
-from tests.conftest import same_clock
 
 from .helpers import DAY, HOUR, SOON, login_data, write_envelope_store, write_keyfile_store
 from .secret_service import (
@@ -31,7 +30,7 @@ from .secret_service import (
     start_secret_service,
     unavailable_reason,
 )
-from .test_droid_interop import CLOSED_PORT, DROID, DROID_VERSION, iso_ms
+from .test_droid_interop import DROID, DROID_VERSION, droid_env, iso_ms
 
 NO_SECRET_SERVICE = unavailable_reason()
 pytestmark = pytest.mark.skipif(NO_SECRET_SERVICE is not None, reason=str(NO_SECRET_SERVICE))
@@ -142,19 +141,8 @@ needs_libsecret = pytest.mark.skipif(NO_LIBSECRET is not None, reason=str(NO_LIB
 
 def droid_doctor_in_session(user_home: Path, workos_url: str, service) -> dict[str, dict]:
     """Run ``droid doctor --auth --json`` with the OS keyring enabled; return results by id."""
-    env = {
-        "HOME": str(user_home),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **service.env(),  # no FACTORY_DISABLE_KEYRING: droid uses keytar
-        "FACTORY_WORKOS_BASE_URL": workos_url,
-        "FACTORY_API_BASE_URL": CLOSED_PORT,
-        "FACTORY_TELEMETRY_INGEST_BASE_URL": CLOSED_PORT,
-        "FACTORY_DROID_AUTO_UPDATE_ENABLED": "false",
-        "HTTPS_PROXY": CLOSED_PORT,
-        "HTTP_PROXY": CLOSED_PORT,
-        "NO_PROXY": "127.0.0.1,localhost",
-        **same_clock(),  # droid judges the token's expiry by the same clock as this test
-    }
+    env = {**droid_env(user_home, workos_url), **service.env()}
+    del env["FACTORY_DISABLE_KEYRING"]  # droid uses keytar, in the private D-Bus session
     done = subprocess.run(
         [str(DROID), "doctor", "--auth", "--json"],
         env=env,
