@@ -28,9 +28,10 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from alerter import http
 from alerter.credentials import lock, writeback
@@ -72,9 +73,16 @@ class RefreshRejected(Exception):
 
 
 def request_new_tokens(
-    workos_url: str, refresh_token: str, deadline: float, ca_bundle: str | None = None
+    workos_url: str,
+    refresh_token: str,
+    deadline: float,
+    ca_bundle: str | None = None,
+    keep: Callable[[TokenPair], None] | None = None,
 ) -> TokenPair:
     """Given a refresh token, return the pair WorkOS issues for it (one attempt).
+
+    ``keep(pair)`` runs the moment the pair is read, before this returns: WorkOS has
+    spent the old token, so the caller saves the pair there rather than after.
 
     The answer is awaited until ``deadline`` (monotonic), however slowly it comes: giving
     up on it earlier would lose the pair WorkOS has already rotated to. Send exactly what
@@ -117,7 +125,10 @@ def request_new_tokens(
     refresh = body.get("refresh_token") if isinstance(body, dict) else None
     if not (isinstance(access, str) and access and isinstance(refresh, str) and refresh):
         raise TransientRefreshError("WorkOS answered without a token pair")
-    return TokenPair(access, refresh)
+    pair = TokenPair(access, refresh)
+    if keep is not None:
+        keep(pair)
+    return pair
 
 
 def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
@@ -178,10 +189,18 @@ def _renew_prepared(
             log.info("droid renewed its login meanwhile; using droid's tokens from %s", current.path)
             return current
         attempts += 1
+        staged: list[Path | None] = []
         with _termination_deferred():
             try:
                 pair = request_new_tokens(
-                    settings.workos_url, stored.refresh_token, deadline, settings.ca_bundle
+                    settings.workos_url,
+                    stored.refresh_token,
+                    deadline,
+                    settings.ca_bundle,
+                    # Bound now: the pair is staged before request_new_tokens returns.
+                    keep=lambda pair, staged=staged, current=current: staged.append(
+                        _stage(stored, current, pair, reservation)
+                    ),
                 )
             except TransientRefreshError as exc:
                 problem, retry_after = str(exc), exc.retry_after
@@ -192,7 +211,7 @@ def _renew_prepared(
                     return droids
                 raise _login_ended(stored, str(exc)) from None
             else:
-                return _save(stored, current, pair, deadline, reservation, ticket)
+                return _install(stored, current, pair, staged[0] if staged else None, deadline, ticket)
         delay = max(BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1], retry_after or 0)
         log.debug("renewing the Factory login failed (%s); attempt %d", problem, attempts)
         if time.monotonic() + delay + settings.renew_reserve_seconds >= deadline:
@@ -203,25 +222,36 @@ def _renew_prepared(
         time.sleep(delay)
 
 
-def _save(
-    stored: StoredLogin,
-    current: StoredLogin,
-    pair: TokenPair,
-    deadline: float,
-    reservation: writeback.Reservation,
-    ticket: lock.Ticket,
-) -> StoredLogin:
-    """Stage the new pair at once, then install it under droid's lock (compare-and-swap)."""
-    spent = current.refresh_token or ""
+def _stage(
+    stored: StoredLogin, current: StoredLogin, pair: TokenPair, reservation: writeback.Reservation
+) -> Path | None:
+    """Write the new pair into the reserved room and make it durable; return where it is.
+
+    None when not even the reserved room took it: the pair then lives only in this run.
+    """
     data = {**current.data, "access_token": pair.access_token, "refresh_token": pair.refresh_token}
-    renewed = StoredLogin(current.source, current.path, current.codec, data)
     try:
-        staged = writeback.stage(reservation, encode(current.codec, data), spent)
+        return writeback.stage(reservation, encode(current.codec, data), current.refresh_token or "")
     except OSError as exc:
-        # Not even the reserved room took it: the pair lives only in this run now.
         log.error(
             "cannot save the renewed login beside %s (%s); using it for this run", stored.path, describe(exc)
         )
+        return None
+
+
+def _install(
+    stored: StoredLogin,
+    current: StoredLogin,
+    pair: TokenPair,
+    staged: Path | None,
+    deadline: float,
+    ticket: lock.Ticket,
+) -> StoredLogin:
+    """Put the staged pair into droid's store under droid's lock (compare-and-swap)."""
+    spent = current.refresh_token or ""
+    data = {**current.data, "access_token": pair.access_token, "refresh_token": pair.refresh_token}
+    renewed = StoredLogin(current.source, current.path, current.codec, data)
+    if staged is None:
         return renewed
     try:
         installed = writeback.install(stored, staged, spent, deadline, ticket)
