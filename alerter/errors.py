@@ -33,13 +33,16 @@ class AuthError(AlerterError):
 
     ``permanent`` is True when only a new ``droid`` login can fix it (for example a
     refresh token that WorkOS rejected); the job then notifies the user once.
+    ``dead_refresh`` is the fingerprint of a refresh token WorkOS rejected, so that it is
+    not sent again.
     """
 
     exit_code = EXIT_AUTH
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, dead_refresh: str | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.dead_refresh = dead_refresh
 
 
 class UpstreamError(AlerterError):

@@ -204,7 +204,7 @@ def fetch_from_factory(
             reading, source = fetch_reading(client, config.source, state.get("source", {}), now)
         except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
             learned = client.login.memory if client is not None else known
-            if getattr(exc, "dead_refresh", None):
+            if isinstance(exc, AuthError) and exc.dead_refresh:
                 learned = dataclasses.replace(learned, dead=exc.dead_refresh)
             reason = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
             expired = isinstance(exc, AuthError) and exc.permanent

@@ -89,6 +89,16 @@ def factory():
 
 
 @pytest.fixture
+def workos():
+    """A WorkOS stand-in on 127.0.0.1 with single-use refresh tokens."""
+    from tests.credentials.helpers import start_workos
+
+    stand_in, stop = start_workos()
+    yield stand_in
+    stop()
+
+
+@pytest.fixture
 def receiver():
     server = JsonReceiver().start()
     yield server

@@ -14,19 +14,12 @@ from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope
 from alerter.factory import connect
 from tests.conftest import USAGE_PATH, python_path, same_clock, usage_body
-from tests.credentials.helpers import DAY, HOUR, SOON, login_data, start_workos, write_keyfile_store
+from tests.credentials.helpers import DAY, HOUR, SOON, login_data, write_keyfile_store
 from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
 from tests.standins import Reply
 
 M = 1_000_000
 EXAMPLE_TRACE = Path(__file__).resolve().parent.parent / "examples" / "sample-month.jsonl"
-
-
-@pytest.fixture
-def workos():
-    stand_in, stop = start_workos()
-    yield stand_in
-    stop()
 
 
 @pytest.fixture

@@ -44,15 +44,6 @@ needs_mounts = pytest.mark.skipif(can_unshare() is not None, reason=str(can_unsh
 
 
 @pytest.fixture
-def workos():
-    from tests.credentials.helpers import start_workos
-
-    stand_in, stop = start_workos()
-    yield stand_in
-    stop()
-
-
-@pytest.fixture
 def api():
     server = StandIn().start()
     server.route("GET", USAGE_PATH, Reply(200, usage_body(1_000_000)))

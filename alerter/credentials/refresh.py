@@ -300,9 +300,11 @@ def _signature(stored: StoredLogin) -> tuple | None:
 
 
 def _login_ended(stored: StoredLogin, why: str) -> AuthError:
-    error = AuthError(f"Factory login expired: {why}; run `droid` to log in again", permanent=True)
-    error.dead_refresh = fingerprint(stored.refresh_token or "")
-    return error
+    return AuthError(
+        f"Factory login expired: {why}; run `droid` to log in again",
+        permanent=True,
+        dead_refresh=fingerprint(stored.refresh_token or ""),
+    )
 
 
 @contextlib.contextmanager

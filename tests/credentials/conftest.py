@@ -9,14 +9,7 @@ import pytest
 
 from alerter.credentials import CredentialSettings
 
-from .helpers import WorkOSStandIn, start_workos
-
-
-@pytest.fixture
-def workos() -> WorkOSStandIn:
-    stand_in, stop = start_workos()
-    yield stand_in
-    stop()
+from .helpers import WorkOSStandIn
 
 
 @pytest.fixture
