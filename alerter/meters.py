@@ -177,7 +177,7 @@ def parse_time(value: Any, where: str) -> float | None:
         return value / 1000.0 if value > 1e11 else float(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int()
             return parse_time(int(text), where)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))

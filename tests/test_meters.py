@@ -147,3 +147,9 @@ def test_any_usage_answer_gives_a_reading_or_bad_answer(body):
 def test_any_limits_answer_gives_a_reading_or_bad_answer(body):
     with contextlib.suppress(BadAnswer):
         _clean(parse_limits(body, NOW))
+
+
+def test_a_window_end_of_unicode_digits_is_a_bad_answer_not_a_crash():
+    # "²" is a digit to str.isdigit but not to int() (found by hypothesis).
+    with pytest.raises(BadAnswer):
+        parse_limits({"limits": {"standard": {"fiveHour": {"usedPercent": 1, "windowEnd": "²"}}}}, 0.0)
