@@ -28,11 +28,8 @@ from alerter.config import Config
 from alerter.decide import Failure, decide
 from alerter.decide import Observation as Observed
 from alerter.errors import ConfigError
-from alerter.forecast import clean_history
 from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, parse_limits, parse_usage
-from alerter.monitor import failed_runs
-from alerter.rules import record_delivery
-from alerter.state import fresh_state
+from alerter.state import State, record_delivery
 
 # Unix milliseconds from 2001 to 2096: anything else is seconds, or not a time at all.
 AT_RANGE = (1e12, 4e12)
@@ -99,7 +96,7 @@ class Replay:
     notifications: tuple[Notification, ...]
     observations: int
     skipped: tuple[str, ...]  # "line N: why", for observations the job would have rejected
-    state: dict
+    state: State
 
 
 # --- reading a trace -------------------------------------------------------------------------
@@ -157,9 +154,9 @@ def read_trace(lines: Iterable[str], name: str) -> list[Observation]:
 # --- replaying -------------------------------------------------------------------------------
 
 
-def replay(observations: Iterable[Observation], config: Config, state: dict | None = None) -> Replay:
+def replay(observations: Iterable[Observation], config: Config, state: State | None = None) -> Replay:
     """Given observations and the config, return what ``run`` at each ``at`` would have sent."""
-    state = fresh_state() if state is None else state
+    state = State() if state is None else state
     notifications: list[Notification] = []
     skipped: list[str] = []
     count = 0
@@ -177,7 +174,7 @@ def replay(observations: Iterable[Observation], config: Config, state: dict | No
                 )
             )
             for channel_id in alert.channels:
-                state = record_delivery(state, alert, channel_id, now)
+                state = record_delivery(state, alert.key, channel_id, now)
     return Replay(tuple(notifications), count, tuple(skipped), state)
 
 
@@ -201,7 +198,7 @@ def render(result: Replay) -> str:
 # --- exporting the history -------------------------------------------------------------------
 
 
-def export_history(state: dict) -> list[dict]:
+def export_history(state: State) -> list[dict]:
     """Given a state, return the observations its history holds, in trace format, oldest first.
 
     History is thinned with age, so older observations are sparser than the runs were.
@@ -209,10 +206,8 @@ def export_history(state: dict) -> list[dict]:
     """
     usage: dict[tuple, dict] = {}
     limits: dict[int, dict] = {}
-    meters = state.get("meters") if isinstance(state.get("meters"), dict) else {}
-    for meter_id, saved in sorted(meters.items()):
-        history = clean_history(saved.get("history")) if isinstance(saved, dict) else []
-        for segment in history:
+    for meter_id, saved in sorted(state.meters.items()):
+        for segment in saved.history:
             for t, value in segment["samples"]:
                 t = int(t)
                 if "." in meter_id:
@@ -223,9 +218,9 @@ def export_history(state: dict) -> list[dict]:
     for (t, *_), body in usage.items():
         if "standard" in body:  # subscription/usage always has a standard bucket
             lines.append({"at": t * 1000, "usage": body})
-    for t, reason, login_expired in failed_runs(state):
-        line: dict = {"at": int(round(t * 1000)), "error": reason}
-        if login_expired:
+    for run in state.health.failed_runs:
+        line: dict = {"at": int(round(run.at * 1000)), "error": run.reason}
+        if run.login_expired:
             line["login_expired"] = True
         lines.append(line)
     lines.sort(key=lambda line: line["at"])

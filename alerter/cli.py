@@ -270,9 +270,9 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     deadline = time.monotonic() + config.deadline_seconds
     state = load_state(config.state_file, keep_aside=False)
     now = args.clock()
-    client = connect(config, env, deadline, memory=LoginMemory.load(state.get("credentials")))
+    client = connect(config, env, deadline, memory=LoginMemory.load(state.credentials))
     reading: Reading
-    reading, _ = fetch_reading(client, config.source, state.get("source", {}), now)
+    reading, _ = fetch_reading(client, config.source, state.endpoint, now)
     forecasts = decide(state, reading, config, now).forecasts
     if args.json:
         print(json.dumps(status_json(reading, client.login.identity, now, forecasts), indent=2))

@@ -17,6 +17,7 @@ from alerter.config import Config
 from alerter.forecast import Assessment
 from alerter.meters import Reading
 from alerter.rules import Alert, assess_meter, evaluate, login_expired_alert
+from alerter.state import State
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,11 @@ class Decision:
 
     send: tuple[Alert, ...]
     held: tuple[Alert, ...]
-    state: dict
+    state: State
     forecasts: Mapping[str, Assessment] = field(default_factory=dict)
 
 
-def decide(state: dict, observation: Observation, config: Config, now: float) -> Decision:
+def decide(state: State, observation: Observation, config: Config, now: float) -> Decision:
     """Given what is remembered, what this run observed, the config and the time, return the Decision.
 
     A failure never touches the usage state: nothing is re-armed or fired; it counts
@@ -56,21 +57,18 @@ def decide(state: dict, observation: Observation, config: Config, now: float) ->
     """
     forecasts: dict[str, Assessment] = {}
     if isinstance(observation, Failure):
-        alerts: list[Alert] = []
-        if observation.login_expired:
-            expired, state = login_expired_alert(state, config)
-            alerts += [expired] if expired is not None else []
+        expired = login_expired_alert(state, config) if observation.login_expired else None
         stale, state = monitor.after_failure(
             state, config, now, observation.reason, login_expired=observation.login_expired
         )
-        pending, state = monitor.pending_alerts(state, config)
-        alerts += stale + pending
+        owed, state = monitor.stored_notices(state, config)
+        alerts = ([expired] if expired is not None else []) + stale + owed
     else:
         usage, evaluated = evaluate(observation, state, config, now)
         more, state = monitor.after_read(observation, state, evaluated, config, now)
         alerts = more + usage
         forecasts = {
-            m.id: assess_meter(m, state["meters"][m.id], config, now)
+            m.id: assess_meter(m, state.meters[m.id], config, now)
             for m in observation.meters
             if m.active and not m.unlimited
         }

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from alerter.meters import Meter
+from alerter.state import Episode
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -439,28 +440,23 @@ def assess(
 # --- episodes ------------------------------------------------------------------------------
 
 
-def next_episode(saved: dict | None, assessment: Assessment, now: float, rearm_seconds: float) -> dict:
-    """Given the meter's forecast state and the assessment, return the new forecast state.
+def next_episode(
+    episode: Episode | None, assessment: Assessment, now: float, rearm_seconds: float
+) -> Episode | None:
+    """Given the meter's risk episode (None outside one) and the assessment, return the next.
 
     An episode starts when a rule fires. It ends only after readings have shown a safe
     pace for ``rearm_seconds``: this function sees only readings that were fetched and
     parsed (a failed run never gets here), and a gap of more than a quarter of that time
     between two safe readings starts the wait over, so time without readings never counts.
-    Shape: ``{"episode": {"since": t, "sent": [ids]}, "safe_since": t, "safe_last": t}``,
-    or ``{}`` outside an episode.
     """
-    saved = saved if isinstance(saved, dict) else {}
-    episode = saved.get("episode") if isinstance(saved.get("episode"), dict) else None
-    if episode is not None:
-        if assessment.safe and assessment.firing is None:
-            since, last = saved.get("safe_since"), saved.get("safe_last")
-            numbers = isinstance(since, (int, float)) and isinstance(last, (int, float))
-            if not numbers or now - last > rearm_seconds / 4:
-                since = round(now)
-            if now - since >= rearm_seconds:
-                return {}
-            return {"episode": episode, "safe_since": since, "safe_last": round(now)}
-        return {"episode": episode}
-    if assessment.firing is not None:
-        return {"episode": {"since": round(now), "sent": []}}
-    return {}
+    if episode is None:
+        return Episode(round(now)) if assessment.firing is not None else None
+    if not assessment.safe or assessment.firing is not None:
+        return Episode(episode.since)
+    since, last = episode.safe_since, episode.safe_last
+    if since is None or last is None or now - last > rearm_seconds / 4:
+        since = round(now)
+    if now - since >= rearm_seconds:
+        return None
+    return Episode(episode.since, since, round(now))

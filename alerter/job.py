@@ -25,8 +25,8 @@ from alerter.config import Config, QuietHours
 from alerter.decide import Decision, Failure, Observation, decide
 from alerter.errors import AlerterError, AuthError, DeliveryError, StateError
 from alerter.meters import Reading
-from alerter.rules import Alert, record_delivery
-from alerter.state import load_state, locked, save_state
+from alerter.rules import Alert
+from alerter.state import State, load_state, locked, record_delivery, save_state, settle
 from alerter.statefile import check_usable
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,15 @@ DELIVERY_FLOOR_SECONDS = 2.0
 @dataclass(frozen=True)
 class Fetched:
     """What a run learnt from Factory: the observation, the error behind a failure (raised
-    again once the run is recorded), and state entries the fetch wants kept (the endpoint
-    that answered, what is known about droid's tokens; None removes an entry)."""
+    again once the run is recorded), and what the fetch wants remembered: ``State`` fields
+    and their new values (the endpoint that answered, what is known about droid's tokens)."""
 
     observation: Observation
     error: BaseException | None = None
     remember: Mapping[str, Any] = field(default_factory=dict)
 
 
-Fetch = Callable[[dict, float], Fetched]
+Fetch = Callable[[State, float], Fetched]
 Send = Callable[[Any, Alert], bool]  # (channel, alert) -> delivered
 
 
@@ -57,9 +57,9 @@ class Shell:
 
     fetch: Fetch
     send: Send
-    check_channels: Callable[[Config, dict], dict] = lambda config, state: state
+    check_channels: Callable[[Config, State], State] = lambda config, state: state
     ping: Callable[[str], None] = lambda event: None
-    write_metrics: Callable[[Observation, Decision, dict], None] | None = None
+    write_metrics: Callable[[Observation, Decision, State], None] | None = None
 
 
 def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bool = False) -> Decision:
@@ -84,17 +84,25 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     return decision
 
 
-def _once(config: Config, shell: Shell, clock: Callable[[], float], state: dict, dry_run: bool) -> Decision:
+def _once(config: Config, shell: Shell, clock: Callable[[], float], state: State, dry_run: bool) -> Decision:
     now = clock()
+    interrupted = state.in_flight()
+    if interrupted:
+        log.warning(
+            "a run ended while sending %d notification(s) and could not record them; they are due again",
+            len(interrupted),
+        )
+        state = settle(state)
     fetched = shell.fetch(state, now)
-    state = _remember(state, fetched.remember)
+    if fetched.remember:
+        state = dataclasses.replace(state, **fetched.remember)
     observation = fetched.observation
     if isinstance(observation, Reading):
         log.info("usage from %s: %s", _endpoint(observation), _summary(observation))
         state = shell.check_channels(config, state)
     decision = decide(state, observation, config, now)
     if isinstance(observation, Failure):
-        failures = decision.state.get("health", {}).get("failures", 0)
+        failures = decision.state.health.failures
         log.warning("could not read usage (%d failed run%s in a row)", failures, "" if failures == 1 else "s")
     if decision.held and config.quiet_hours is not None:
         until = QuietHours.text(config.quiet_hours.end)
@@ -103,9 +111,15 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: dict,
     if dry_run:
         _show(decision.send, config)
         return _finish(fetched, decision, set())
-    _save(config.state_file, decision.state, before_sending=True)
-    state, failed = _deliver(decision.send, decision.state, config, shell.send, now)
-    if state != decision.state:
+    # Write-ahead: what is about to be sent is marked as being sent, and saved, first.
+    intent = decision.state
+    for alert in decision.send:
+        for channel_id in alert.channels:
+            intent = record_delivery(intent, alert.key, channel_id, None)
+    _save(config.state_file, intent, before_sending=True)
+    state, failed = _deliver(decision.send, intent, config, shell.send, now)
+    state = settle(state)  # a failed delivery stays due
+    if state != intent:
         _save(config.state_file, state, before_sending=False)
     if shell.write_metrics is not None:
         shell.write_metrics(observation, decision, state)
@@ -123,20 +137,7 @@ def _finish(fetched: Fetched, decision: Decision, failed: set[str]) -> Decision:
     return decision
 
 
-def _remember(state: dict, entries: Mapping[str, Any]) -> dict:
-    """Return the state with the fetch's entries set (None removes one)."""
-    if all(state.get(key) == value for key, value in entries.items()):
-        return state
-    new_state = dict(state)
-    for key, value in entries.items():
-        if value is None:
-            new_state.pop(key, None)
-        else:
-            new_state[key] = value
-    return new_state
-
-
-def _save(path: Path, state: dict, *, before_sending: bool) -> None:
+def _save(path: Path, state: State, *, before_sending: bool) -> None:
     """Save the state; a state that cannot be saved says what that means for the alerts."""
     try:
         save_state(path, state)
@@ -150,8 +151,8 @@ def _save(path: Path, state: dict, *, before_sending: bool) -> None:
 
 
 def _deliver(
-    alerts: tuple[Alert, ...], state: dict, config: Config, send: Send, now: float
-) -> tuple[dict, set[str]]:
+    alerts: tuple[Alert, ...], state: State, config: Config, send: Send, now: float
+) -> tuple[State, set[str]]:
     channels = {ch.id: ch for ch in config.delivery_channels()}
     failed: set[str] = set()
     for alert in alerts:
@@ -160,7 +161,7 @@ def _deliver(
             if channel is None:
                 continue
             if send(channel, alert):
-                state = record_delivery(state, alert, channel_id, now)
+                state = record_delivery(state, alert.key, channel_id, now)
                 log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
             else:
                 failed.add(channel.label)
@@ -196,12 +197,12 @@ def fetch_from_factory(
     from alerter.credentials import LoginMemory
     from alerter.factory import connect, fetch_reading
 
-    def fetch(state: dict, now: float) -> Fetched:
-        known = LoginMemory.load(state.get("credentials"))
+    def fetch(state: State, now: float) -> Fetched:
+        known = LoginMemory.load(state.credentials)
         client = None
         try:
             client = connect(config, env, deadline, memory=known, may_renew=may_renew)
-            reading, source = fetch_reading(client, config.source, state.get("source", {}), now)
+            reading, endpoint = fetch_reading(client, config.source, state.endpoint, now)
         except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
             learned = client.login.memory if client is not None else known
             if isinstance(exc, AuthError) and exc.dead_refresh:
@@ -209,37 +210,37 @@ def fetch_from_factory(
             reason = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
             expired = isinstance(exc, AuthError) and exc.permanent
             return Fetched(Failure(reason, expired), exc, {"credentials": learned.dump() or None})
-        remember = {"source": source, "credentials": client.login.memory.dump() or None}
+        remember = {"endpoint": endpoint, "credentials": client.login.memory.dump() or None}
         return Fetched(reading, None, remember)
 
     return fetch
 
 
-def check_channels(config: Config, state: dict) -> dict:
+def check_channels(config: Config, state: State) -> State:
     """Parse the apprise URLs once per change of the channels (apprise is slow to import)."""
     from alerter.notify import channels_digest, validate_channels
 
     digest = channels_digest(config.channels)
-    if not config.channels or state.get("channels_checked") == digest:
+    if not config.channels or state.channels_checked == digest:
         return state
     validate_channels(config.channels)
-    return {**state, "channels_checked": digest}
+    return dataclasses.replace(state, channels_checked=digest)
 
 
-def metrics_writer(path: Path, clock: Callable[[], float]) -> Callable[[Observation, Decision, dict], None]:
+def metrics_writer(path: Path, clock: Callable[[], float]) -> Callable[[Observation, Decision, State], None]:
     """Return the step that writes the Prometheus textfile from a run's decision.
 
     Failing to write it is a warning, never the run's outcome.
     """
 
-    def write(observation: Observation, decision: Decision, state: dict) -> None:
+    def write(observation: Observation, decision: Decision, state: State) -> None:
         from alerter import metrics  # only runs that write a textfile need it
 
         now = clock()
         reading = observation if isinstance(observation, Reading) else None
         projections = {meter_id: metrics.projection(f, now) for meter_id, f in decision.forecasts.items()}
         try:
-            metrics.write_textfile(path, metrics.render(reading, state.get("health", {}), now, projections))
+            metrics.write_textfile(path, metrics.render(reading, state.health, now, projections))
         except (OSError, AlerterError) as exc:
             log.warning("could not write the Prometheus textfile %s (%s)", path, exc)
 

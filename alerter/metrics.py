@@ -27,7 +27,7 @@ from pathlib import Path
 
 from alerter.forecast import Assessment
 from alerter.meters import Reading
-from alerter.state import write_atomic
+from alerter.state import Health, write_atomic
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ _HELP = {
 
 def render(
     reading: Reading | None,
-    health: Mapping,
+    health: Health,
     now: float,
     projections: Mapping[str, Projection] | None = None,
 ) -> str:
@@ -88,16 +88,11 @@ def render(
             samples["factory_usage_seconds_to_exhaustion"].append(
                 (label, max(0.0, projection.seconds_to_exhaustion))
             )
-    health = health if isinstance(health, Mapping) else {}
-    last_success = health.get("last_success")
-    if _is_number(last_success):
-        samples["factory_usage_alert_last_success_timestamp_seconds"].append(("", last_success))
+    if health.last_success is not None:
+        samples["factory_usage_alert_last_success_timestamp_seconds"].append(("", health.last_success))
     samples["factory_usage_alert_last_run_timestamp_seconds"].append(("", now))
     samples["factory_usage_alert_last_run_success"].append(("", 1.0 if reading is not None else 0.0))
-    failures = health.get("failures")
-    samples["factory_usage_alert_consecutive_failures"].append(
-        ("", failures if _is_number(failures) else 0.0)
-    )
+    samples["factory_usage_alert_consecutive_failures"].append(("", health.failures))
     lines = []
     for name, values in samples.items():
         if not values:
@@ -110,10 +105,6 @@ def render(
 def write_textfile(path: Path, text: str) -> None:
     """Given the .prom path and its content, replace the file atomically (mode 0644)."""
     write_atomic(path, text.encode("utf-8"), mode=0o644)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _escape(value: str) -> str:

@@ -1,13 +1,44 @@
-"""The small JSON file that remembers what was already said.
+"""What the job remembers between runs: the schema, and the one way to load and save it.
+
+The state is a small JSON file. This module owns its shape: typed records in memory, one
+lenient :func:`load` that turns anything read from disk into a valid :class:`State` (a
+part of the wrong shape is dropped with one warning, never a crash), and one
+:func:`dump`. Nothing else reads or writes the JSON, so no reader guards against shapes.
+
+On disk (version 2)::
+
+    {"version": 2,
+     "meters": {"standard.5h": {"window": {"start": null, "end": 1770641326.0},
+                                "window_key": 1770641300.0,
+                                "history": [...], "period_seconds": null, "peak": 81.5,
+                                "episode": {"since": 1770630000, "safe_since": null,
+                                            "safe_last": null}}},
+     "ledger": [{"meter": "standard.5h", "kind": "threshold", "window": 1770641326.0,
+                 "level": 80.0, "channels": {"ch-1a2b...": 1770631000.0}}],
+     "notices": [{"meter": "standard.5h", "kind": "reset", "window": 1770641326.0,
+                  "level": 0.0, "severity": "info", "title": ..., "body": ...,
+                  "channels": ["ch-1a2b..."], "since": 1770641400.0}],
+     "health": {"failures": 2, "failing_since": ..., "last_success": ...,
+                "last_failure": ..., "last_error": "...", "last_outage": {...},
+                "failed_runs": [[t, "reason"], [t, "reason", true]]},
+     "endpoint": {"name": "limits", "checked_at": ...},
+     "credentials": {...}, "channels_checked": "..."}
+
+The **ledger** is the record of what was delivered: one entry per alert, keyed by
+:class:`DeliveryKey` (meter, kind, window, level), holding the channels that have it and
+when they got it. ``None`` instead of a time marks a delivery that was about to be made
+when the state was saved (write-ahead): a run killed while sending leaves such marks, and
+the next run sends those alerts again rather than lose them.
+
+Version 1 files (written by earlier releases: ``sent``/``reminded`` per meter,
+``health.stale_sent``, ``login.expired_sent``, ``pending``, ``source``) are read into the
+same records, so an upgrade repeats nothing.
 
 Written atomically (temp file in the same directory, fsync, rename, fsync of the
 directory), mode 0600, its directory 0700. A file that cannot be read back (corrupt,
 truncated, from a newer version) is kept aside as ``<name>.corrupt-<time>`` and the job
-starts afresh: repeating this period's alerts is better than losing one.
-
-Runs may overlap (a slow run and the next timer tick), so the whole
-read-evaluate-notify-save step holds an exclusive ``fcntl`` lock on ``<name>.lock``.
-How the file, its lock and its directory are opened and checked is in ``statefile``.
+starts afresh: repeating this period's alerts is better than losing one. Runs may
+overlap, so a run holds an exclusive lock on ``<name>.lock`` (see ``statefile``).
 """
 
 from __future__ import annotations
@@ -16,39 +47,535 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import shlex
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from alerter.errors import StateBusy, StateError
 from alerter.statefile import ensure_private_dir, locked, read_private, write_atomic
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+FAILED_RUNS_KEPT = 200
 log = logging.getLogger(__name__)
 # The command line takes locked from here and metrics write_atomic; callers catch the errors.
-__all__ = ["StateBusy", "StateError", "fresh_state", "load_state", "locked", "save_state", "write_atomic"]
+__all__ = [
+    "DeliveryKey",
+    "Episode",
+    "FailedRun",
+    "Health",
+    "MeterMemory",
+    "Notice",
+    "Outage",
+    "State",
+    "StateBusy",
+    "StateError",
+    "Window",
+    "dump",
+    "load",
+    "load_state",
+    "locked",
+    "save_state",
+    "write_atomic",
+]
 
 
-def fresh_state() -> dict:
-    """Return an empty state."""
-    return {"version": STATE_VERSION, "meters": {}}
+# --- the records ---------------------------------------------------------------------------
 
 
-def load_state(path: Path, keep_aside: bool = True) -> dict:
-    """Given the state path, return its content; a missing file gives a fresh state.
+@dataclass(frozen=True)
+class Window:
+    """A usage window as first seen: billing periods by their start, limit windows by their end."""
 
-    A file that is not a state this version understands is moved aside with a warning,
-    and a file open to others is made 0600 (both left alone when ``keep_aside`` is False,
-    as a dry run changes nothing). Raise StateError when the file or its directory is
-    unsafe or odd (see ``statefile``).
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def ident(self) -> float:
+        """The number that names this window in the ledger (its start, else its end, else 0)."""
+        if self.start is not None:
+            return self.start
+        return self.end if self.end is not None else 0.0
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A forecast risk episode: since when, and since when the pace has looked safe."""
+
+    since: float
+    safe_since: float | None = None
+    safe_last: float | None = None
+
+
+@dataclass
+class MeterMemory:
+    """What is remembered of one meter in its current window.
+
+    ``window`` is the window as last seen (limit windows drift by minutes between answers);
+    ``window_key`` names it in the ledger and stays as it was when the window was first
+    seen. ``history`` is the meter's recent readings in :mod:`alerter.forecast`'s segment form
+    (checked here, replaced as a whole there); ``period_seconds`` the last known billing
+    period length (to place the end of a period without one); ``peak`` the highest
+    percent seen in the window; ``episode`` the forecast risk episode, if any.
+    """
+
+    window: Window | None = None
+    window_key: float = 0.0
+    history: list = field(default_factory=list)
+    period_seconds: float | None = None
+    peak: float = 0.0
+    episode: Episode | None = None
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A failure streak that has ended: since when, and how many runs failed."""
+
+    since: float | None
+    failures: int
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """One run that could not read usage (kept for ``history --jsonl`` and backtests)."""
+
+    at: float
+    reason: str
+    login_expired: bool = False
+
+
+@dataclass
+class Health:
+    """The job watching itself: the current failure streak and the last outcomes."""
+
+    failures: int = 0
+    failing_since: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None
+    last_outage: Outage | None = None
+    failed_runs: tuple[FailedRun, ...] = ()
+
+
+@dataclass(frozen=True, order=True)
+class DeliveryKey:
+    """What makes two alerts the same alert.
+
+    ``meter``: the meter id, or ``health``/``login`` for the job's own notices. ``kind``:
+    threshold, reminder, forecast, reset, stale, recovered or login. ``window``: the span
+    of time within which the alert is said once: the usage window (its start, else its
+    end) for thresholds, reminders and reset notices, the risk episode's start for a
+    forecast, the outage's start for stale and recovered, 0 for login. ``level``: the
+    percent of the limit the alert is about (a threshold; the threshold a reminder
+    repeats), 0 for alerts about no percent.
+    """
+
+    meter: str
+    kind: str
+    window: float
+    level: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An alert whose text was written when its cause was seen (a reset notice): it is
+    owed to ``channels`` until each has it in the ledger."""
+
+    key: DeliveryKey
+    severity: str
+    title: str
+    body: str
+    channels: tuple[str, ...]
+    since: float
+
+
+# channel id -> when it was delivered; None: being delivered when the state was saved.
+Deliveries = dict[str, float | None]
+
+
+@dataclass
+class State:
+    """Everything a run remembers. Change a :meth:`copy`, never a loaded original."""
+
+    meters: dict[str, MeterMemory] = field(default_factory=dict)
+    health: Health = field(default_factory=Health)
+    ledger: dict[DeliveryKey, Deliveries] = field(default_factory=dict)
+    notices: tuple[Notice, ...] = ()
+    endpoint: dict = field(default_factory=dict)  # which Factory endpoint answered (factory.py)
+    credentials: dict | None = None  # what is known of droid's tokens (credentials.LoginMemory)
+    channels_checked: str | None = None  # digest of the channel URLs last found valid
+
+    def copy(self) -> State:
+        """Return a copy whose records and ledger may be changed without touching this one.
+
+        Meter histories are shared: they are only ever replaced as a whole (see
+        :func:`alerter.forecast.add_sample`), and copying every sample on every run would
+        cost more than the rest of a decision.
+        """
+        return replace(
+            self,
+            meters={mid: replace(m) for mid, m in self.meters.items()},
+            health=replace(self.health),
+            ledger={key: dict(channels) for key, channels in self.ledger.items()},
+        )
+
+    def delivered(self, key: DeliveryKey) -> dict[str, float]:
+        """Given an alert's key, return the channels that have it and when they got it."""
+        return {c: at for c, at in self.ledger.get(key, {}).items() if at is not None}
+
+    def in_flight(self) -> list[tuple[DeliveryKey, str]]:
+        """Return the deliveries marked as being made but never recorded as made."""
+        return [(key, c) for key, chans in self.ledger.items() for c, at in chans.items() if at is None]
+
+
+def record_delivery(state: State, key: DeliveryKey, channel_id: str, at: float | None) -> State:
+    """Given the state, an alert's key, a channel and the delivery time, return the new state.
+
+    ``at`` None marks the delivery as about to be made (write-ahead, see :func:`settle`).
+    """
+    new_state = replace(state, ledger=dict(state.ledger))
+    new_state.ledger[key] = {**state.ledger.get(key, {}), channel_id: at}
+    return new_state
+
+
+def settle(state: State) -> State:
+    """Return the state without marks of deliveries that were about to be made but were not."""
+    if not state.in_flight():
+        return state
+    ledger = {}
+    for key, channels in state.ledger.items():
+        made = {c: at for c, at in channels.items() if at is not None}
+        if made:
+            ledger[key] = made
+    return replace(state, ledger=ledger)
+
+
+# --- dump ----------------------------------------------------------------------------------
+
+
+def dump(state: State) -> dict:
+    """Given a state, return its JSON form (version 2)."""
+    data: dict[str, Any] = {"version": STATE_VERSION, "meters": {}}
+    for meter_id, memory in state.meters.items():
+        entry: dict[str, Any] = {"history": memory.history, "peak": memory.peak}
+        if memory.window is not None:
+            entry["window"] = {"start": memory.window.start, "end": memory.window.end}
+            entry["window_key"] = memory.window_key
+        if memory.period_seconds is not None:
+            entry["period_seconds"] = memory.period_seconds
+        if memory.episode is not None:
+            ep = memory.episode
+            entry["episode"] = {"since": ep.since, "safe_since": ep.safe_since, "safe_last": ep.safe_last}
+        data["meters"][meter_id] = entry
+    h = state.health
+    health: dict[str, Any] = {"failures": h.failures}
+    for name in ("failing_since", "last_success", "last_failure", "last_error"):
+        if getattr(h, name) is not None:
+            health[name] = getattr(h, name)
+    if h.last_outage is not None:
+        health["last_outage"] = {"since": h.last_outage.since, "failures": h.last_outage.failures}
+    if h.failed_runs:
+        health["failed_runs"] = [
+            [r.at, r.reason, True] if r.login_expired else [r.at, r.reason] for r in h.failed_runs
+        ]
+    data["health"] = health
+    if state.ledger:
+        data["ledger"] = [
+            {**_key_json(key), "channels": dict(sorted(channels.items()))}
+            for key, channels in sorted(state.ledger.items())
+        ]
+    if state.notices:
+        data["notices"] = [
+            {
+                **_key_json(n.key),
+                "severity": n.severity,
+                "title": n.title,
+                "body": n.body,
+                "channels": list(n.channels),
+                "since": n.since,
+            }
+            for n in state.notices
+        ]
+    if state.endpoint:
+        data["endpoint"] = state.endpoint
+    if state.credentials:
+        data["credentials"] = state.credentials
+    if state.channels_checked is not None:
+        data["channels_checked"] = state.channels_checked
+    return data
+
+
+def _key_json(key: DeliveryKey) -> dict:
+    return {"meter": key.meter, "kind": key.kind, "window": key.window, "level": key.level}
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Turns whatever was on disk into records, noting each part it had to drop."""
+
+    def __init__(self) -> None:
+        self.dropped: list[str] = []
+
+    def drop(self, where: str) -> None:
+        self.dropped.append(where)
+
+    def mapping(self, value: object, where: str) -> dict:
+        if isinstance(value, dict):
+            return value
+        if value is not None:
+            self.drop(where)
+        return {}
+
+    def items(self, value: object, where: str) -> list:
+        if isinstance(value, list):
+            return value
+        if value is not None:
+            self.drop(where)
+        return []
+
+    def number(self, value: object, where: str) -> float | None:
+        if value is None:
+            return None
+        if _is_number(value):
+            return float(value)
+        self.drop(where)
+        return None
+
+    def time(self, value: object, where: str) -> float | None:
+        seconds = self.number(value, where)
+        if seconds is None:
+            return None
+        if 0 < seconds < 1e11:
+            return seconds
+        self.drop(where)
+        return None
+
+    def text(self, value: object, where: str) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        self.drop(where)
+        return None
+
+    def channels(self, value: object, where: str) -> tuple[str, ...]:
+        items = self.items(value, where)
+        good = tuple(c for c in items if isinstance(c, str))
+        if len(good) != len(items):
+            self.drop(where)
+        return good
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load(data: object) -> tuple[State, list[str]]:
+    """Given JSON read from a state file (version 1 or 2), return (state, parts dropped).
+
+    Never raises: a part of the wrong shape is left out and named in the second value.
+    """
+    r = _Reader()
+    top = r.mapping(data, "the whole file")
+    version = top.get("version")
+    state = State()
+    for meter_id, raw in r.mapping(top.get("meters"), "meters").items():
+        if not isinstance(meter_id, str) or not isinstance(raw, dict):
+            r.drop(f"meters.{meter_id}")
+            continue
+        state.meters[meter_id] = _meter(r, meter_id, raw)
+    state.health = _health(r, r.mapping(top.get("health"), "health"))
+    if version == 1:
+        _ledger_from_v1(r, top, state)
+    else:
+        _ledger(r, top, state)
+    state.endpoint = r.mapping(top.get("endpoint" if version != 1 else "source"), "endpoint")
+    credentials = r.mapping(top.get("credentials"), "credentials")
+    state.credentials = credentials or None
+    state.channels_checked = r.text(top.get("channels_checked"), "channels_checked")
+    return state, r.dropped
+
+
+def _window(r: _Reader, value: object, where: str) -> Window | None:
+    raw = r.mapping(value, where)
+    if not raw:
+        return None
+    return Window(r.number(raw.get("start"), where), r.number(raw.get("end"), where))
+
+
+def _meter(r: _Reader, meter_id: str, raw: dict) -> MeterMemory:
+    from alerter.forecast import clean_history
+
+    where = f"meters.{meter_id}"
+    history = raw.get("history")
+    memory = MeterMemory(
+        window=_window(r, raw.get("window"), f"{where}.window"),
+        history=clean_history(history),
+        period_seconds=r.number(raw.get("period_seconds"), f"{where}.period_seconds"),
+        peak=r.number(raw.get("peak"), f"{where}.peak") or 0.0,
+    )
+    key = r.number(raw.get("window_key"), f"{where}.window_key")
+    if key is None and memory.window is not None:
+        key = memory.window.ident  # version 1 kept no key: the window as last seen names it
+    memory.window_key = key or 0.0
+    episode = raw.get("episode")
+    if episode is None and isinstance(raw.get("forecast"), dict):  # version 1
+        forecast = raw["forecast"]
+        episode = forecast.get("episode")
+        if isinstance(episode, dict):
+            episode = {
+                **episode,
+                "safe_since": forecast.get("safe_since"),
+                "safe_last": forecast.get("safe_last"),
+            }
+    episode = r.mapping(episode, f"{where}.episode")
+    since = r.time(episode.get("since"), f"{where}.episode")
+    if since is not None:
+        memory.episode = Episode(
+            since,
+            r.time(episode.get("safe_since"), f"{where}.episode"),
+            r.time(episode.get("safe_last"), f"{where}.episode"),
+        )
+    return memory
+
+
+def _health(r: _Reader, raw: dict) -> Health:
+    runs = []
+    for record in r.items(raw.get("failed_runs"), "health.failed_runs")[-FAILED_RUNS_KEPT:]:
+        if isinstance(record, list) and len(record) in (2, 3) and isinstance(record[1], str):
+            at = r.time(record[0], "health.failed_runs")
+            if at is not None:
+                runs.append(FailedRun(at, record[1], len(record) == 3 and record[2] is True))
+                continue
+        r.drop("health.failed_runs")
+    outage = r.mapping(raw.get("last_outage"), "health.last_outage")
+    failures = r.number(raw.get("failures"), "health.failures") or 0
+    return Health(
+        failures=max(0, int(failures)),
+        failing_since=r.time(raw.get("failing_since"), "health.failing_since"),
+        last_success=r.time(raw.get("last_success"), "health.last_success"),
+        last_failure=r.time(raw.get("last_failure"), "health.last_failure"),
+        last_error=r.text(raw.get("last_error"), "health.last_error"),
+        last_outage=Outage(
+            r.time(outage.get("since"), "health.last_outage"),
+            int(r.number(outage.get("failures"), "health.last_outage") or 0),
+        )
+        if outage
+        else None,
+        failed_runs=tuple(runs),
+    )
+
+
+def _key(r: _Reader, raw: dict, where: str) -> DeliveryKey | None:
+    meter, kind = raw.get("meter"), raw.get("kind")
+    window, level = raw.get("window"), raw.get("level")
+    if isinstance(meter, str) and isinstance(kind, str) and _is_number(window) and _is_number(level):
+        return DeliveryKey(meter, kind, float(window), float(level))
+    r.drop(where)
+    return None
+
+
+def _ledger(r: _Reader, top: dict, state: State) -> None:
+    for raw in r.items(top.get("ledger"), "ledger"):
+        key = _key(r, r.mapping(raw, "ledger"), "ledger")
+        if key is None:
+            continue
+        channels: Deliveries = {}
+        for channel, at in r.mapping(raw.get("channels"), "ledger.channels").items():
+            if at is None or _is_number(at):
+                channels[channel] = None if at is None else float(at)
+            else:
+                r.drop("ledger.channels")
+        state.ledger[key] = channels
+    notices = []
+    for raw in r.items(top.get("notices"), "notices"):
+        raw = r.mapping(raw, "notices")
+        key = _key(r, raw, "notices")
+        title, body = r.text(raw.get("title"), "notices"), r.text(raw.get("body"), "notices")
+        since = r.time(raw.get("since"), "notices")
+        severity = raw.get("severity")
+        if key is None or title is None or body is None or since is None:
+            continue
+        severity = severity if severity in ("info", "warning", "critical") else "info"
+        notices.append(Notice(key, severity, title, body, r.channels(raw.get("channels"), "notices"), since))
+    state.notices = tuple(notices)
+
+
+def _ledger_from_v1(r: _Reader, top: dict, state: State) -> None:
+    """Read version 1's scattered records of what was sent into the ledger."""
+    fallback = state.health.last_success or 0.0
+    for meter_id, raw in r.mapping(top.get("meters"), "meters").items():
+        memory = state.meters.get(meter_id)
+        if memory is None or not isinstance(raw, dict):
+            continue
+        window = memory.window_key
+        reminded = r.mapping(raw.get("reminded"), f"meters.{meter_id}.reminded")
+        for channel, level in r.mapping(raw.get("sent"), f"meters.{meter_id}.sent").items():
+            if not _is_number(level) or level <= 0:
+                r.drop(f"meters.{meter_id}.sent")
+                continue
+            at = reminded.get(channel)
+            at = float(at) if _is_number(at) else fallback
+            key = DeliveryKey(meter_id, "threshold", window, float(level))
+            state.ledger.setdefault(key, {})[channel] = at
+            if _is_number(reminded.get(channel)) and level >= 100:
+                state.ledger.setdefault(DeliveryKey(meter_id, "reminder", window, float(level)), {})[
+                    channel
+                ] = at
+        forecast = raw.get("forecast")
+        episode = forecast.get("episode") if isinstance(forecast, dict) else None
+        if memory.episode is not None and isinstance(episode, dict):
+            key = DeliveryKey(meter_id, "forecast", memory.episode.since, 0.0)
+            for channel in r.channels(episode.get("sent"), f"meters.{meter_id}.forecast"):
+                state.ledger.setdefault(key, {})[channel] = memory.episode.since
+    health = r.mapping(top.get("health"), "health")
+    told = r.channels(health.get("stale_sent"), "health.stale_sent")
+    if told:
+        since = state.health.failing_since or 0.0
+        state.ledger[DeliveryKey("health", "stale", since, 0.0)] = dict.fromkeys(told, since)
+    login = r.mapping(top.get("login"), "login")
+    told = r.channels(login.get("expired_sent"), "login.expired_sent")
+    if told:
+        state.ledger[DeliveryKey("login", "login", 0.0, 0.0)] = dict.fromkeys(told, fallback)
+    notices = []
+    for raw in r.items(top.get("pending"), "pending"):
+        raw = r.mapping(raw, "pending")
+        meter, title, body = raw.get("meter"), raw.get("title"), raw.get("body")
+        if raw.get("kind") != "reset" or not all(isinstance(x, str) for x in (meter, title, body)):
+            r.drop("pending")
+            continue
+        since = r.time(raw.get("since"), "pending") or fallback
+        # Version 1 kept no key of the window that reset; the time it was seen names it.
+        key = DeliveryKey(meter, "reset", since, 0.0)
+        notices.append(Notice(key, "info", title, body, r.channels(raw.get("channels"), "pending"), since))
+    state.notices = tuple(notices)
+
+
+# --- the file ------------------------------------------------------------------------------
+
+
+def load_state(path: Path, keep_aside: bool = True) -> State:
+    """Given the state path, return what it remembers; a missing file gives a fresh state.
+
+    A file that is not JSON, or from a newer version, is moved aside with a warning; a
+    part of the wrong shape is dropped with a warning; a file open to others is made 0600
+    (moving and tightening are left out when ``keep_aside`` is False, as a dry run
+    changes nothing). Raise StateError when the file or its directory is unsafe or odd
+    (see ``statefile``).
     """
     raw = read_private(path, tighten=keep_aside)
     if raw is None:
-        return fresh_state()
-    problem = _check(raw)
+        return State()
+    problem, data = _parse(raw)
     if problem is None:
-        return json.loads(raw)
+        state, dropped = load(data)
+        if dropped:
+            shown = ", ".join(sorted(set(dropped))[:5]) + (" ..." if len(set(dropped)) > 5 else "")
+            log.warning("state file %s: ignored what was not understood (%s)", path, shown)
+        return state
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
     if not keep_aside:
         kept = "left it in place"
@@ -64,30 +591,30 @@ def load_state(path: Path, keep_aside: bool = True) -> dict:
         problem,
         kept,
     )
-    return fresh_state()
+    return State()
 
 
-def _check(raw: bytes) -> str | None:
+def _parse(raw: bytes) -> tuple[str | None, object]:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return "is not valid JSON (corrupt or truncated)"
-    if not isinstance(data, dict) or not isinstance(data.get("version"), int):
-        return "has no version"
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "is not valid JSON (corrupt or truncated)", None
+    if not isinstance(data, dict) or not _is_number(data.get("version")):
+        return "has no version", None
     if data["version"] > STATE_VERSION:
-        return f"is from a newer version ({data['version']})"
-    if data["version"] < 1 or not isinstance(data.get("meters", {}), dict):
-        return "has an unknown layout"
-    return None
+        return f"is from a newer version ({data['version']})", None
+    if data["version"] < 1:
+        return "has an unknown layout", None
+    return None, data
 
 
-def save_state(path: Path, state: dict) -> None:
-    """Given the state path and content, write it atomically with mode 0600.
+def save_state(path: Path, state: State) -> None:
+    """Given the state path and the state, write it atomically with mode 0600.
 
     Raise StateError naming the file and the fix when it cannot be written.
     """
     ensure_private_dir(path.parent)
-    data = json.dumps(state, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    data = json.dumps(dump(state), sort_keys=True, separators=(",", ":")).encode("utf-8")
     try:
         write_atomic(path, data)
     except OSError as exc:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from alerter.config import Config
 from alerter.meters import Meter, Reading
-from alerter.rules import evaluate, record_delivery
-from alerter.state import load_state, save_state
+from alerter.rules import evaluate
+from alerter.state import State, dump, load, load_state, record_delivery, save_state
 from tests.conftest import USAGE_PATH, python_path, same_clock, usage_body
 from tests.standins import Reply, TlsStandIn
 
@@ -48,13 +48,13 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from alerter.state import save_state
+    from alerter.state import Health, State, save_state
     path = Path(sys.argv[1])
     n = 0
     while True:
         n += 1
         # Growing content, so that a half-written file could not pass as a whole one.
-        save_state(path, {"version": 1, "meters": {}, "n": n, "pad": "x" * (n % 5000)})
+        save_state(path, State(health=Health(failures=n, last_error="x" * (n % 5000))))
         print(n, flush=True)
     """
 )
@@ -80,8 +80,9 @@ def test_a_run_killed_at_random_points_leaves_the_old_or_the_new_state(tmp_path)
         proc.wait()
         proc.stdout.close()
         data = json.loads(path.read_bytes())  # never a broken file
-        assert data["n"] >= last and data["pad"] == "x" * (data["n"] % 5000)
-        assert load_state(path)["n"] == data["n"]
+        n = data["health"]["failures"]
+        assert n >= last and data["health"].get("last_error", "") == "x" * (n % 5000)
+        assert load_state(path).health.failures == n
     assert not list(tmp_path.glob("state.json.corrupt-*"))
 
 
@@ -99,7 +100,7 @@ def test_a_corrupt_state_is_kept_aside_with_a_warning_and_alerts_repeat(app, rec
         assert copies and any(c.read_bytes() == broken for c in copies)
         for copy in copies:
             copy.unlink()
-        assert app.state()["version"] == 1
+        assert app.state()["version"] == 2
     assert len(receiver.messages()) == 5  # the first run, then once again after each loss
 
 
@@ -114,7 +115,7 @@ def test_dry_run_does_not_move_a_corrupt_state(app):
 
 def test_save_state_is_private_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "deep" / "state.json"
-    save_state(path, {"version": 1, "meters": {}})
+    save_state(path, State())
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
@@ -186,13 +187,13 @@ def test_any_state_file_loads_cleanly_and_the_job_can_use_it(tmp_path, raw):
     path = tmp_path / "state.json"
     path.write_bytes(raw)
     state = load_state(path, keep_aside=False)
-    assert state["version"] == 1
+    assert isinstance(state, State)
     reading = Reading("allowance", (Meter("standard", 0.97, window_start=1.0, window_end=None),))
     alerts, new_state = evaluate(reading, state, Config(), 100.0)
     for alert in alerts:
-        new_state = record_delivery(new_state, alert, "stdout")
+        new_state = record_delivery(new_state, alert.key, "stdout", 100.0)
     assert evaluate(reading, new_state, Config(), 100.0)[0] == []
-    json.dumps(new_state)
+    assert load(json.loads(json.dumps(dump(new_state))))[0] == new_state
 
 
 def test_tls_is_verified_and_ca_bundle_serves_a_private_ca(app, tmp_path):

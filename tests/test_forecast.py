@@ -14,8 +14,8 @@ from alerter.config import build_config
 from alerter.errors import ConfigError
 from alerter.forecast import DAY, HOUR, ForecastSettings, Rule, assess, burn, next_episode, used_at
 from alerter.meters import Meter, Reading
-from alerter.rules import Alert, evaluate, record_delivery
-from alerter.state import fresh_state
+from alerter.rules import Alert, evaluate
+from alerter.state import DeliveryKey, Episode, State, dump, load, record_delivery
 from tests.conftest import at_local
 
 START = at_local(2025, 12, 1)  # Mon 1 Dec 2025 00:00, local time
@@ -34,10 +34,10 @@ def period_reading(used: float, now: float, start: float = START, length: float 
     )
 
 
-def run_hourly(uses, cfg=None, start: float = START, state: dict | None = None, length: float = MONTH):
+def run_hourly(uses, cfg=None, start: float = START, state: State | None = None, length: float = MONTH):
     """Evaluate hour by hour (use given as a function of hours since start); return (sent, state)."""
     cfg = cfg or config()
-    state = state or fresh_state()
+    state = state or State()
     sent: list[tuple[float, Alert]] = []
     for hour, used in enumerate(uses, 1):
         now = start + hour * HOUR
@@ -45,7 +45,7 @@ def run_hourly(uses, cfg=None, start: float = START, state: dict | None = None, 
         for alert in alerts:
             sent.append((now, alert))
             for channel in alert.channels:
-                state = record_delivery(state, alert, channel)
+                state = record_delivery(state, alert.key, channel, now)
     return sent, state
 
 
@@ -139,25 +139,25 @@ def test_an_episode_starts_once_and_ends_after_a_safe_pace_lasts():
     firing = forecast.Assessment(used=0.5, window_end=MONTH, firing=rule, now=0.0)
     calm = forecast.Assessment(used=0.5, window_end=MONTH, safe=True, now=0.0)
     unsure = forecast.Assessment(used=0.5, window_end=MONTH, now=0.0)
-    state = next_episode({}, firing, 0.0, DAY)
-    assert state == {"episode": {"since": 0, "sent": []}}
+    assert next_episode(None, unsure, 0.0, DAY) is None
+    state = next_episode(None, firing, 0.0, DAY)
+    assert state == Episode(0)
     assert next_episode(state, firing, HOUR, DAY) == state
     state = next_episode(state, calm, 2 * HOUR, DAY)
-    assert state["safe_since"] == 2 * HOUR
+    assert state.safe_since == 2 * HOUR
     state = next_episode(state, unsure, 3 * HOUR, DAY)
-    assert state == {"episode": {"since": 0, "sent": []}}  # not known to be safe: the wait starts over
+    assert state == Episode(0)  # not known to be safe: the wait starts over
     for hour in range(4, 4 + 24):
         state = next_episode(state, calm, hour * HOUR, DAY)
-        assert state["episode"]
-    assert next_episode(state, calm, 28 * HOUR, DAY) == {}
+        assert state is not None
+    assert next_episode(state, calm, 28 * HOUR, DAY) is None
 
 
 def test_time_without_readings_does_not_count_as_safe():
     calm = forecast.Assessment(used=0.5, window_end=MONTH, safe=True, now=0.0)
-    state = {"episode": {"since": 0, "sent": ["stdout"]}}
-    state = next_episode(state, calm, HOUR, DAY)
+    state = next_episode(Episode(0), calm, HOUR, DAY)
     state = next_episode(state, calm, 2 * DAY, DAY)  # the job did not run for two days
-    assert state["episode"] and state["safe_since"] == 2 * DAY
+    assert state is not None and state.safe_since == 2 * DAY
 
 
 def test_evaluate_sends_one_forecast_per_episode_with_when_and_a_daily_budget():
@@ -171,13 +171,14 @@ def test_evaluate_sends_one_forecast_per_episode_with_when_and_a_daily_budget():
     assert alert.title.endswith(" at this pace, 9d 23h before the reset")
     assert "pace over the last 7 days: 5.0% a day (1M tokens)" in alert.body
     assert "To last until the reset: at most" in alert.body
-    assert state["meters"]["standard"]["forecast"]["episode"]["sent"] == ["stdout"]
+    episode = state.meters["standard"].episode
+    assert state.delivered(DeliveryKey("standard", "forecast", episode.since, 0.0)).keys() == {"stdout"}
 
 
 def test_a_failed_channel_stays_due_and_the_others_are_not_told_twice(tmp_path):
     cfg = config({"notify": {"urls": ["json://127.0.0.1:9/a", "json://127.0.0.1:9/b"]}})
     uses = [0.05 * h / 24 for h in range(1, 10 * 24)]
-    state = fresh_state()
+    state = State()
     delivered = []
     for hour, used in enumerate(uses, 1):
         now = START + hour * HOUR
@@ -187,7 +188,7 @@ def test_a_failed_channel_stays_due_and_the_others_are_not_told_twice(tmp_path):
                 continue
             good = alert.channels[0] if len(delivered) < 2 else alert.channels[-1]
             delivered.append(alert.channels)
-            state = record_delivery(state, alert, good)  # only one of the two gets it
+            state = record_delivery(state, alert.key, good, now)  # only one of the two gets it
     assert len(delivered[0]) == 2 and len(delivered[1]) == 1  # the failed one, an hour later
     assert len(delivered) == 2
 
@@ -203,15 +204,15 @@ def test_a_calm_week_rearms_and_a_new_window_starts_afresh():
     # A new period: history and episode start over.
     nxt = START + MONTH
     alerts, state = evaluate(period_reading(0.001, nxt + HOUR, nxt), state, config(), nxt + HOUR)
-    saved = state["meters"]["standard"]
-    assert "forecast" not in saved
-    assert [s["start"] for s in saved["history"]][-1] == nxt
-    assert len(saved["history"][-1]["samples"]) == 1
+    saved = state.meters["standard"]
+    assert saved.episode is None and not [k for k in state.ledger if k.kind == "forecast"]
+    assert [s["start"] for s in saved.history][-1] == nxt
+    assert len(saved.history[-1]["samples"]) == 1
 
 
 def test_a_period_without_an_end_uses_the_length_of_the_previous_one():
     cfg = config()
-    state = fresh_state()
+    state = State()
     old = START - MONTH
     _, state = evaluate(period_reading(0.5, START - DAY, old), state, cfg, START - DAY)
     uses = [0.06 * h / 24 for h in range(1, 8 * 24)]
@@ -224,11 +225,11 @@ def test_a_period_without_an_end_uses_the_length_of_the_previous_one():
             break
     else:
         pytest.fail("no forecast for a period with no end")
-    assert state["meters"]["standard"]["period_seconds"] == MONTH
+    assert state.meters["standard"].period_seconds == MONTH
 
 
 def test_a_period_with_no_end_and_no_past_is_not_forecast():
-    state = fresh_state()
+    state = State()
     for hour in range(1, 10 * 24):
         now = START + hour * HOUR
         meter = Meter("standard", 0.1 * hour / 24, START, None, int(2 * M * hour / 24), 20 * M)
@@ -244,8 +245,8 @@ def test_inactive_and_unlimited_meters_are_never_forecast():
             Meter("standard", 0.0, START, START + MONTH, 10**13, None, unlimited=True),
         ),
     )
-    alerts, state = evaluate(reading, fresh_state(), config(), START + HOUR)
-    assert alerts == [] and state["meters"] == {}
+    alerts, state = evaluate(reading, State(), config(), START + HOUR)
+    assert alerts == [] and state.meters == {}
 
 
 def test_forecasts_can_be_turned_off_and_thresholds_stay_as_they_were():
@@ -294,16 +295,16 @@ entry_like = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(entry_like, st.sampled_from([0.2, 0.7, 1.1]))
 def test_any_remembered_forecast_state_is_survived(entry, used):
-    state = {"version": 1, "meters": {"standard": entry}}
+    state, _ = load({"version": 1, "meters": {"standard": entry}})
     for hour in (24 * 8, 24 * 8 + 1, 24 * 40):
         now = START + hour * HOUR
         alerts, state = evaluate(period_reading(used, now), state, config(), now)
         for alert in alerts:
-            state = record_delivery(state, alert, alert.channels[0], now)
-        json.dumps(state)
+            state = record_delivery(state, alert.key, alert.channels[0], now)
+        assert load(json.loads(json.dumps(dump(state))))[0] == state
     from alerter.backtest import export_history
 
-    json.dumps(export_history({"meters": {"standard": entry}}))
+    json.dumps(export_history(load({"version": 1, "meters": {"standard": entry}})[0]))
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def limits_account(days: float, pools: tuple[str, ...] = ("standard", "core")):
     Yield (day, state) once a day.
     """
     cfg = config()
-    state = fresh_state()
+    state = State()
     lengths = {"5h": 5 * HOUR, "weekly": 7 * DAY, "monthly": MONTH}
     for step in range(int(days * 288)):
         now = START + step * 300
@@ -378,7 +379,7 @@ def limits_account(days: float, pools: tuple[str, ...] = ("standard", "core")):
         alerts, state = evaluate(Reading("limits", tuple(meters)), state, cfg, now)
         for alert in alerts:
             for channel in alert.channels:
-                state = record_delivery(state, alert, channel)
+                state = record_delivery(state, alert.key, channel, now)
         if step % 288 == 0:
             yield step // 288, state
 
@@ -397,16 +398,16 @@ def test_history_is_bounded_by_its_thinning_bands_whatever_the_run_count():
     # bound a year would (the slow test below runs the year). One pool of limit windows
     # here; the worst case the job meets has two, which is twice the size.
     for day, state in limits_account(50, pools=("standard",)):
-        for meter_id, saved in state["meters"].items():
-            count = sum(len(segment["samples"]) for segment in saved["history"])
+        for meter_id, saved in state.meters.items():
+            count = sum(len(segment["samples"]) for segment in saved.history)
             assert count <= most_samples(forecast.window_kind(meter_id)), (day, meter_id, count)
-        assert 2 * len(json.dumps(state)) < 64 * 1024
+        assert 2 * len(json.dumps(dump(state))) < 64 * 1024
     assert 150 <= most_samples("monthly") <= 170
 
 
 @pytest.mark.slow
 def test_a_year_of_five_minute_runs_keeps_the_state_under_64_kib():
-    sizes = [len(json.dumps(state)) for _, state in limits_account(365)]
+    sizes = [len(json.dumps(dump(state))) for _, state in limits_account(365)]
     assert len(sizes) == 365
     assert max(sizes) < 64 * 1024, max(sizes)
 

@@ -93,7 +93,7 @@ def test_a_steady_auto_run_makes_one_request(app):
     assert app("run").code == 0
     assert app("run").code == 0
     assert len(app.factory.calls()) == 3
-    assert app.state()["source"]["name"] == "limits"
+    assert app.state()["endpoint"]["name"] == "limits"
 
 
 def test_auto_falls_back_to_the_allowance_when_limits_is_404(app, receiver):
@@ -105,7 +105,7 @@ def test_auto_falls_back_to_the_allowance_when_limits_is_404(app, receiver):
     assert "standard at 85%" in receiver.messages()[0]["title"]
     assert app("run").code == 0
     assert [c.path for c in app.factory.calls()][2:] == [USAGE_PATH]  # remembered
-    assert app.state()["source"]["name"] == "allowance"
+    assert app.state()["endpoint"]["name"] == "allowance"
 
 
 def test_auto_uses_the_allowance_when_the_account_is_not_on_limits_billing(app):
@@ -113,7 +113,7 @@ def test_auto_uses_the_allowance_when_the_account_is_not_on_limits_billing(app):
     use_limits(app, {"usesTokenRateLimitsBilling": False, "limits": None})
     app.serve_usage(usage_body(1 * M))
     assert app("run").code == 0
-    assert app.state()["source"]["name"] == "allowance"
+    assert app.state()["endpoint"]["name"] == "allowance"
 
 
 def test_auto_probes_again_when_the_remembered_endpoint_goes_away_and_once_a_day(app):
@@ -124,10 +124,10 @@ def test_auto_probes_again_when_the_remembered_endpoint_goes_away_and_once_a_day
     app.now = time.time() + 25 * HOUR
     use_limits(app, limits_body(window(10, app.now + HOUR)))
     assert app("run").code == 0  # a day later: probes, finds limits
-    assert app.state()["source"]["name"] == "limits"
+    assert app.state()["endpoint"]["name"] == "limits"
     app.factory.route("GET", LIMITS_PATH, Reply(404, {"error": "gone"}))
     assert app("run").code == 0  # remembered one gone: probes, falls back
-    assert app.state()["source"]["name"] == "allowance"
+    assert app.state()["endpoint"]["name"] == "allowance"
 
 
 def test_windows_in_the_past_null_or_ms_and_no_core(app):

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from alerter import monitor
 from alerter.config import Channel, Config, MonitorSettings, QuietHours
 from alerter.meters import Meter, Reading
-from alerter.rules import Alert, evaluate, record_delivery
+from alerter.rules import Alert, evaluate
+from alerter.state import DeliveryKey, Health, Notice, State, dump, load, record_delivery
 from tests.conftest import at_local
 
 A = Channel(id="ch-a", label="a", url="json://a")
@@ -24,24 +25,26 @@ def deliver(alerts, state, now, channels=None):
     for alert in alerts:
         for ch in alert.channels:
             if channels is None or ch in channels:
-                state = record_delivery(state, alert, ch, now)
+                state = record_delivery(state, alert.key, ch, now)
     return state
 
 
 def test_not_working_fires_once_at_the_nth_failure_to_every_channel():
-    cfg, state = config(failures_before_alert=3), {}
+    cfg, state = config(failures_before_alert=3), State()
     fired = []
     for i in range(6):
         alerts, state = monitor.after_failure(state, cfg, T0 + i, "Factory API answered HTTP 500")
         fired.append(len(alerts))
         state = deliver(alerts, state, T0 + i)
     assert fired == [0, 0, 1, 0, 0, 0]
-    assert state["health"]["stale_sent"] == ["ch-a", "ch-b"]
-    assert state["health"]["failures"] == 6 and state["health"]["failing_since"] == T0
+    assert {k: set(v) for k, v in monitor.unrecovered(state).items()} == {
+        DeliveryKey("health", "stale", T0, 0.0): {"ch-a", "ch-b"}
+    }
+    assert state.health.failures == 6 and state.health.failing_since == T0
 
 
 def test_working_again_goes_only_to_the_channels_told_and_only_once():
-    cfg, state = config(failures_before_alert=1), {}
+    cfg, state = config(failures_before_alert=1), State()
     alerts, state = monitor.after_failure(state, cfg, T0, "down")
     state = deliver(alerts, state, T0, channels={"ch-a"})  # b failed to receive it
     alerts, state = monitor.after_success(state, cfg, T0 + 60)
@@ -53,7 +56,7 @@ def test_working_again_goes_only_to_the_channels_told_and_only_once():
 
 
 def test_an_undelivered_working_again_is_retried_on_the_next_success():
-    cfg, state = config(failures_before_alert=1), {}
+    cfg, state = config(failures_before_alert=1), State()
     alerts, state = monitor.after_failure(state, cfg, T0, "down")
     state = deliver(alerts, state, T0)
     alerts, state = monitor.after_success(state, cfg, T0 + 60)  # not delivered
@@ -62,26 +65,29 @@ def test_an_undelivered_working_again_is_retried_on_the_next_success():
 
 
 def test_an_expired_login_counts_but_has_its_own_notice():
-    cfg, state = config(failures_before_alert=1), {}
+    cfg, state = config(failures_before_alert=1), State()
     alerts, state = monitor.after_failure(state, cfg, T0, "login expired", login_expired=True)
-    assert alerts == [] and state["health"]["failures"] == 1
+    assert alerts == [] and state.health.failures == 1
 
 
 def test_hours_without_success():
     cfg = config(failures_before_alert=99, hours_without_success=6)
-    state = {"health": {"last_success": T0}}
+    state = State(health=Health(last_success=T0))
     assert monitor.after_failure(state, cfg, T0 + 5 * 3600, "down")[0] == []
     assert len(monitor.after_failure(state, cfg, T0 + 6 * 3600, "down")[0]) == 1
 
 
 def test_removed_channels_are_forgotten():
-    state = {
-        "health": {"stale_sent": ["ch-gone", "ch-a"]},
-        "pending": [{"kind": "reset", "channels": ["ch-gone"]}],
-    }
+    stale = DeliveryKey("health", "stale", T0 - 60, 0.0)
+    reset = DeliveryKey("standard.5h", "reset", T0 - 3600, 0.0)
+    state = State(
+        ledger={stale: {"ch-gone": T0 - 60, "ch-a": T0 - 60}},
+        notices=(Notice(reset, "info", "t", "b", ("ch-gone",), T0 - 60),),
+    )
     alerts, state = monitor.after_success(state, config(), T0)
     assert alerts[0].channels == ("ch-a",)
-    assert monitor.pending_alerts(state, config()) == ([], {k: v for k, v in state.items() if k != "pending"})
+    owed, state = monitor.stored_notices(state, config())
+    assert owed == [] and state.notices == ()
 
 
 def limits(percent: float, end: float) -> Reading:
@@ -100,20 +106,20 @@ def run(reading, state, cfg, now):
 
 def test_reset_notice_after_a_window_that_reached_100_and_only_for_info_channels():
     cfg = config(reset_notice=True)
-    alerts, state = run(limits(100, T0 + 3600), {}, cfg, T0)
+    alerts, state = run(limits(100, T0 + 3600), State(), cfg, T0)
     state = deliver(alerts, state, T0)
     alerts, state = run(limits(2, T0 + 6 * 3600), state, cfg, T0 + 3700)  # a new window
     (notice,) = alerts
     assert notice.kind == "reset" and notice.channels == ("ch-a",)
     assert notice.title == "Factory standard.5h reset, you are back to 2%"
     state = deliver(alerts, state, T0 + 3700)
-    assert "pending" not in state
+    assert run(limits(3, T0 + 6 * 3600), state, cfg, T0 + 3900)[1].notices == ()
     assert run(limits(3, T0 + 6 * 3600), state, cfg, T0 + 4000)[0] == []
 
 
 def test_a_window_that_peaked_below_100_gives_no_reset_notice():
     cfg = config(reset_notice=True)
-    alerts, state = run(limits(96, T0 + 3600), {}, cfg, T0)
+    alerts, state = run(limits(96, T0 + 3600), State(), cfg, T0)
     state = deliver(alerts, state, T0)
     assert run(limits(2, T0 + 6 * 3600), state, cfg, T0 + 3700)[0] == []
 
@@ -121,7 +127,7 @@ def test_a_window_that_peaked_below_100_gives_no_reset_notice():
 def test_reminders_every_n_hours_per_channel_until_reset():
     cfg = config(reminder_hours=1)
     end = T0 + 3 * 3600
-    alerts, state = run(limits(100, end), {}, cfg, T0)
+    alerts, state = run(limits(100, end), State(), cfg, T0)
     state = deliver(alerts, state, T0)
     kinds = []
     for minutes in range(15, 4 * 60, 15):
@@ -137,10 +143,10 @@ def test_reminders_every_n_hours_per_channel_until_reset():
 def test_quiet_hours_hold_all_but_critical_and_never_send_reminders():
     cfg = Config(channels=(A,), quiet_hours=QuietHours(22 * 60, 7 * 60))
     alerts = [
-        Alert("standard", "threshold", 80, "warning", "t", "b", ("ch-a",)),
-        Alert("standard", "threshold", 100, "critical", "t", "b", ("ch-a",)),
-        Alert("standard", "reminder", 100, "critical", "t", "b", ("ch-a",)),
-        Alert("health", "stale", 0, "warning", "t", "b", ("ch-a",)),
+        Alert(DeliveryKey("standard", "threshold", T0, 80), "warning", "t", "b", ("ch-a",)),
+        Alert(DeliveryKey("standard", "threshold", T0, 100), "critical", "t", "b", ("ch-a",)),
+        Alert(DeliveryKey("standard", "reminder", T0, 100), "critical", "t", "b", ("ch-a",)),
+        Alert(DeliveryKey("health", "stale", T0, 0), "warning", "t", "b", ("ch-a",)),
     ]
     send, held = monitor.hold(alerts, cfg, T0 + 3 * 3600)
     assert [a.level for a in send] == [100] and send[0].kind == "threshold" and len(held) == 3
@@ -200,9 +206,10 @@ meter_like = json_any | st.fixed_dictionaries(
     ),
     st.sampled_from([100.0, 40.0]),
 )
-def test_any_remembered_shape_is_survived(state, percent):
+def test_any_remembered_shape_is_survived(data, percent):
     import json
 
+    state, _ = load(data)
     cfg = config(reset_notice=True, reminder_hours=1, failures_before_alert=1, hours_without_success=1)
     alerts, failed = monitor.after_failure(state, cfg, T0, "down")
     failed = deliver(alerts, failed, T0)
@@ -210,5 +217,5 @@ def test_any_remembered_shape_is_survived(state, percent):
         reading = limits(percent, end)
         alerts, new_state = run(reading, state, cfg, T0 + 60)
         new_state = deliver(alerts, new_state, T0 + 60)
-        json.dumps(new_state)
-    json.dumps(failed)
+        assert load(json.loads(json.dumps(dump(new_state))))[0] == new_state
+    assert load(json.loads(json.dumps(dump(failed))))[0] == failed

@@ -268,7 +268,7 @@ def test_quiet_hours_hold_non_critical_until_they_end_and_let_critical_through(a
     app.now = night + 8 * HOUR + 60  # 07:01
     assert app("run").code == 0
     assert len(receiver.messages()) == 1  # 80 % is below the 100 % already sent: nothing owed
-    assert app.state()["meters"]["standard"]["sent"]
+    assert [e["level"] for e in app.state()["ledger"] if e["kind"] == "threshold"] == [100.0]
 
 
 def test_a_held_warning_is_delivered_after_quiet_hours(app, receiver):
@@ -493,19 +493,22 @@ def test_starter_config_loads_without_problems():
 def test_projection_series_appear_only_with_a_forecast():
     from alerter.meters import Meter, Reading
     from alerter.metrics import Projection, render
+    from alerter.state import Health
 
     reading = Reading("limits", (Meter("standard.5h", 0.5, window_end=T0 + 3600), Meter("core.5h", 0.1)))
-    text = render(reading, {"last_success": T0}, T0, {"standard.5h": Projection(1.25, 1800.0)})
+    text = render(reading, Health(last_success=T0), T0, {"standard.5h": Projection(1.25, 1800.0)})
     assert 'factory_usage_projected_ratio_at_reset{meter="standard.5h"} 1.25\n' in text
     assert 'factory_usage_seconds_to_exhaustion{meter="standard.5h"} 1800\n' in text
     assert 'meter="core.5h"' in text and 'projected_ratio_at_reset{meter="core.5h"}' not in text
-    assert "seconds_to_exhaustion" not in render(reading, {}, T0, {"standard.5h": Projection(0.7, None)})
+    unsure = {"standard.5h": Projection(0.7, None)}
+    assert "seconds_to_exhaustion" not in render(reading, Health(), T0, unsure)
 
 
 def test_metrics_survive_a_remembered_health_of_any_shape():
     from alerter.metrics import render
+    from alerter.state import load
 
     for health in ({"failures": "x", "last_success": "y"}, {"failures": float("nan")}, [], None):
-        text = render(None, health, T0)
+        text = render(None, load({"version": 2, "health": health})[0].health, T0)
         assert "factory_usage_alert_consecutive_failures 0\n" in text
         assert "last_success_timestamp" not in text

@@ -179,8 +179,10 @@ def test_state_is_private_versioned_json(app, receiver):
     assert stat.S_IMODE(os.stat(app.state_path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(app.state_path.parent).st_mode) == 0o700
     state = app.state()
-    assert state["version"] == 1
-    assert list(state["meters"]["standard"]["sent"].values()) == [80.0]
+    assert state["version"] == 2
+    ((key, channels),) = [(e, e["channels"]) for e in state["ledger"]]
+    assert (key["meter"], key["kind"], key["level"]) == ("standard", "threshold", 80.0)
+    assert [type(t) for t in channels.values()] == [float]  # when it was delivered
     assert receiver.apprise_url not in app.state_path.read_text()
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from alerter.errors import EXIT_BUSY, EXIT_STATE, StateError
-from alerter.state import load_state, locked, save_state
+from alerter.state import State, load_state, locked, save_state
 from alerter.statefile import check_usable, ensure_private_dir, lock_path
 from tests.conftest import python_path, same_clock, usage_body
 
@@ -230,7 +230,7 @@ def test_only_the_state_files_own_directory_is_checked(app):
     assert app("check-config").code == 0
     result = app("run")
     assert result.code == 0, result.err
-    assert app.state()["version"] == 1
+    assert app.state()["version"] == 2
 
 
 def test_an_existing_directory_that_is_private_enough_is_used_as_it_is(app):
@@ -248,7 +248,7 @@ def test_a_state_directory_reached_through_a_symlink_is_used(app):
     real.mkdir(parents=True, mode=0o700)
     app.state_path.parent.symlink_to(real)
     assert app("run").code == 0
-    assert json.loads((real / "state.json").read_bytes())["version"] == 1
+    assert json.loads((real / "state.json").read_bytes())["version"] == 2
 
 
 # --- modes whatever the umask; looser files are tightened ---------------------------------
@@ -277,7 +277,7 @@ def test_save_state_alone_creates_private_directories(tmp_path, umask):
     path = tmp_path / "x" / "y" / "state.json"
     previous = os.umask(umask)
     try:
-        save_state(path, {"version": 1, "meters": {}})
+        save_state(path, State())
     finally:
         os.umask(previous)
     assert [stat.S_IMODE(p.stat().st_mode) for p in (path.parent.parent, path.parent, path)] == [
@@ -291,9 +291,9 @@ def test_a_state_file_open_to_others_is_made_0600_by_a_run_not_by_a_read(tmp_pat
     path = tmp_path / "state.json"
     path.write_bytes(VALID)
     path.chmod(0o644)
-    assert load_state(path, keep_aside=False)["version"] == 1  # dry run, status, history
+    assert load_state(path, keep_aside=False) == State()  # dry run, status, history
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert load_state(path)["version"] == 1  # a run
+    assert load_state(path) == State()  # a run
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "was open to others (mode 0644); made it 0600" in caplog.text
     lock = lock_path(path)
@@ -442,7 +442,7 @@ def test_a_state_that_cannot_be_saved_is_a_state_error_naming_the_file(tmp_path)
     path = tmp_path / "state.json"
     path.mkdir()  # rename cannot replace a directory with a file
     with pytest.raises(StateError, match=r"state\.json: cannot save the state"):
-        save_state(path, {"version": 1, "meters": {}})
+        save_state(path, State())
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left
 
 

@@ -1,0 +1,161 @@
+"""The state's one schema: files written by the previous release, the delivery ledger, and
+the write-ahead marks a killed run leaves behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alerter import job
+from alerter.config import Channel, Config, MonitorSettings
+from alerter.decide import Failure, decide
+from alerter.meters import Meter, Reading
+from alerter.state import DeliveryKey, State, dump, load, load_state, save_state
+
+DATA = Path(__file__).resolve().parent / "data"
+A = Channel(id="ch-a", label="a", url="json://a")
+B = Channel(id="ch-b", label="b", url="json://b", severities=frozenset({"critical"}))
+T0 = 1_790_000_000.0
+H = 3600.0
+
+
+def config(tmp_path: Path | None = None) -> Config:
+    monitor = MonitorSettings(reset_notice=True, reminder_hours=1, failures_before_alert=2)
+    if tmp_path is None:
+        return Config(channels=(A, B), monitor=monitor)
+    return Config(channels=(A, B), monitor=monitor, state_file=tmp_path / "state.json")
+
+
+def sent(decision) -> list[tuple]:
+    return [(a.meter_id, a.kind, a.level, a.channels) for a in decision.send]
+
+
+# state-v1.json was written by the release before the ledger (commit 60b995c): nine hours
+# of a limits account with two channels (b takes only critical alerts), a 5-hour window
+# that reached 100 % (reminders), reset, then ran hot (a forecast and three thresholds to
+# a), two failed runs ("not working" to both), and an expired login told to a only. The
+# expected decisions below are what that release decided on the same inputs.
+V1_PROBES = [
+    (
+        Reading(
+            "limits",
+            (
+                Meter("standard", 0.19, T0 - 10 * 86400, T0 + 20 * 86400, 3_800_000, 20_000_000),
+                Meter("standard.5h", 0.995, window_end=T0 + 10 * H + 120),
+            ),
+        ),
+        [("health", "recovered", 0.0, ("ch-a", "ch-b"))],
+    ),
+    (Failure("login expired", login_expired=True), [("login", "login", 0.0, ("ch-b",))]),
+    (
+        Reading("limits", (Meter("standard.5h", 1.0, window_end=T0 + 10 * H),)),
+        [
+            ("health", "recovered", 0.0, ("ch-a", "ch-b")),
+            ("standard.5h", "threshold", 100.0, ("ch-a", "ch-b")),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("observation", "expected"), V1_PROBES)
+def test_a_state_file_from_the_previous_release_decides_as_that_release_did(tmp_path, observation, expected):
+    path = tmp_path / "state.json"
+    path.write_bytes((DATA / "state-v1.json").read_bytes())
+    state = load_state(path)
+    assert sent(decide(state, observation, config(), T0 + 9.5 * H)) == expected
+
+
+def test_the_previous_release_s_records_land_in_the_ledger(caplog):
+    state, dropped = load(json.loads((DATA / "state-v1.json").read_text()))
+    assert dropped == [] and caplog.text == ""
+    five = state.meters["standard.5h"]
+    assert five.window is not None and five.window_key == T0 + 10 * H
+    assert five.episode is not None
+    assert state.delivered(DeliveryKey("standard.5h", "threshold", T0 + 10 * H, 95.0)).keys() == {"ch-a"}
+    assert state.delivered(DeliveryKey("standard.5h", "forecast", five.episode.since, 0.0)).keys() == {"ch-a"}
+    assert state.delivered(DeliveryKey("health", "stale", T0 + 9 * H, 0.0)).keys() == {"ch-a", "ch-b"}
+    assert state.delivered(DeliveryKey("login", "login", 0.0, 0.0)).keys() == {"ch-a"}
+    assert state.endpoint == {"checked_at": T0, "name": "limits"}
+    assert [r.login_expired for r in state.health.failed_runs] == [False, False]
+    assert load(json.loads(json.dumps(dump(state))))[0] == state  # and version 2 keeps it all
+
+
+def test_a_reset_notice_still_owed_by_the_previous_release_is_still_owed():
+    data = {
+        "version": 1,
+        "meters": {},
+        "pending": [
+            {
+                "kind": "reset",
+                "meter": "standard.5h",
+                "title": "Factory standard.5h reset, you are back to 2%",
+                "body": "b",
+                "severity": "info",
+                "channels": ["ch-a"],
+                "since": T0,
+            }
+        ],
+    }
+    state, _ = load(data)
+    decision = decide(state, Failure("down"), config(), T0 + 60)
+    assert sent(decision) == [("standard.5h", "reset", 0.0, ("ch-a",))]
+
+
+def test_parts_of_the_wrong_shape_are_dropped_with_one_warning(tmp_path, caplog):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"version": 2, "health": [], "ledger": [{"meter": 1}], "meters": {"x": 3}}))
+    path.chmod(0o600)
+    assert load_state(path) == State()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "ignored what was not understood" in warnings[0].getMessage()
+    assert "health" in warnings[0].getMessage() and "ledger" in warnings[0].getMessage()
+
+
+def reading(percent: float) -> Reading:
+    return Reading("limits", (Meter("standard.5h", percent / 100, window_end=T0 + 4 * H),))
+
+
+def test_a_run_killed_while_sending_sends_what_it_had_not_recorded_again_and_nothing_twice(tmp_path, caplog):
+    cfg = config(tmp_path)
+    fetch = lambda state, now: job.Fetched(reading(100))  # noqa: E731
+    delivered = []
+
+    def send_then_die(channel, alert):
+        if delivered:
+            raise KeyboardInterrupt  # the run is killed during its second delivery
+        delivered.append((channel.id, alert.kind))
+        return True
+
+    with pytest.raises(KeyboardInterrupt):
+        job.run(cfg, job.Shell(fetch, send_then_die), lambda: T0)
+    assert delivered == [("ch-a", "threshold")]
+    on_disk = json.loads(cfg.state_file.read_text())
+    (entry,) = on_disk["ledger"]
+    assert entry["channels"] == {"ch-a": None, "ch-b": None}  # both were about to be sent
+    # The next run cannot know whether a got it: both are due again, with a warning.
+    again = []
+    job.run(cfg, job.Shell(fetch, lambda ch, alert: again.append(ch.id) or True), lambda: T0 + 60)
+    assert sorted(again) == ["ch-a", "ch-b"]
+    assert "could not record them; they are due again" in caplog.text
+    (entry,) = json.loads(cfg.state_file.read_text())["ledger"]
+    assert entry["channels"] == {"ch-a": T0 + 60, "ch-b": T0 + 60}
+    # And once recorded, never twice.
+    job.run(cfg, job.Shell(fetch, lambda ch, alert: again.append(ch.id) or True), lambda: T0 + 120)
+    assert sorted(again) == ["ch-a", "ch-b"]
+
+
+def test_a_failed_delivery_leaves_no_mark_and_stays_due(tmp_path):
+    cfg = config(tmp_path)
+    fetch = lambda state, now: job.Fetched(reading(100))  # noqa: E731
+    with pytest.raises(job.DeliveryError):
+        job.run(cfg, job.Shell(fetch, lambda ch, alert: ch.id == "ch-a"), lambda: T0)
+    state = load_state(cfg.state_file)
+    assert state.in_flight() == []
+    (key,) = state.ledger
+    assert state.delivered(key).keys() == {"ch-a"}
+    save_state(cfg.state_file, state)
+    again = []
+    job.run(cfg, job.Shell(fetch, lambda ch, alert: again.append(ch.id) or True), lambda: T0 + 60)
+    assert again == ["ch-b"]
