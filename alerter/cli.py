@@ -250,7 +250,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         send=job.send_within(deadline),
         check_channels=job.check_channels,
         ping=lambda event: healthcheck.ping(config.healthcheck_url, event, deadline),
-        write_metrics=job.metrics_writer(textfile, args.clock) if textfile else None,
+        write_metrics=job.metrics_writer(textfile) if textfile else None,
     )
     job.run(config, shell, args.clock, dry_run=args.dry_run)
     return EXIT_OK

@@ -38,13 +38,15 @@ class Decision:
     ``send``: due now (each naming the channels that still need it); ``held``: due, but
     waiting for quiet hours to end (they stay due in ``state``, see :mod:`alerter.monitor`);
     ``state``: what to remember, before any delivery is recorded; ``forecasts``: each
-    forecast meter's assessment with this reading in its history (empty after a failure).
+    forecast meter's assessment with this reading in its history (empty after a failure);
+    ``now``: the time it was decided at (what is shown of the forecasts is relative to it).
     """
 
     send: tuple[Alert, ...]
     held: tuple[Alert, ...]
     state: State
     forecasts: Mapping[str, Assessment] = field(default_factory=dict)
+    now: float = 0.0
 
 
 def decide(state: State, observation: Observation, config: Config, now: float) -> Decision:
@@ -73,4 +75,4 @@ def decide(state: State, observation: Observation, config: Config, now: float) -
             if m.active and not m.unlimited
         }
     send, held = monitor.hold(alerts, config, now)
-    return Decision(tuple(send), tuple(held), state, forecasts)
+    return Decision(tuple(send), tuple(held), state, forecasts, now)

@@ -227,8 +227,9 @@ def check_channels(config: Config, state: State) -> State:
     return dataclasses.replace(state, channels_checked=digest)
 
 
-def metrics_writer(path: Path, clock: Callable[[], float]) -> Callable[[Observation, Decision, State], None]:
-    """Return the step that writes the Prometheus textfile from a run's decision.
+def metrics_writer(path: Path) -> Callable[[Observation, Decision, State], None]:
+    """Return the step that writes the Prometheus textfile from a run's decision, as of the
+    time it was decided (so the textfile and ``status`` agree on the same inputs).
 
     Failing to write it is a warning, never the run's outcome.
     """
@@ -236,7 +237,7 @@ def metrics_writer(path: Path, clock: Callable[[], float]) -> Callable[[Observat
     def write(observation: Observation, decision: Decision, state: State) -> None:
         from alerter import metrics  # only runs that write a textfile need it
 
-        now = clock()
+        now = decision.now
         reading = observation if isinstance(observation, Reading) else None
         projections = {meter_id: metrics.projection(f, now) for meter_id, f in decision.forecasts.items()}
         try:

@@ -92,3 +92,24 @@ def test_the_benchmark_runs_and_prints_its_table(capsys, monkeypatch):
     assert code == 0, out
     # The same seed gives the same periods.
     assert bench.periods(3, 7) == bench.periods(3, 7)
+
+
+def test_the_same_answer_at_the_same_time_gives_the_same_forecast_everywhere_every_time(app, tmp_path):
+    """`run` (its textfile), `status` and `status --json` decide through the same function:
+    on the same state, answer and clock they agree, however often they are asked."""
+    prom = tmp_path / "usage.prom"
+    lines = trace_lines()[: 8 * 24]
+    run_through(app, lines[:-1])
+    before = app.state_path.read_bytes()
+    app.now = lines[-1]["at"] / 1000
+    app.serve_usage({"usage": lines[-1]["usage"]})
+    shown = {(app("status").out, app("status", "--json").out) for _ in range(3)}
+    assert len(shown) == 1 and app.state_path.read_bytes() == before  # status changes nothing
+    assert app("run", "-q", "--prometheus-textfile", str(prom)).code == 0
+    text, as_json = shown.pop()
+    assert (app("status").out, app("status", "--json").out) == (text, as_json)  # and after the run
+    assert "  pace " in text
+    forecast = json.loads(as_json)["meters"][0]["forecast"]
+    metrics = dict(line.rsplit(" ", 1) for line in prom.read_text().splitlines() if not line.startswith("#"))
+    at_reset = float(metrics['factory_usage_projected_ratio_at_reset{meter="standard"}'])
+    assert round(at_reset * 100, 1) == round(forecast["projected_percent_at_reset"], 1)
