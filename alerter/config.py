@@ -453,10 +453,23 @@ def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float
 
 
 def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
-    v.keys(section, "forecast.", {"enabled", "severity", "min_elapsed_share", "rearm_below_percent", "rules"})
+    v.keys(
+        section,
+        "forecast.",
+        {"enabled", "severity", "min_elapsed_percent", "min_elapsed_share", "rearm_below_percent", "rules"},
+    )
     enabled = v.boolean(section, "forecast.enabled", True)
     severity = v.choice(section, "forecast.severity", "warning", SEVERITIES)
-    min_share = v.number(section, "forecast.min_elapsed_share", 0.1, 0, 0.9)
+    # Every share in the config is a percent; the share of earlier releases is still read.
+    if "min_elapsed_share" in section and "min_elapsed_percent" not in section:
+        min_share = v.number(section, "forecast.min_elapsed_share", 0.1, 0, 0.9)
+        logging.getLogger(__name__).warning(
+            "forecast.min_elapsed_share is now forecast.min_elapsed_percent (%g for %g); rename it",
+            min_share * 100,
+            min_share,
+        )
+    else:
+        min_share = v.number(section, "forecast.min_elapsed_percent", 10.0, 0, 90) / 100
     rearm = v.number(section, "forecast.rearm_below_percent", 90.0, 1, 100)
     rules = dict(DEFAULT_RULES)
     section_rules = v.mapping(section, "forecast.rules")

@@ -317,7 +317,7 @@ def test_forecast_config_is_validated_like_the_rest():
                 "forecast": {
                     "enabled": "yes",
                     "severity": "loud",
-                    "min_elapsed_share": 2,
+                    "min_elapsed_percent": 200,
                     "colour": "red",
                     "rules": {"5h": [{"long_hours": 1, "short_hours": 2}], "daily": []},
                 }
@@ -326,7 +326,7 @@ def test_forecast_config_is_validated_like_the_rest():
     problems = err.value.problems
     assert "At 'forecast.enabled': must be true or false, not 'yes'" in problems
     assert any(p.startswith("At 'forecast.severity': must be one of") for p in problems)
-    assert any(p.startswith("At 'forecast.min_elapsed_share': must be a number") for p in problems)
+    assert any(p.startswith("At 'forecast.min_elapsed_percent': must be a number") for p in problems)
     assert any(p.startswith("At 'forecast.colour': unknown key") for p in problems)
     assert any(p.startswith("At 'forecast.rules.daily': unknown key") for p in problems)
     assert "At 'forecast.rules.5h[0].short_hours': must be shorter than long_hours (1)" in problems
@@ -420,3 +420,9 @@ def test_the_example_config_documents_the_forecast_defaults():
     documented = yaml.safe_load((ROOT / "config.example.yaml").read_text())
     assert "forecast" in documented
     assert config({"forecast": documented["forecast"]}).forecast == config().forecast
+
+
+def test_the_share_of_earlier_releases_is_read_as_its_percent_with_a_warning(caplog):
+    assert config({"forecast": {"min_elapsed_share": 0.25}}).forecast.min_elapsed_share == 0.25
+    assert "forecast.min_elapsed_share is now forecast.min_elapsed_percent (25 for 0.25)" in caplog.text
+    assert config({"forecast": {"min_elapsed_percent": 25}}).forecast.min_elapsed_share == 0.25

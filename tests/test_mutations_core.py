@@ -86,7 +86,7 @@ def test_run_alerts_at_57_percent_of_the_tokens_against_a_57_percent_threshold(a
 
 def test_no_forecast_before_a_tenth_of_the_period_though_three_days_of_pace_are_known(app, tmp_path):
     # 20 % a day from the start of a 30-day period: empty on day 5. The 72-hour lookback
-    # counts as covered from hour 69 (it may fall 5 % short), but min_elapsed_share (0.1,
+    # counts as covered from hour 69 (it may fall 5 % short), but min_elapsed_percent (10,
     # 3 days of 30) holds the forecast until hour 72: with the defaults, this is when the
     # setting decides.
     lines = [
@@ -99,7 +99,7 @@ def test_no_forecast_before_a_tenth_of_the_period_though_three_days_of_pace_are_
 
 def test_a_five_hour_window_waits_for_the_configured_share_of_it(app, tmp_path):
     # 125 % over 5 hours, a reading every 5 minutes. The 2-hour lookback is covered after
-    # 1 h 55; with min_elapsed_share 0.5 nothing is said before 2 h 30.
+    # 1 h 55; with min_elapsed_percent 50 nothing is said before 2 h 30.
     end = START + 5 * HOUR
     lines = [
         {
@@ -111,7 +111,7 @@ def test_a_five_hour_window_waits_for_the_configured_share_of_it(app, tmp_path):
     thresholds = {"thresholds": {"default": [100]}}
     early = backtest(app, tmp_path, lines, thresholds)
     assert [hours_after_start(n) for n in early if n["kind"] == "forecast"] == [115 / 60]
-    late = backtest(app, tmp_path, lines, {**thresholds, "forecast": {"min_elapsed_share": 0.5}})
+    late = backtest(app, tmp_path, lines, {**thresholds, "forecast": {"min_elapsed_percent": 50}})
     assert [hours_after_start(n) for n in late if n["kind"] == "forecast"] == [2.5]
 
 
