@@ -45,20 +45,20 @@ class Observation:
     """One recorded answer: when (unix ms), which endpoint, and its body."""
 
     at: int
-    source: str  # "usage", "limits", or "error" (a run that could not read usage)
+    kind: str  # "usage", "limits", or "error" (a run that could not read usage)
     body: dict
 
     def reading(self) -> Reading:
         """Return the Reading the job would have made of it. Raise BadAnswer."""
-        if self.source == "usage":
+        if self.kind == "usage":
             return parse_usage({"usage": self.body})
-        if self.source == "error":
+        if self.kind == "error":
             raise BadAnswer(str(self.body.get("error")))
         return parse_limits(self.body, self.at / 1000.0)
 
     def observed(self) -> Observed:
         """Return what a run at this time observed: a Reading, or the Failure it ended in."""
-        if self.source == "error":
+        if self.kind == "error":
             return Failure(str(self.body.get("error")), bool(self.body.get("login_expired")))
         try:
             return self.reading()
@@ -118,24 +118,24 @@ def parse_line(text: str, where: str) -> Observation | None:
     if not AT_RANGE[0] <= at <= AT_RANGE[1]:
         hint = " (it looks like seconds)" if 1e9 <= at < 1e11 else ""
         raise TraceError(f'{where}: "at" is not a time in unix milliseconds{hint}: {at!r}')
-    sources = [key for key in ("usage", "limits", "error") if key in data]
-    if len(sources) != 1:
+    kinds = [key for key in ("usage", "limits", "error") if key in data]
+    if len(kinds) != 1:
         raise TraceError(f'{where}: needs exactly one of "usage", "limits" or "error"')
-    source = sources[0]
-    if source == "error":
+    kind = kinds[0]
+    if kind == "error":
         if not isinstance(data["error"], str) or not isinstance(data.get("login_expired", False), bool):
             raise TraceError(f'{where}: "error" must be text (and "login_expired" true or false)')
         return Observation(
             int(at), "error", {"error": data["error"], "login_expired": data.get("login_expired", False)}
         )
-    body = data[source]
+    body = data[kind]
     if not isinstance(body, dict):
-        raise TraceError(f'{where}: "{source}" must be a JSON object')
-    if source == "limits" and not isinstance(body.get("limits"), dict):
+        raise TraceError(f'{where}: "{kind}" must be a JSON object')
+    if kind == "limits" and not isinstance(body.get("limits"), dict):
         body = {"limits": body}  # the inner object alone is accepted too
-    if source == "usage" and isinstance(body.get("usage"), dict) and "startDate" not in body:
+    if kind == "usage" and isinstance(body.get("usage"), dict) and "startDate" not in body:
         body = body["usage"]  # the whole answer of subscription/usage is accepted too
-    return Observation(int(at), source, body)
+    return Observation(int(at), kind, body)
 
 
 def read_trace(lines: Iterable[str], name: str) -> list[Observation]:
@@ -162,7 +162,7 @@ def replay(observations: Iterable[Observation], config: Config, state: State | N
     count = 0
     for count, observation in enumerate(observations, 1):
         observed = observation.observed()
-        if isinstance(observed, Failure) and observation.source != "error":
+        if isinstance(observed, Failure) and observation.kind != "error":
             skipped.append(f"observation {count}: {observed.reason} (a failed run)")
         now = observation.at / 1000.0
         decision = decide(state, observed, config, now)

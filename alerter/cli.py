@@ -272,7 +272,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     now = args.clock()
     client = connect(config, env, deadline, memory=LoginMemory.load(state.credentials))
     reading: Reading
-    reading, _ = fetch_reading(client, config.source, state.endpoint, now)
+    reading, _ = fetch_reading(client, config.endpoint, state.endpoint, now)
     forecasts = decide(state, reading, config, now).forecasts
     if args.json:
         print(json.dumps(status_json(reading, client.login.identity, now, forecasts), indent=2))

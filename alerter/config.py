@@ -28,7 +28,7 @@ EU_BASE_URL = "https://api.eu.factory.ai"
 DEFAULT_WORKOS_URL = "https://api.workos.com/user_management"
 DEFAULT_THRESHOLDS = (50.0, 80.0, 95.0, 100.0)
 SEVERITIES = ("info", "warning", "critical")
-SOURCES = ("auto", "limits", "allowance")
+ENDPOINTS = ("auto", "limits", "allowance")
 
 # Every meter the job knows; thresholds may name any of them, or `default`.
 METER_IDS = (
@@ -109,7 +109,7 @@ class Config:
     timeout_seconds: float = 10.0
     deadline_seconds: float = 60.0
     workos_url: str = DEFAULT_WORKOS_URL
-    source: str = "auto"
+    endpoint: str = "auto"  # which usage endpoint to read: auto, limits or allowance
     ca_bundle: str | None = None
     state_file: Path = field(default_factory=lambda: default_state_file({}))
     thresholds: Mapping[str, tuple[float, ...]] = field(
@@ -330,6 +330,7 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
             "deadline_seconds",
             "workos_url",
             "refresh_margin_hours",
+            "endpoint",
             "source",
             "ca_bundle",
         },
@@ -345,7 +346,11 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
             "it is about to expire); remove it",
             file or "config",
         )
-    source = v.choice(factory, "factory.source", "auto", SOURCES)
+    if "source" in factory and "endpoint" not in factory:
+        endpoint = v.choice(factory, "factory.source", "auto", ENDPOINTS)
+        logging.getLogger(__name__).warning("factory.source is now factory.endpoint; rename it")
+    else:
+        endpoint = v.choice(factory, "factory.endpoint", "auto", ENDPOINTS)
     ca_bundle = v.path(factory, "factory.ca_bundle")
 
     state_file = v.path(data, "state_file") or default_state_file(env)
@@ -382,7 +387,7 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         timeout_seconds=timeout,
         deadline_seconds=deadline,
         workos_url=workos_url.rstrip("/"),
-        source=source,
+        endpoint=endpoint,
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         state_file=state_file,
         thresholds=thresholds,

@@ -196,15 +196,15 @@ def fetch_limits(client: FactoryClient, now: float) -> Reading:
     return parse_limits(body, now)
 
 
-def fetch_reading(client: FactoryClient, source: str, memory: dict, now: float) -> tuple[Reading, dict]:
-    """Given the configured source and the remembered one, return (reading, new memory).
+def fetch_reading(client: FactoryClient, endpoint: str, memory: dict, now: float) -> tuple[Reading, dict]:
+    """Given the configured endpoint and the remembered one, return (reading, new memory).
 
     ``auto`` uses the remembered endpoint while it keeps answering and asks again once a
     day; otherwise it tries billing/limits first and falls back to subscription/usage.
     """
-    if source == "limits":
+    if endpoint == "limits":
         return fetch_limits(client, now), memory
-    if source == "allowance":
+    if endpoint == "allowance":
         return fetch_usage(client), memory
     known = memory.get("name") if isinstance(memory, dict) else None
     checked = memory.get("checked_at", 0) if isinstance(memory, dict) else 0
@@ -220,7 +220,7 @@ def fetch_reading(client: FactoryClient, source: str, memory: dict, now: float) 
     except NotServed as exc:
         log.debug("billing/limits not in use (%s); using subscription/usage", exc)
         reading = fetch_usage(client)
-    return reading, {"name": reading.source, "checked_at": now}
+    return reading, {"name": reading.endpoint, "checked_at": now}
 
 
 # --- the client for a run ---------------------------------------------------------------------

@@ -176,7 +176,7 @@ def _show(alerts: tuple[Alert, ...], config: Config) -> None:
 
 
 def _endpoint(reading: Reading) -> str:
-    return "billing/limits" if reading.source == "limits" else "subscription/usage"
+    return "billing/limits" if reading.endpoint == "limits" else "subscription/usage"
 
 
 def _summary(reading: Reading) -> str:
@@ -202,7 +202,7 @@ def fetch_from_factory(
         client = None
         try:
             client = connect(config, env, deadline, memory=known, may_renew=may_renew)
-            reading, endpoint = fetch_reading(client, config.source, state.endpoint, now)
+            reading, endpoint = fetch_reading(client, config.endpoint, state.endpoint, now)
         except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
             learned = client.login.memory if client is not None else known
             if isinstance(exc, AuthError) and exc.dead_refresh:

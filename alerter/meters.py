@@ -57,7 +57,7 @@ class Meter:
 class Reading:
     """What one fetch said: the meters, and facts for display."""
 
-    source: str  # "allowance" or "limits": which endpoint answered
+    endpoint: str  # "allowance" or "limits": which endpoint answered
     meters: tuple[Meter, ...]
     plan: str | None = None
     extra_usage_cents: int | None = None
@@ -155,7 +155,7 @@ def parse_usage(body: Any) -> Reading:
         if ratio is None:
             raise BadAnswer(f"Factory's answer has neither tokens used nor usedRatio in {where}")
         meters.append(Meter(bucket, ratio, start, end, _int(used), int(allowance)))
-    return Reading(source="allowance", meters=tuple(meters), plan=plan)
+    return Reading(endpoint="allowance", meters=tuple(meters), plan=plan)
 
 
 def _int(value: float | None) -> int | None:
@@ -234,4 +234,4 @@ def parse_limits(body: Any, now: float) -> Reading:
         value = obj.get("extraUsageBalanceCents")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             cents = int(value)
-    return Reading(source="limits", meters=tuple(meters), extra_usage_cents=cents)
+    return Reading(endpoint="limits", meters=tuple(meters), extra_usage_cents=cents)

@@ -10,7 +10,7 @@ from alerter.messages import duration, local_time, lookback, pace_unit, percent,
 from alerter.meters import Meter, Reading
 
 BAR_WIDTH = 20
-SOURCE_NAMES = {"limits": "billing/limits", "allowance": "subscription/usage"}
+ENDPOINT_NAMES = {"limits": "billing/limits", "allowance": "subscription/usage"}
 
 
 def bar(ratio: float, width: int = BAR_WIDTH) -> str:
@@ -90,7 +90,7 @@ def render_status(
     reading: Reading, identity: Identity, now: float, forecasts: dict[str, Assessment] | None = None
 ) -> str:
     """Given a reading, the login identity and forecasts per meter, return the status text."""
-    head = f"Factory usage from {SOURCE_NAMES.get(reading.source, reading.source)}"
+    head = f"Factory usage from {ENDPOINT_NAMES.get(reading.endpoint, reading.endpoint)}"
     if reading.plan:
         head += f" (plan: {reading.plan})"
     lines = [head, login_line(identity, now)]
@@ -139,7 +139,7 @@ def status_json(
     """Given a reading, the login identity and forecasts per meter, return the status as a dict."""
     forecasts = forecasts or {}
     return {
-        "source": SOURCE_NAMES.get(reading.source, reading.source),
+        "endpoint": ENDPOINT_NAMES.get(reading.endpoint, reading.endpoint),
         "plan": reading.plan,
         "login": {
             "source": identity.source,

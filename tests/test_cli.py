@@ -126,7 +126,7 @@ def test_status_json_gives_the_same_data(app):
     result = app("status", "--json")
     assert result.code == 0
     data = json.loads(result.out)
-    assert data["source"] == "subscription/usage" and data["plan"] == "Pro"
+    assert data["endpoint"] == "subscription/usage" and data["plan"] == "Pro"
     (meter,) = data["meters"]
     assert meter["id"] == "standard" and meter["used_percent"] == 82.0
     assert meter["used_tokens"] == 16_400_000 and meter["allowance_tokens"] == 20_000_000

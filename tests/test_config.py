@@ -26,7 +26,7 @@ def test_the_example_config_loads_and_matches_the_defaults():
     data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
     config = build_config(data, None, {"HOME": "/home/u"})
     assert config.thresholds_for("standard") == DEFAULT_THRESHOLDS
-    assert config.source == "auto" and config.timeout_seconds == 10
+    assert config.endpoint == "auto" and config.timeout_seconds == 10
     assert config.channels == ()
     defaults = build_config({}, None, {"HOME": "/home/u"})
     assert config.state_file == defaults.state_file
@@ -83,7 +83,7 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
         ("thresholds:\n  standrd: [80]\n", "At 'thresholds.standrd': unknown key"),
         ("colour: blue\n", "At 'colour': unknown key"),
         ("factory:\n  timeout_seconds: fast\n", "At 'factory.timeout_seconds': must be a number"),
-        ("factory:\n  source: magic\n", "At 'factory.source': must be one of auto, limits, allowance"),
+        ("factory:\n  endpoint: magic\n", "At 'factory.endpoint': must be one of auto, limits, allowance"),
         ("factory:\n  base_url: api.factory.ai\n", "At 'factory.base_url': must be an http(s) URL"),
         ("notify:\n  urls: [not-a-url]\n", "At 'notify.urls[0]': is not an apprise URL"),
         ("notify:\n  urls: json://x\n", "At 'notify.urls': must be a list"),
@@ -108,7 +108,7 @@ def test_each_mistake_names_the_file_the_key_and_the_problem(tmp_path, text, exp
 
 def test_all_problems_are_reported_at_once(tmp_path):
     file = tmp_path / "config.yaml"
-    file.write_text("thresholds:\n  standard: [5000]\nfactory:\n  source: x\nbogus: 1\n")
+    file.write_text("thresholds:\n  standard: [5000]\nfactory:\n  endpoint: x\nbogus: 1\n")
     with pytest.raises(ConfigError) as info:
         load_config(str(file), {"HOME": str(tmp_path)})
     assert len(info.value.problems) == 3
@@ -215,3 +215,10 @@ def test_the_retired_refresh_margin_is_accepted_with_one_warning(caplog):
     assert config.deadline_seconds == 60
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "refresh_margin_hours is no longer used" in warning and "remove it" in warning
+
+
+def test_the_endpoint_key_of_earlier_releases_is_read_with_a_warning(caplog):
+    env = {"HOME": "/home/u"}
+    assert build_config({"factory": {"source": "limits"}}, None, env).endpoint == "limits"
+    assert "factory.source is now factory.endpoint; rename it" in caplog.text
+    assert build_config({"factory": {"endpoint": "allowance"}}, None, env).endpoint == "allowance"

@@ -56,7 +56,7 @@ def use_limits(app, body):
 
 
 def auto(app, receiver=None):
-    extra = {"factory": {"source": "auto"}}
+    extra = {"factory": {"endpoint": "auto"}}
     if receiver is not None:
         extra["notify"] = {"urls": [receiver.apprise_url]}
     app.write_config(extra)
@@ -186,7 +186,7 @@ def test_a_window_at_100_percent_says_which_window_and_when_it_resets(app, recei
 def test_thresholds_per_meter_id_and_default(app, receiver):
     app.write_config(
         {
-            "factory": {"source": "limits"},
+            "factory": {"endpoint": "limits"},
             "notify": {"urls": [receiver.apprise_url]},
             "thresholds": {"default": [99], "standard.weekly": [60]},
         }
@@ -209,6 +209,6 @@ def test_status_shows_a_bar_per_window_in_80_columns(app):
     assert "[############--------]  61%  resets in 2h 14m" in line
     assert all(len(line) <= 80 for line in result.out.splitlines())
     data = json.loads(app("status", "--json").out)
-    assert data["source"] == "billing/limits"
+    assert data["endpoint"] == "billing/limits"
     five = next(m for m in data["meters"] if m["id"] == "standard.5h")
     assert five["used_percent"] == 61 and five["active"] is True

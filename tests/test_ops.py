@@ -196,7 +196,7 @@ def test_reset_notice_after_a_used_up_window(app, receiver):
     app.write_config(
         {
             "notify": {"urls": [receiver.apprise_url]},
-            "factory": {"source": "limits"},
+            "factory": {"endpoint": "limits"},
             "monitor": {"reset_notice": True},
         }
     )
@@ -215,7 +215,7 @@ def test_reset_notice_after_a_used_up_window(app, receiver):
 
 
 def test_no_reset_notice_by_default(app, receiver):
-    app.write_config({"notify": {"urls": [receiver.apprise_url]}, "factory": {"source": "limits"}})
+    app.write_config({"notify": {"urls": [receiver.apprise_url]}, "factory": {"endpoint": "limits"}})
     app.now = T0
     end = T0 + HOUR
     app.factory.route("GET", LIMITS_PATH, Reply(200, limits_body(100, end)))
@@ -230,7 +230,7 @@ def test_reminders_repeat_a_used_up_window_until_it_resets(app, receiver):
     app.write_config(
         {
             "notify": {"urls": [receiver.apprise_url]},
-            "factory": {"source": "limits"},
+            "factory": {"endpoint": "limits"},
             "monitor": {"reminder_hours": 2},
         }
     )

@@ -13,7 +13,7 @@ B = Channel(id="b", label="b", url="json://b", severities=frozenset({"critical"}
 
 
 def reading(*meters: Meter) -> Reading:
-    return Reading(source="allowance", meters=meters)
+    return Reading(endpoint="allowance", meters=meters)
 
 
 def period(ratio: float, start: float = NOW - 86400, end: float | None = NOW + 86400) -> Meter:

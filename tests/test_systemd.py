@@ -94,7 +94,7 @@ def test_system_service_runs_as_the_instance_user_and_is_hardened():
 
 def test_the_state_directory_systemd_gives_is_the_default_state_path(app):
     app.config_path.write_text(
-        yaml.safe_dump({"factory": {"base_url": app.factory.url, "source": "allowance"}})
+        yaml.safe_dump({"factory": {"base_url": app.factory.url, "endpoint": "allowance"}})
     )
     state_dir = app.home / "var-lib"
     state_dir.mkdir()
