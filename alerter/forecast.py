@@ -197,7 +197,7 @@ def add_sample(history: list, meter: Meter, now: float, same_window: bool) -> li
     The result is thinned; the input is not changed.
     """
     value, scale = sample_of(meter)
-    segments = clean_history(history)
+    segments = [dict(segment) for segment in history]  # checked when the state was loaded
     current = segments[-1] if segments else None
     if current is None or not same_window or current.get("scale") != _plain(scale):
         current = {"start": meter.window_start, "end": meter.window_end, "scale": _plain(scale)}
@@ -222,10 +222,10 @@ def add_sample(history: list, meter: Meter, now: float, same_window: bool) -> li
 
 
 def clean_history(history: object) -> list[dict]:
-    """Given a remembered history, return copies of its well-formed segments, oldest first.
+    """Given a history read from the state file, return copies of its well-formed segments,
+    oldest first (the state loader's check of this module's format).
 
-    The state file is ours, but it may have been edited or written by another version:
-    a segment or sample of the wrong shape counts as not remembered rather than a crash.
+    A segment or sample of the wrong shape counts as not remembered rather than a crash.
     """
     result = []
     for segment in history if isinstance(history, list) else []:

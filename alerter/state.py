@@ -60,6 +60,7 @@ from alerter.statefile import ensure_private_dir, locked, read_private, write_at
 
 STATE_VERSION = 2
 FAILED_RUNS_KEPT = 200
+MAX_COUNT = 10**9  # more failed runs than this in a row is not a count but damage
 log = logging.getLogger(__name__)
 # The command line takes locked from here and metrics write_atomic; callers catch the errors.
 __all__ = [
@@ -453,15 +454,18 @@ def _health(r: _Reader, raw: dict) -> Health:
         r.drop("health.failed_runs")
     outage = r.mapping(raw.get("last_outage"), "health.last_outage")
     failures = r.number(raw.get("failures"), "health.failures") or 0
+    if not 0 <= failures <= MAX_COUNT:
+        r.drop("health.failures")
+        failures = 0
     return Health(
-        failures=max(0, int(failures)),
+        failures=int(failures),
         failing_since=r.time(raw.get("failing_since"), "health.failing_since"),
         last_success=r.time(raw.get("last_success"), "health.last_success"),
         last_failure=r.time(raw.get("last_failure"), "health.last_failure"),
         last_error=r.text(raw.get("last_error"), "health.last_error"),
         last_outage=Outage(
             r.time(outage.get("since"), "health.last_outage"),
-            int(r.number(outage.get("failures"), "health.last_outage") or 0),
+            int(min(max(r.number(outage.get("failures"), "health.last_outage") or 0, 0), MAX_COUNT)),
         )
         if outage
         else None,

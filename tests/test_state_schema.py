@@ -159,3 +159,63 @@ def test_a_failed_delivery_leaves_no_mark_and_stays_due(tmp_path):
     again = []
     job.run(cfg, job.Shell(fetch, lambda ch, alert: again.append(ch.id) or True), lambda: T0 + 60)
     assert again == ["ch-b"]
+
+
+# --- the loader takes anything ------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats() | st.text(max_size=5)
+anything = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+key_like = {
+    "meter": st.sampled_from(["standard", "health", "login"]) | scalars,
+    "kind": st.sampled_from(["threshold", "reset", "stale"]) | scalars,
+    "window": st.floats(0, 2e9) | scalars,
+    "level": st.sampled_from([0.0, 80.0, 100.0]) | scalars,
+}
+ledger_entry = st.fixed_dictionaries(
+    {},
+    optional={
+        **key_like,
+        "channels": st.dictionaries(
+            st.sampled_from(["ch-a", "ch-b"]), st.none() | st.floats(0, 2e9) | scalars
+        )
+        | anything,
+    },
+)
+notice = st.fixed_dictionaries(
+    {},
+    optional={
+        **key_like,
+        "title": scalars,
+        "body": scalars,
+        "since": scalars | st.floats(1, 2e9),
+        "channels": anything,
+    },
+)
+version_2 = st.fixed_dictionaries(
+    {"version": st.just(2)},
+    optional={
+        "ledger": st.lists(ledger_entry | anything, max_size=3) | anything,
+        "notices": st.lists(notice | anything, max_size=2) | anything,
+        "health": anything,
+        "meters": st.dictionaries(st.sampled_from(["standard", "core.5h"]), anything, max_size=2) | anything,
+        "endpoint": anything,
+        "credentials": anything,
+        "channels_checked": scalars,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(version_2 | anything)
+def test_anything_loads_into_a_valid_state_that_saves_and_loads_back_the_same(data):
+    state, _ = load(data)
+    again, dropped = load(json.loads(json.dumps(dump(state))))
+    assert again == state and dropped == []
+    decide(state, Failure("down"), config(), T0)  # and the decision core takes it as it is
