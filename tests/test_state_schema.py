@@ -166,7 +166,9 @@ def test_a_failed_delivery_leaves_no_mark_and_stays_due(tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-scalars = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats() | st.text(max_size=5)
+# NaN is left out only because it never equals itself; the loader takes it (as json does).
+numbers = st.integers(-(2**60), 2**60) | st.floats(allow_nan=False)
+scalars = st.none() | st.booleans() | numbers | st.text(max_size=5)
 anything = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
