@@ -347,8 +347,8 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """
     file = _config_file(args, env)
     try:
-        config = load_config(args.config, env)
-        validate_channels(config.channels)
+        config = load_config(args.config, env, always_warn=True)
+        validate_channels(config.channels, env)
     except ConfigError as exc:
         where = str(exc.file or file)
         for problem in exc.problems:

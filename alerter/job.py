@@ -23,7 +23,7 @@ from typing import Any
 
 from alerter.config import Config, QuietHours
 from alerter.decide import Decision, Failure, Observation, decide
-from alerter.errors import AlerterError, AuthError, DeliveryError, StateError
+from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert, record_delivery
 from alerter.state import load_state, locked, save_state
@@ -53,11 +53,15 @@ Send = Callable[[Any, Alert], bool]  # (channel, alert) -> delivered
 
 @dataclass(frozen=True)
 class Shell:
-    """The side effects of a run: reading usage, sending, checking channel URLs, pinging."""
+    """The side effects of a run: reading usage, sending, checking channel URLs, pinging.
+
+    ``check_channels(config, state)`` returns the state (remembering a check that found
+    every URL usable) and {channel id: why it cannot be used}.
+    """
 
     fetch: Fetch
     send: Send
-    check_channels: Callable[[Config, dict], dict] = lambda config, state: state
+    check_channels: Callable[[Config, dict], tuple[dict, dict[str, str]]] = lambda config, state: (state, {})
     ping: Callable[[str], None] = lambda event: None
     write_metrics: Callable[[Observation, Decision, dict], None] | None = None
 
@@ -66,7 +70,8 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     """Run the job once; return its Decision.
 
     Raise the read's own error (AuthError, UpstreamError, ...) after a failed read has been
-    recorded and its notices sent; DeliveryError when a channel failed; StateError when the
+    recorded and its notices sent; ConfigError when a channel's URL cannot be used (the
+    others were used); DeliveryError when a channel failed; StateError when the
     state cannot be saved (then nothing was sent); StateBusy when another run holds the lock.
     """
     if dry_run:
@@ -90,8 +95,9 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: dict,
     state = _remember(state, fetched.remember)
     observation = fetched.observation
     if isinstance(observation, Reading):
-        log.info("usage from %s: %s", _endpoint(observation), _summary(observation))
-        state = shell.check_channels(config, state)
+        # A run with nothing to say prints nothing (cron mails whatever a job prints).
+        log.debug("usage from %s: %s", _endpoint(observation), _summary(observation))
+    state, unusable = shell.check_channels(config, state)
     decision = decide(state, observation, config, now)
     if isinstance(observation, Failure):
         failures = decision.state.get("health", {}).get("failures", 0)
@@ -102,19 +108,36 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: dict,
         log.info("%squiet hours: holding %d notification(s) until %s", prefix, len(decision.held), until)
     if dry_run:
         _show(decision.send, config)
-        return _finish(fetched, decision, set())
+        return _finish(fetched, decision, set(), _skip(config, unusable))
     _save(config.state_file, decision.state, before_sending=True)
-    state, failed = _deliver(decision.send, decision.state, config, shell.send, now)
+    skipped = _skip(config, unusable)
+    state, failed = _deliver(decision.send, decision.state, config, shell.send, now, set(unusable))
     if state != decision.state:
         _save(config.state_file, state, before_sending=False)
     if shell.write_metrics is not None:
         shell.write_metrics(observation, decision, state)
-    return _finish(fetched, dataclasses.replace(decision, state=state), failed)
+    return _finish(fetched, dataclasses.replace(decision, state=state), failed, skipped)
 
 
-def _finish(fetched: Fetched, decision: Decision, failed: set[str]) -> Decision:
+def _skip(config: Config, unusable: dict[str, str]) -> list[str]:
+    """Name each channel that cannot be used, in one line each; return their labels."""
+    labels = []
+    for channel in config.channels:
+        if channel.id in unusable:
+            log.error("channel %s: skipped: %s", channel.label, unusable[channel.id])
+            labels.append(channel.label)
+    return labels
+
+
+def _finish(fetched: Fetched, decision: Decision, failed: set[str], skipped: list[str]) -> Decision:
     if fetched.error is not None:
         raise fetched.error
+    if skipped:
+        also = f"; could not deliver to {', '.join(sorted(failed))} either" if failed else ""
+        raise ConfigError(
+            f"cannot use {', '.join(skipped)} (skipped; the other channels were used){also}; "
+            "fix the config (`factory-usage-alert check-config` says why)"
+        )
     if failed:
         raise DeliveryError(
             f"could not deliver to {', '.join(sorted(failed))}; it will be retried on the next run "
@@ -150,14 +173,14 @@ def _save(path: Path, state: dict, *, before_sending: bool) -> None:
 
 
 def _deliver(
-    alerts: tuple[Alert, ...], state: dict, config: Config, send: Send, now: float
+    alerts: tuple[Alert, ...], state: dict, config: Config, send: Send, now: float, skip: set[str]
 ) -> tuple[dict, set[str]]:
     channels = {ch.id: ch for ch in config.delivery_channels()}
     failed: set[str] = set()
     for alert in alerts:
         for channel_id in alert.channels:
             channel = channels.get(channel_id)
-            if channel is None:
+            if channel is None or channel_id in skip:
                 continue
             if send(channel, alert):
                 state = record_delivery(state, alert, channel_id, now)
@@ -215,15 +238,22 @@ def fetch_from_factory(
     return fetch
 
 
-def check_channels(config: Config, state: dict) -> dict:
-    """Parse the apprise URLs once per change of the channels (apprise is slow to import)."""
-    from alerter.notify import channels_digest, validate_channels
+def check_channels(config: Config, state: dict) -> tuple[dict, dict[str, str]]:
+    """Given the config and the state, return (state, {channel id: why it cannot be used}).
+
+    The URLs are checked once per change of the channels (apprise is slow to import):
+    only a check that found every URL usable is remembered, so an unusable one is named on
+    every run until it is fixed (or until what it lacked is installed).
+    """
+    from alerter.notify import channels_digest, unusable_channels
 
     digest = channels_digest(config.channels)
     if not config.channels or state.get("channels_checked") == digest:
-        return state
-    validate_channels(config.channels)
-    return {**state, "channels_checked": digest}
+        return state, {}
+    unusable = unusable_channels(config.channels)
+    if unusable:
+        return state, unusable
+    return {**state, "channels_checked": digest}, {}
 
 
 def metrics_writer(path: Path, clock: Callable[[], float]) -> Callable[[Observation, Decision, dict], None]:
