@@ -184,7 +184,8 @@ def _deliver(
                 continue
             if send(channel, alert):
                 state = record_delivery(state, alert, channel_id, now)
-                log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
+                if channel.url is not None:  # on stdout the alert itself is what was said
+                    log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
             else:
                 failed.add(channel.label)
     return state, failed
