@@ -19,7 +19,7 @@ from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
 from tests.standins import Reply
 
 M = 1_000_000
-EXAMPLE_TRACE = Path(__file__).resolve().parent.parent / "examples" / "sample-month.jsonl"
+EXAMPLE_TRACE = Path(__file__).resolve().parent.parent / "alerter" / "sample-month.jsonl"
 
 
 @pytest.fixture
