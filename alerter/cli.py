@@ -236,8 +236,9 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
     root.handlers[:] = [out, err]
     root.setLevel(level)
     root.propagate = False
-    # apprise and urllib3 log URLs that may carry credentials: keep them to errors.
-    for noisy in ("apprise", "urllib3"):
+    # apprise and urllib3 log URLs that may carry credentials, dbus-python its calls: keep
+    # them to errors (notify reads them to say why a channel failed).
+    for noisy in ("apprise", "urllib3", "dbus"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 

@@ -367,7 +367,7 @@ class _Heard(logging.Handler):
         return "the service did not accept it (apprise gave no reason)"
 
 
-_LOGGERS = ("apprise", "urllib3")
+_LOGGERS = ("apprise", "urllib3", "dbus")  # dbus: dbus-python, under apprise's dbus://
 _listeners = 0
 _listeners_lock = threading.Lock()
 _saved: dict[str, tuple[int, bool]] = {}
