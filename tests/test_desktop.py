@@ -163,7 +163,8 @@ def private_session_bus() -> Iterator[str]:
 
 
 @pytest.mark.skipif(desktop_unavailable() is not None, reason=str(desktop_unavailable()))
-def test_a_desktop_notification_reaches_the_session_bus(tmp_path, app):
+@pytest.mark.parametrize("scheme", ["dbus", "kde"])
+def test_a_desktop_notification_reaches_the_session_bus(tmp_path, app, scheme):
     app.serve_usage(usage_body(16 * M))
     config = tmp_path / "desktop.yaml"
     config.write_text(
@@ -171,7 +172,7 @@ def test_a_desktop_notification_reaches_the_session_bus(tmp_path, app):
             {
                 "factory": {"base_url": app.factory.url, "timeout_seconds": 5},
                 "state_file": str(tmp_path / "state" / "state.json"),
-                "notify": {"channels": [{"name": "desktop", "url": "dbus://"}]},
+                "notify": {"channels": [{"name": "desktop", "url": f"{scheme}://"}]},
             }
         )
     )
@@ -194,7 +195,7 @@ def test_a_desktop_notification_reaches_the_session_bus(tmp_path, app):
 
             checked = command("check-config")
             assert checked.returncode == 0, checked.stderr.decode()
-            assert "  desktop: dbus://" in checked.stdout.decode()
+            assert f"  desktop: {scheme}://" in checked.stdout.decode()
             tested = command("test-notify")
             assert tested.returncode == 0, tested.stderr.decode()
             assert "ok     desktop" in tested.stdout.decode()
