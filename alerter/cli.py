@@ -73,7 +73,14 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _backtest_options(backtest: argparse.ArgumentParser) -> None:
-    backtest.add_argument("trace", metavar="TRACE", help="the recorded observations ('-' for stdin)")
+    backtest.add_argument(
+        "trace", metavar="TRACE", nargs="?", help="the recorded observations ('-' for stdin)"
+    )
+    backtest.add_argument(
+        "--example",
+        action="store_true",
+        help="replay the sample month shipped with the package instead of TRACE",
+    )
     _json_option(backtest)
 
 
@@ -92,7 +99,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None,
     "run": ("fetch usage, notify about crossed thresholds", _run_options, None),
     "status": ("show the current usage; send nothing", _json_option, None),
     "backtest": (
-        "replay recorded usage and show the notifications it would have sent",
+        "replay recorded usage (or --example, a sample month) and show the notifications it would have sent",
         _backtest_options,
         'Replay TRACE (JSON Lines: {"at": <unix ms>, "usage": {...}}, {"at": <unix ms>, "limits": {...}} '
         'or {"at": <unix ms>, "error": "..."} per line) through the same decision as `run`, with the '
@@ -229,8 +236,9 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
     root.handlers[:] = [out, err]
     root.setLevel(level)
     root.propagate = False
-    # apprise and urllib3 log URLs that may carry credentials: keep them to errors.
-    for noisy in ("apprise", "urllib3"):
+    # apprise and urllib3 log URLs that may carry credentials, dbus-python its calls: keep
+    # them to errors (notify reads them to say why a channel failed).
+    for noisy in ("apprise", "urllib3", "dbus"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
@@ -284,14 +292,23 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 # --- backtest and history -----------------------------------------------------------------------
 
 
+SAMPLE_MONTH = "sample-month.jsonl"  # shipped in the package: `backtest --example`
+
+
 def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Replay a trace through the evaluation and print what would have been sent."""
     from alerter.backtest import TraceError, read_trace, render, replay
 
+    if (args.trace is None) == (not args.example):
+        raise ConfigError("backtest: give a TRACE file ('-' for stdin) or --example, not both")
     config = load_config(args.config, env)
-    name = "stdin" if args.trace == "-" else args.trace
+    name = "stdin" if args.trace == "-" else args.trace or SAMPLE_MONTH
     try:
-        if args.trace == "-":
+        if args.example:
+            from importlib.resources import files
+
+            text = files("alerter").joinpath(SAMPLE_MONTH).read_text(encoding="utf-8")
+        elif args.trace == "-":
             text = sys.stdin.read()
         else:
             text = Path(args.trace).expanduser().read_text(encoding="utf-8")
@@ -347,8 +364,8 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """
     file = _config_file(args, env)
     try:
-        config = load_config(args.config, env)
-        validate_channels(config.channels)
+        config = load_config(args.config, env, always_warn=True)
+        validate_channels(config.channels, env)
     except ConfigError as exc:
         where = str(exc.file or file)
         for problem in exc.problems:

@@ -8,6 +8,7 @@ this module reads YAML or environment variables for settings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -42,7 +43,10 @@ METER_IDS = (
     "core.monthly",
 )
 
-_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
+# Only the scheme is checked here: desktop services have nothing after it (``dbus://``),
+# and whatever else is wrong (several URLs in one entry too) is found by the URL check
+# (notify.url_problem), which names the channel and why.
+_URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\n]*$")
 
 
 @dataclass(frozen=True)
@@ -184,13 +188,19 @@ def channel_id(url: str) -> str:
 
 
 def load_config(
-    path: str | None, env: Mapping[str, str] = os.environ, *, remember_parsed: bool = False
+    path: str | None,
+    env: Mapping[str, str] = os.environ,
+    *,
+    remember_parsed: bool = False,
+    always_warn: bool = False,
 ) -> Config:
     """Given ``--config`` (or None) and the environment, return the validated Config.
 
     With no explicit path the default location is used when it exists, and built-in
     defaults otherwise. ``remember_parsed`` keeps the parsed file for the next run (see
-    :func:`_parse_remembered`). Raise ConfigError naming the file, each bad key and the fix.
+    :func:`_parse_remembered`) and that its exposure was reported (see
+    :func:`_warn_if_exposed`); ``always_warn`` reports it even so. Raise ConfigError naming
+    the file, each bad key and the fix.
     """
     explicit = path or env.get(CONFIG_ENV) or None
     file = Path(explicit).expanduser() if explicit else default_config_file(env)
@@ -206,7 +216,7 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
     config = build_config(_parse_remembered(text, file, env, remember_parsed), file, env)
-    _warn_if_exposed(file, config)
+    _warn_if_exposed(file, text, config, env, remember=remember_parsed, always=always_warn)
     return config
 
 
@@ -266,19 +276,49 @@ def _remember_parsed(cache: Path, data: bytes) -> None:
             temp.unlink()
 
 
-def _warn_if_exposed(file: Path, config: Config) -> None:
-    """A config readable by others must not hold channel credentials: say so."""
+def exposure_mark_file(env: Mapping[str, str], file: Path) -> Path:
+    """Return where the job notes that a config file's exposure was reported (beside its parsed copy)."""
+    return parsed_cache_file(env, file).with_suffix(".exposure")
+
+
+def _warn_if_exposed(
+    file: Path, text: str, config: Config, env: Mapping[str, str], *, remember: bool, always: bool
+) -> None:
+    """A config readable by others must not hold channel credentials: say so, once per
+    change of the file (its text or its mode), and always when ``always``.
+
+    Deciding whether a URL holds a credential needs apprise (see
+    :func:`alerter.notify.carries_credentials`), so the answer is remembered, credentials
+    or not, under a digest of the text and the mode: a steady run reads one small file.
+    """
     try:
         mode = file.stat().st_mode
     except OSError:
         return
-    if mode & 0o044 and any(ch.url and ch.label != ch.url for ch in config.channels):
+    channels = [ch for ch in config.channels if ch.url]
+    if not mode & 0o044 or not channels:
+        return
+    mark = hashlib.sha256(f"{oct(mode & 0o7777)}\n{text}".encode()).hexdigest()
+    marker = exposure_mark_file(env, file)
+    if not always:
+        try:
+            if marker.read_text(encoding="ascii") == mark:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+    from alerter.notify import carries_credentials
+
+    exposed = [ch.label for ch in channels if carries_credentials(ch.url or "")]
+    if exposed:
         logging.getLogger(__name__).warning(
-            "%s is readable by other users and holds apprise URLs that may carry credentials; "
-            "run `chmod 600 %s`",
+            "%s is readable by other users and holds credentials in %s; run `chmod 600 %s` "
+            "(said once per change of the file; `check-config` always says it)",
             file,
+            ", ".join(exposed),
             file,
         )
+    if remember:
+        _remember_parsed(marker, mark.encode("ascii"))
 
 
 def parse_yaml(text: str, file: Path | None) -> dict:
@@ -521,9 +561,13 @@ def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:
     if not isinstance(urls, list):
         v.problem("notify.urls", f"must be a list of apprise URLs, not {_kind(urls)}")
         urls = []
+    keys: list[str] = []  # where each channel is in the config, to tell alike ones apart
+    named: list[bool] = []
     for i, url in enumerate(urls):
         if v.apprise_url(url, f"notify.urls[{i}]"):
             channels.append(Channel(id=channel_id(url), label=mask_url(url), url=url))
+            keys.append(f"notify.urls[{i}]")
+            named.append(False)
     routed = notify.get("channels", [])
     if not isinstance(routed, list):
         v.problem("notify.channels", f"must be a list of channels, not {_kind(routed)}")
@@ -549,9 +593,10 @@ def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:
             v.problem(name + ".tags", "must be a list of words")
             tags = []
         label = item.get("name")
-        if label is not None and not isinstance(label, str):
-            v.problem(name + ".name", "must be text")
+        if label is not None and (not isinstance(label, str) or not label.strip() or "://" in label):
+            v.problem(name + ".name", "must be a short text naming the channel (not its URL)")
             label = None
+        label = " ".join(label.split()) if label else None
         channels.append(
             Channel(
                 id=channel_id(url),
@@ -561,15 +606,36 @@ def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:
                 tags=tuple(tags),
             )
         )
+        keys.append(name)
+        named.append(label is not None)
+    return _distinct(v, channels, keys, named)
+
+
+def _distinct(
+    v: _Validator, channels: list[Channel], keys: list[str], named: list[bool]
+) -> tuple[Channel, ...]:
+    """Return the channels with a URL listed twice dropped (a problem) and every label
+    telling its channel apart: a name used twice is a problem, and unnamed channels that
+    mask alike (two ``slack://***``) are labelled with where they are in the config."""
     seen: set[str] = set()
-    unique = []
-    for ch in channels:
+    unique: list[tuple[Channel, str, bool]] = []
+    for ch, key, has_name in zip(channels, keys, named, strict=True):
         if ch.id in seen:
-            v.problem("notify", f"the URL of {ch.label} is listed twice; keep one")
+            v.problem(key, f"the URL of {ch.label} is listed twice; keep one")
             continue
         seen.add(ch.id)
-        unique.append(ch)
-    return tuple(unique)
+        unique.append((ch, key, has_name))
+    counts: dict[str, int] = {}
+    for ch, _, _ in unique:
+        counts[ch.label] = counts.get(ch.label, 0) + 1
+    result = []
+    for ch, key, has_name in unique:
+        if counts[ch.label] > 1 and has_name:
+            v.problem(key + ".name", f"{ch.label!r} names another channel too; give each its own name")
+        elif counts[ch.label] > 1:
+            ch = dataclasses.replace(ch, label=f"{ch.label} ({key})")
+        result.append(ch)
+    return tuple(result)
 
 
 # --- small validation helpers ----------------------------------------------------------

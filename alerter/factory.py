@@ -145,7 +145,7 @@ class FactoryClient:
                     "create a new key in Factory's settings, or unset it to use droid's login"
                 )
             raise AuthError(
-                f"Factory refused droid's login from {self.login.identity.source} (HTTP 401); "
+                f"Factory refused droid's login from {self.login.place} (HTTP 401); "
                 "run `droid` to log in again"
             )
         if status == 403:
@@ -155,7 +155,8 @@ class FactoryClient:
                     "unset it to use droid's login"
                 )
             raise AuthError(
-                "Factory refused access to the organization (HTTP 403); run `droid` to log in again"
+                f"Factory refused access to the organization for droid's login from {self.login.place} "
+                "(HTTP 403); run `droid` to log in again (with an account of that organization)"
             )
         if 300 <= status < 400:
             raise UpstreamError(f"Factory API answered HTTP {status} (a redirect, not followed) at {path}")

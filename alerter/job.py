@@ -23,7 +23,7 @@ from typing import Any
 
 from alerter.config import Config, QuietHours
 from alerter.decide import Decision, Failure, Observation, decide
-from alerter.errors import AlerterError, AuthError, DeliveryError, StateError
+from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert
 from alerter.state import State, load_state, locked, record_delivery, save_state, settle
@@ -49,15 +49,23 @@ class Fetched:
 
 Fetch = Callable[[State, float], Fetched]
 Send = Callable[[Any, Alert], bool]  # (channel, alert) -> delivered
+CheckChannels = Callable[[Config, State], tuple[State, dict[str, str]]]  # -> (state, {id: why unusable})
 
 
 @dataclass(frozen=True)
 class Shell:
-    """The side effects of a run: reading usage, sending, checking channel URLs, pinging."""
+    """The side effects of a run: reading usage, sending, checking channel URLs, pinging.
+
+    ``check_channels(config, state)`` returns the state (remembering a check that found
+    every URL usable) and {channel id: why it cannot be used}.
+    """
 
     fetch: Fetch
     send: Send
-    check_channels: Callable[[Config, State], State] = lambda config, state: state
+    check_channels: Callable[[Config, State], tuple[State, dict[str, str]]] = lambda config, state: (
+        state,
+        {},
+    )
     ping: Callable[[str], None] = lambda event: None
     write_metrics: Callable[[Observation, Decision, State], None] | None = None
 
@@ -66,7 +74,8 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     """Run the job once; return its Decision.
 
     Raise the read's own error (AuthError, UpstreamError, ...) after a failed read has been
-    recorded and its notices sent; DeliveryError when a channel failed; StateError when the
+    recorded and its notices sent; ConfigError when a channel's URL cannot be used (the
+    others were used); DeliveryError when a channel failed; StateError when the
     state cannot be saved (then nothing was sent); StateBusy when another run holds the lock.
     """
     if dry_run:
@@ -98,8 +107,9 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: State
         state = dataclasses.replace(state, **fetched.remember)
     observation = fetched.observation
     if isinstance(observation, Reading):
-        log.info("usage from %s: %s", _endpoint(observation), _summary(observation))
-        state = shell.check_channels(config, state)
+        # A run with nothing to say prints nothing (cron mails whatever a job prints).
+        log.debug("usage from %s: %s", _endpoint(observation), _summary(observation))
+    state, unusable = shell.check_channels(config, state)
     decision = decide(state, observation, config, now)
     if isinstance(observation, Failure):
         failures = decision.state.health.failures
@@ -110,25 +120,43 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: State
         log.info("%squiet hours: holding %d notification(s) until %s", prefix, len(decision.held), until)
     if dry_run:
         _show(decision.send, config)
-        return _finish(fetched, decision, set())
+        return _finish(fetched, decision, set(), _skip(config, unusable))
+    skipped = _skip(config, unusable)
     # Write-ahead: what is about to be sent is marked as being sent, and saved, first.
     intent = decision.state
     for alert in decision.send:
         for channel_id in alert.channels:
-            intent = record_delivery(intent, alert.key, channel_id, None)
+            if channel_id not in unusable:
+                intent = record_delivery(intent, alert.key, channel_id, None)
     _save(config.state_file, intent, before_sending=True)
-    state, failed = _deliver(decision.send, intent, config, shell.send, now)
+    state, failed = _deliver(decision.send, intent, config, shell.send, now, set(unusable))
     state = settle(state)  # a failed delivery stays due
     if state != intent:
         _save(config.state_file, state, before_sending=False)
     if shell.write_metrics is not None:
         shell.write_metrics(observation, decision, state)
-    return _finish(fetched, dataclasses.replace(decision, state=state), failed)
+    return _finish(fetched, dataclasses.replace(decision, state=state), failed, skipped)
 
 
-def _finish(fetched: Fetched, decision: Decision, failed: set[str]) -> Decision:
+def _skip(config: Config, unusable: dict[str, str]) -> list[str]:
+    """Name each channel that cannot be used, in one line each; return their labels."""
+    labels = []
+    for channel in config.channels:
+        if channel.id in unusable:
+            log.error("channel %s: skipped: %s", channel.label, unusable[channel.id])
+            labels.append(channel.label)
+    return labels
+
+
+def _finish(fetched: Fetched, decision: Decision, failed: set[str], skipped: list[str]) -> Decision:
     if fetched.error is not None:
         raise fetched.error
+    if skipped:
+        also = f"; could not deliver to {', '.join(sorted(failed))} either" if failed else ""
+        raise ConfigError(
+            f"cannot use {', '.join(skipped)} (skipped; the other channels were used){also}; "
+            "fix the config (`factory-usage-alert check-config` says why)"
+        )
     if failed:
         raise DeliveryError(
             f"could not deliver to {', '.join(sorted(failed))}; it will be retried on the next run "
@@ -151,18 +179,19 @@ def _save(path: Path, state: State, *, before_sending: bool) -> None:
 
 
 def _deliver(
-    alerts: tuple[Alert, ...], state: State, config: Config, send: Send, now: float
+    alerts: tuple[Alert, ...], state: State, config: Config, send: Send, now: float, skip: set[str]
 ) -> tuple[State, set[str]]:
     channels = {ch.id: ch for ch in config.delivery_channels()}
     failed: set[str] = set()
     for alert in alerts:
         for channel_id in alert.channels:
             channel = channels.get(channel_id)
-            if channel is None:
+            if channel is None or channel_id in skip:
                 continue
             if send(channel, alert):
                 state = record_delivery(state, alert.key, channel_id, now)
-                log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
+                if channel.url is not None:  # on stdout the alert itself is what was said
+                    log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
             else:
                 failed.add(channel.label)
     return state, failed
@@ -216,15 +245,22 @@ def fetch_from_factory(
     return fetch
 
 
-def check_channels(config: Config, state: State) -> State:
-    """Parse the apprise URLs once per change of the channels (apprise is slow to import)."""
-    from alerter.notify import channels_digest, validate_channels
+def check_channels(config: Config, state: State) -> tuple[State, dict[str, str]]:
+    """Given the config and the state, return (state, {channel id: why it cannot be used}).
+
+    The URLs are checked once per change of the channels (apprise is slow to import):
+    only a check that found every URL usable is remembered, so an unusable one is named on
+    every run until it is fixed (or until what it lacked is installed).
+    """
+    from alerter.notify import channels_digest, unusable_channels
 
     digest = channels_digest(config.channels)
     if not config.channels or state.channels_checked == digest:
-        return state
-    validate_channels(config.channels)
-    return dataclasses.replace(state, channels_checked=digest)
+        return state, {}
+    unusable = unusable_channels(config.channels)
+    if unusable:
+        return state, unusable
+    return dataclasses.replace(state, channels_checked=digest), {}
 
 
 def metrics_writer(path: Path) -> Callable[[Observation, Decision, State], None]:

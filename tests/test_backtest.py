@@ -17,7 +17,7 @@ from alerter.state import State, dump
 from tests.conftest import DAY
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "examples" / "sample-month.jsonl"
+SAMPLE = ROOT / "alerter" / "sample-month.jsonl"
 HOUR = 3600
 
 
@@ -237,3 +237,53 @@ def test_any_trace_line_gives_a_clean_result_or_a_clean_error(line):
     alerts, state = evaluate(reading, State(), config, observation.at / 1000)
     json.dumps(dump(state), allow_nan=False)  # the state stays plain, finite JSON
     assert all(a.title and a.body for a in alerts)
+
+
+def test_the_sample_month_ships_with_the_package_and_replays_from_any_directory(tmp_path):
+    """What an install holds (setuptools' build of the package, its data included), run from
+    a directory that has no checkout in it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import python_path, same_clock
+
+    lib, elsewhere = tmp_path / "lib", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import setuptools; setuptools.setup()",
+            "-q",
+            "build_py",
+            "--build-lib",
+            str(lib),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert build.returncode == 0, build.stderr.decode()
+    assert (lib / "alerter" / "sample-month.jsonl").is_file()
+    env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", ""), "TZ": "UTC", **same_clock()}
+    env["PYTHONPATH"] = python_path(str(lib))
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "alerter", *args], cwd=elsewhere, env=env, capture_output=True, timeout=120
+        )
+
+    where = subprocess.run(
+        [sys.executable, "-c", "import alerter; print(alerter.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+    )
+    assert where.stdout.decode().startswith(str(lib))  # the built package, not this checkout
+    result = command("backtest", "--example")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().rstrip().endswith("5 notifications from 744 observations")
+    assert command("backtest").returncode == 2  # neither a trace nor --example
+    both = command("backtest", "--example", "trace.jsonl")
+    assert both.returncode == 2 and b"TRACE file" in both.stderr

@@ -55,6 +55,22 @@ def test_a_refused_token_exits_3(app):
     assert result.code == 3 and "HTTP 401" in result.err
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_api_key_names_the_key_and_its_fix_not_droid(app, receiver, status):
+    app.write_config({"monitor": {"failures_before_alert": 1}, "notify": {"urls": [receiver.apprise_url]}})
+    app.serve_usage(Reply(status, {"error": "no"}))
+    app.factory.route("GET", "/api/billing/limits", Reply(status, {"error": "no"}))
+    result = app("run")
+    assert result.code == 3
+    assert_one_clean_line(result.err)
+    assert f"Factory refused FACTORY_API_KEY (HTTP {status})" in result.err
+    assert "key" in result.err.split("):", 1)[1]  # the fix is about the key
+    notice = receiver.messages()[0]  # the not-working notice says the same
+    assert f"Factory refused FACTORY_API_KEY (HTTP {status})" in notice["message"]
+    for text in (result.err, notice["title"], notice["message"]):
+        assert "log in again" not in text and "run `droid`" not in text
+
+
 def test_api_unreachable_exits_4(app):
     app.write_config({"factory": {"base_url": f"http://127.0.0.1:{free_port()}", "deadline_seconds": 2}})
     result = app("run")

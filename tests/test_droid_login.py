@@ -19,7 +19,7 @@ from tests.credentials.test_droid_interop import DROID, droid_doctor, iso_ms
 from tests.standins import Reply
 
 M = 1_000_000
-EXAMPLE_TRACE = Path(__file__).resolve().parent.parent / "examples" / "sample-month.jsonl"
+EXAMPLE_TRACE = Path(__file__).resolve().parent.parent / "alerter" / "sample-month.jsonl"
 
 
 @pytest.fixture
@@ -189,7 +189,9 @@ def test_a_refusal_that_outlives_a_renewal_does_not_renew_again_on_later_runs(dr
     app.store_key = write_keyfile_store(app.store, login_data(2 * DAY))
     app.serve_usage(Reply(401, {"error": "unauthorized"}))
     first = app("run")
-    assert first.code == 3 and "Factory refused droid's login from auth.v2.file (HTTP 401)" in first.err
+    assert first.code == 3
+    assert f"Factory refused droid's login from {app.store / 'auth.v2.file'} (HTTP 401)" in first.err
+    assert "FACTORY_API_KEY" not in first.err
     assert len(workos.requests) == 1  # renewed once, refused again
     renewed = stored_tokens(app)["access_token"]
     for _ in range(2):

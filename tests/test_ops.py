@@ -402,7 +402,7 @@ def test_check_config_reports_urls_apprise_cannot_use(app):
     app.write_config({"notify": {"urls": ["nosuchservice://x/y"]}})
     result = app("check-config")
     assert result.code == 2
-    assert "At 'notify': apprise cannot use nosuchservice://***" in result.err
+    assert "At 'notify': nosuchservice://***: apprise cannot use it" in result.err
 
 
 def test_test_notify_reports_each_channel_and_exits_5_on_a_failure(app, receiver, smtp):

@@ -74,9 +74,12 @@ class Login:
         renew: Callable[[], tuple[str, Identity]] | None = None,
         memory: LoginMemory | None = None,
         renewed: bool = False,
+        place: str | None = None,
     ) -> None:
         self._token = token
         self.identity = identity
+        # Where the login was read, for messages: droid's store file, or the variable.
+        self.place = place or identity.source
         self._renew = renew
         self._renewed = renewed
         self._memory = memory or LoginMemory()
@@ -238,7 +241,8 @@ def _login_from_store(
         return renewed_login.access_token, _identity(renewed_login, memory)
 
     may_renew = bool(stored.refresh_token) and settings.may_renew
-    return Login(stored.access_token, identity, renew_after_refusal if may_renew else None, memory, renewed)
+    renew = renew_after_refusal if may_renew else None
+    return Login(stored.access_token, identity, renew, memory, renewed, place=str(stored.path))
 
 
 def _identity(stored: StoredLogin, memory: LoginMemory) -> Identity:
