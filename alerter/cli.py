@@ -268,24 +268,37 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Fetch and show the usage; send nothing, save nothing."""
+    """Fetch and show the usage and the job's own health; send nothing, save nothing.
+
+    When usage cannot be read, the job's health is still shown before the error.
+    """
     from alerter.credentials import LoginMemory
     from alerter.decide import decide
     from alerter.factory import connect, fetch_reading
-    from alerter.status import render_status, status_json
+    from alerter.status import job_health, job_json, job_lines, render_status, status_json
 
     config = load_config(args.config, env)
     deadline = time.monotonic() + config.deadline_seconds
     state = load_state(config.state_file, keep_aside=False)
     now = args.clock()
-    client = connect(config, env, deadline, memory=LoginMemory.load(state.credentials))
-    reading: Reading
-    reading, _ = fetch_reading(client, config.endpoint, state.endpoint, now)
+    job = job_health(state, config.state_file, config)
+    try:
+        client = connect(config, env, deadline, memory=LoginMemory.load(state.credentials))
+        reading: Reading
+        reading, _ = fetch_reading(client, config.endpoint, state.endpoint, now)
+    except Exception:
+        shown = (
+            json.dumps({"job": job_json(job)}, indent=2) if args.json else "\n".join(job_lines(job, now)[1:])
+        )
+        print(shown)
+        raise
     forecasts = decide(state, reading, config, now).forecasts
     if args.json:
-        print(json.dumps(status_json(reading, client.login.identity, now, forecasts), indent=2))
+        shown = {**status_json(reading, client.login.identity, now, forecasts), "job": job_json(job)}
+        print(json.dumps(shown, indent=2))
     else:
         print(render_status(reading, client.login.identity, now, forecasts))
+        print("\n".join(job_lines(job, now)))
     return EXIT_OK
 
 

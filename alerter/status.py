@@ -1,13 +1,17 @@
-"""What ``status`` shows: every meter as a bar, and the same data as JSON."""
+"""What ``status`` shows: every meter as a bar, the job's own health, and the same as JSON."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
+from alerter.config import Config
 from alerter.credentials import Identity
 from alerter.forecast import Assessment
 from alerter.messages import duration, local_time, lookback, pace_unit, percent, tokens
 from alerter.meters import Meter, Reading
+from alerter.state import DeliveryKey, State
 
 BAR_WIDTH = 20
 ENDPOINT_NAMES = {"limits": "billing/limits", "allowance": "subscription/usage"}
@@ -163,4 +167,118 @@ def status_json(
             }
             for m in reading.meters
         ],
+    }
+
+
+# --- the job's own health ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LastAlert:
+    """The alert delivered last: when, what, and every channel that has it."""
+
+    at: float
+    key: DeliveryKey
+    channels: tuple[str, ...]  # labels; "a removed channel" for ids no longer configured
+
+
+@dataclass(frozen=True)
+class JobHealth:
+    """What the state file says of the job: the file, its runs, and the last alert."""
+
+    state_file: Path
+    last_run: float | None
+    last_success: float | None
+    failures: int
+    failing_since: float | None
+    last_error: str | None
+    last_alert: LastAlert | None
+
+
+def job_health(state: State, state_file: Path, config: Config) -> JobHealth:
+    """Given the state a run left and its path, return the job's health as it shows it."""
+    health = state.health
+    runs = [t for t in (health.last_success, health.last_failure) if t is not None]
+    latest: tuple[float, DeliveryKey] | None = None
+    for key in state.ledger:
+        for at in state.delivered(key).values():
+            if latest is None or (at, key) > latest:
+                latest = (at, key)
+    last_alert = None
+    if latest is not None:
+        labels = {ch.id: ch.label for ch in config.delivery_channels()}
+        told = sorted(state.delivered(latest[1]))
+        last_alert = LastAlert(latest[0], latest[1], tuple(labels.get(c, "a removed channel") for c in told))
+    return JobHealth(
+        state_file=state_file,
+        last_run=max(runs) if runs else None,
+        last_success=health.last_success,
+        failures=health.failures,
+        failing_since=health.failing_since,
+        last_error=health.last_error if health.failures else None,
+        last_alert=last_alert,
+    )
+
+
+def describe(key: DeliveryKey) -> str:
+    """Given an alert's key, return what it was about in a few words."""
+    level = percent(key.level)
+    return {
+        "threshold": f"{key.meter} at {level}",
+        "reminder": f"{key.meter} still at {level} (reminder)",
+        "forecast": f"{key.meter} runs out before the reset (forecast)",
+        "reset": f"{key.meter} reset",
+        "stale": "usage alerts not working",
+        "recovered": "usage alerts working again",
+        "login": "Factory login expired",
+    }.get(key.kind, f"{key.kind} for {key.meter}")
+
+
+def job_lines(job: JobHealth, now: float) -> list[str]:
+    """Given the job's health, return the status lines about it (after the meters); only the
+    last, the state file's path, may be longer than 80 columns."""
+    lines = ["", "job:"]
+    state_line = f"  state file: {job.state_file}"
+    if job.last_run is None:
+        return [*lines, "  no run yet: `factory-usage-alert run` has not run with this state", state_line]
+    ago = now - job.last_run
+    ran = f"  last run {local_time(job.last_run, now)} ({'just now' if ago < 60 else duration(ago) + ' ago'})"
+    if job.last_success is None:
+        ran += ", never read usage"
+    elif job.last_success != job.last_run:
+        ran += f", last read usage {local_time(job.last_success, now)}"
+    lines.append(ran)
+    if job.failures:
+        since = f" since {local_time(job.failing_since, now)}" if job.failing_since is not None else ""
+        runs = "run" if job.failures == 1 else "runs in a row"
+        lines.append(f"  {job.failures} failed {runs}{since}: {job.last_error}")
+    if job.last_alert is None:
+        lines.append("  no alert sent yet")
+    else:
+        alert = job.last_alert
+        lines.append(f"  last alert {local_time(alert.at, now)}: {describe(alert.key)}")
+        lines.append(f"    to {', '.join(alert.channels)}")
+    return [*lines, state_line]
+
+
+def job_json(job: JobHealth) -> dict:
+    """Given the job's health, return it JSON-ready."""
+    alert = job.last_alert
+    return {
+        "state_file": str(job.state_file),
+        "last_run": _iso(job.last_run),
+        "last_success": _iso(job.last_success),
+        "consecutive_failures": job.failures,
+        "failing_since": _iso(job.failing_since),
+        "last_error": job.last_error,
+        "last_alert": None
+        if alert is None
+        else {
+            "at": _iso(alert.at),
+            "meter": alert.key.meter,
+            "kind": alert.key.kind,
+            "level_percent": alert.key.level,
+            "about": describe(alert.key),
+            "channels": list(alert.channels),
+        },
     }

@@ -133,7 +133,9 @@ def test_status_shows_meters_and_sends_nothing(app, receiver):
     assert "login: FACTORY_API_KEY" in result.out
     assert "in 17d 0h" in result.out
     assert receiver.calls() == [] and not app.state_path.exists()
-    for line in result.out.splitlines():
+    *lines, state_line = result.out.splitlines()
+    assert state_line == f"  state file: {app.state_path}"  # a path is as long as it is
+    for line in lines:
         assert len(line) <= 80, line
 
 

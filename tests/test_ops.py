@@ -7,6 +7,7 @@ wall clock, so nothing sleeps.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -512,3 +513,76 @@ def test_metrics_survive_a_remembered_health_of_any_shape():
         text = render(None, load({"version": 2, "health": health})[0].health, T0)
         assert "factory_usage_alert_consecutive_failures 0\n" in text
         assert "last_success_timestamp" not in text
+
+
+# --- status shows the job's own health ------------------------------------------------------------
+
+
+def test_status_shows_when_the_job_last_ran_and_what_it_last_sent_to_whom(app, receiver):
+    app.write_config({"notify": {"channels": [{"url": receiver.apprise_url, "name": "phone"}]}})
+    app.now = T0
+    app.serve_usage(usage_body(17 * M))
+    assert app("run").code == 0
+    app.now = T0 + 3600
+    result = app("status")
+    assert result.code == 0, result.err
+    job = result.out.split("\njob:\n")[1].splitlines()
+    assert job[0].startswith("  last run ") and job[0].endswith(" (1h 0m ago)")
+    assert job[1].startswith("  last alert ") and job[1].endswith(": standard at 80%")
+    assert job[2:] == ["    to phone", f"  state file: {app.state_path}"]
+    data = json.loads(app("status", "--json").out)["job"]
+    assert data["consecutive_failures"] == 0 and data["state_file"] == str(app.state_path)
+    assert data["last_run"] == data["last_success"] == data["last_alert"]["at"]
+    assert (data["last_alert"]["kind"], data["last_alert"]["level_percent"]) == ("threshold", 80.0)
+    assert data["last_alert"]["channels"] == ["phone"]
+
+
+def test_status_shows_the_failing_job_even_when_usage_cannot_be_read(app):
+    app.now = T0
+    app.serve_usage(usage_body(1 * M))
+    assert app("run").code == 0
+    app.serve_usage(DOWN)
+    for minutes in (15, 30):
+        app.now = T0 + minutes * 60
+        assert app("run").code != 0
+    app.now = T0 + 45 * 60
+    result = app("status")
+    assert result.code != 0 and "HTTP 500" in result.err
+    lines = result.out.splitlines()
+    assert lines[0] == "job:" and "(15m ago), last read usage " in lines[1]
+    assert lines[2].startswith("  2 failed runs in a row since ") and "HTTP 500" in lines[2]
+    assert lines[3:] == ["  no alert sent yet", f"  state file: {app.state_path}"]
+    data = json.loads(app("status", "--json").out)["job"]
+    assert data["consecutive_failures"] == 2 and "HTTP 500" in data["last_error"]
+
+
+def test_status_before_any_run_says_so():
+    from pathlib import Path
+
+    from alerter.config import Config
+    from alerter.state import State
+    from alerter.status import job_health, job_lines
+
+    lines = job_lines(job_health(State(), Path("/s/state.json"), Config()), T0)
+    assert lines[2:] == [
+        "  no run yet: `factory-usage-alert run` has not run with this state",
+        "  state file: /s/state.json",
+    ]
+
+
+def test_the_last_alert_is_the_latest_delivery_and_names_removed_channels():
+    from pathlib import Path
+
+    from alerter.config import Channel, Config
+    from alerter.state import DeliveryKey, State
+    from alerter.status import job_health
+
+    early = DeliveryKey("standard", "threshold", T0, 80.0)
+    late = DeliveryKey("health", "stale", T0, 0.0)
+    state = State(ledger={early: {"ch-a": T0 + 9}, late: {"ch-a": T0 + 5, "ch-gone": T0 + 7, "ch-b": None}})
+    config = Config(channels=(Channel(id="ch-a", label="mail", url="json://a"),))
+    last = job_health(state, Path("s"), config).last_alert
+    assert (last.at, last.key, last.channels) == (T0 + 9, early, ("mail",))
+    state.ledger[late]["ch-gone"] = T0 + 10
+    last = job_health(state, Path("s"), config).last_alert
+    assert (last.at, last.key, last.channels) == (T0 + 10, late, ("mail", "a removed channel"))
