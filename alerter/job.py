@@ -62,10 +62,7 @@ class Shell:
 
     fetch: Fetch
     send: Send
-    check_channels: Callable[[Config, State], tuple[State, dict[str, str]]] = lambda config, state: (
-        state,
-        {},
-    )
+    check_channels: CheckChannels = lambda config, state: (state, {})
     ping: Callable[[str], None] = lambda event: None
     write_metrics: Callable[[Observation, Decision, State], None] | None = None
 
