@@ -27,7 +27,7 @@ import shlex
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from alerter.errors import StateBusy, StateError
@@ -135,6 +135,64 @@ def check_usable(path: Path) -> None:
                 f"{file}: the {what} is not {'readable' if access == os.R_OK else 'writable'} "
                 f"by {_me()}; give it back (`chown {_me()} {shlex.quote(str(file))}`)"
             )
+
+
+def earlier_state(path: Path, earlier: Sequence[Path]) -> Path | None:
+    """Given the state path and where earlier releases kept the state, return the newest
+    earlier state file of this user's when there is none at the path yet, else None.
+
+    A file that is not a regular file or belongs to someone else is not taken.
+    """
+    if os.path.lexists(path):
+        return None
+    found = []
+    for candidate in earlier:
+        try:
+            info = os.lstat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            found.append((info.st_mtime, str(candidate)))
+    return Path(max(found)[1]) if found else None
+
+
+def state_to_read(path: Path, earlier: Sequence[Path]) -> Path:
+    """Given the state path and the earlier places, return the file a command that changes
+    nothing (`status`, `history`, a dry run) reads: the state, else the earlier one that a
+    real run would carry over."""
+    return earlier_state(path, earlier) or path
+
+
+def carry_over(path: Path, earlier: Sequence[Path]) -> None:
+    """Given the state path (its lock held) and where earlier releases kept the state, copy
+    the newest earlier state there when there is none yet, so that an upgrade repeats no
+    alert. The earlier file is left as it was: a unit from an older release may still use
+    it. One that cannot be read is named in a warning and the run starts afresh.
+    """
+    source = earlier_state(path, earlier)
+    if source is None:
+        return
+    try:
+        data = read_private(source, tighten=False)
+    except StateError as exc:
+        log.warning("not carrying over an earlier state: %s", exc)
+        return
+    if data is None:
+        return
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot carry over the state from {source} ({exc.strerror}); "
+            f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
+        ) from None
+    log.info(
+        "carried the state over from %s to %s, the one state every way of starting the job now "
+        "uses; %s is no longer read",
+        source,
+        path,
+        source,
+    )
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
