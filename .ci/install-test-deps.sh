@@ -10,9 +10,12 @@ PACKAGES="
 dbus-daemon
 gnome-keyring
 libsecret-1-0
+debootstrap
+systemd-container
 "
 # dbus-daemon, gnome-keyring: a private Secret Service (tests/credentials/secret_service.py)
 # libsecret-1-0: droid's keytar links against it to reach the Secret Service
+# debootstrap, systemd-container: a Debian 12 booted with systemd-nspawn (tests/nspawn.py)
 
 missing=""
 for package in $PACKAGES; do

@@ -48,6 +48,8 @@ def why_not_here() -> str | None:
         return "systemd-nspawn exists only on Linux"
     if os.geteuid() != 0:
         return "booting a container with systemd-nspawn needs root"
+    if os.environ.get("FACTORY_USAGE_ALERT_NO_CONTAINER"):
+        return "FACTORY_USAGE_ALERT_NO_CONTAINER is set"
     if os.environ.get("FAKETIME") or "faketime" in os.environ.get("LD_PRELOAD", ""):
         return (
             "the clock is faked (libfaketime): the container's systemd keeps the real one; "
