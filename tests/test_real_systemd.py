@@ -228,9 +228,11 @@ def test_warnings_and_errors_reach_the_journal_at_their_priority(box):
     box.factory.route("GET", USAGE_PATH, Reply(200, usage_body(19_200_000)))
 
 
-def test_the_system_timer_alone_makes_the_state_directory_as_the_user(box):
-    """bob never ran the job by hand: the unit makes ~/.local/state/factory-usage-alert
-    (owned by bob, as are the directories above it) before the sandbox makes home read-only."""
+def test_the_system_timer_alone_makes_the_state_directory_and_takes_over_the_old_state(box):
+    """bob never ran the job by hand, and an earlier release's system unit kept his state in
+    /var/lib/factory-usage-alert/bob. The unit makes ~/.local/state/factory-usage-alert
+    (owned by bob, as are the directories above it) before the sandbox makes the home
+    read-only, and the job carries the old state over: nothing it had sent is sent again."""
     box.machine.sh("useradd --create-home --shell /bin/bash bob", check=True)
     uid = int(box.machine.sh("id -u bob", check=True).stdout)
     home = box.home.parent / "bob"
@@ -241,12 +243,25 @@ def test_the_system_timer_alone_makes_the_state_directory_as_the_user(box):
     for path in [home, *home.rglob("*")]:
         os.lchown(path, uid, uid)
     assert not (home / ".local").exists()
+    # The old unit's StateDirectory=factory-usage-alert/bob, holding the 80 and 95 % alerts
+    # as sent (alice's state: same channel, same billing period).
+    old = "/var/lib/factory-usage-alert/bob/state.json"
+    box.machine.sh(
+        "install -d -m 0755 /var/lib/factory-usage-alert"
+        " && install -d -m 0700 -o bob /var/lib/factory-usage-alert/bob"
+        f" && install -m 0600 -o bob /home/{USER}/{STATE} {old}",
+        check=True,
+    )
     delivered = len(titles(box))
 
     done = box.machine.run(["systemctl", "start", "factory-usage-alert@bob.service"])
     status = box.machine.run(["systemctl", "status", "--no-pager", "factory-usage-alert@bob.service"]).stdout
     assert done.returncode == 0, status
-    assert len(titles(box)) == delivered + 1  # bob's own state: his 95 % alert
+    assert len(titles(box)) == delivered, "an alert the old unit had sent was sent again"
     for path in (home / ".local", home / ".local/state", home / STATE.parent, home / STATE):
         assert path.stat().st_uid == uid, path
     assert (home / STATE.parent).stat().st_mode & 0o777 == 0o700
+    journal = box.machine.run(
+        ["journalctl", "--no-pager", "-o", "cat", "-u", "factory-usage-alert@bob.service"]
+    )
+    assert f"carried the state over from {old} to /home/bob/{STATE}" in journal.stdout, journal.stdout
