@@ -4,9 +4,9 @@ The state decides what is sent, so the job uses only files that nobody else can 
 
 - The state file's own directory must belong to the user running the job and must not be
   writable by group or others. Ownership is what counts for root, which permission bits do
-  not stop. Only that directory is checked, not its ancestors: systemd's StateDirectory
-  (``/var/lib/factory-usage-alert/<user>``, 0700, the service user's) lives in root's
-  ``/var/lib``.
+  not stop. Only that directory is checked, not its ancestors: a unit's StateDirectory
+  (``/var/lib/factory-usage-alert/<user>``, 0700, the service user's, as earlier
+  releases' system unit had) lives in root's ``/var/lib``.
 - The state file and ``<name>.lock`` are opened without following symlinks and without
   blocking (a FIFO would hang a read), and used only when they are regular files.
 - What the job creates is private whatever the umask: directories 0700, files 0600; a
@@ -14,6 +14,9 @@ The state decides what is sent, so the job uses only files that nobody else can 
   finds is refused, not changed: it may not be the job's to change.
 
 Every problem is a StateError whose one line names the path and the fix.
+
+A state an earlier release's unit kept elsewhere is carried over once (``carry_over``);
+until then the commands that change nothing read it (``state_to_read``).
 """
 
 from __future__ import annotations
