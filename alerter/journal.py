@@ -30,8 +30,9 @@ ERR = logging.ERROR
 def is_journal(stream: TextIO, env: Mapping[str, str]) -> bool:
     """Given an output stream and the environment, return whether the stream is the journal.
 
-    True only when ``JOURNAL_STREAM`` names the device and inode of the stream's file, as
-    sd_journal_stream_fd(3) says to check; a stream without a file descriptor is not.
+    True only when ``JOURNAL_STREAM`` names the device and inode of the stream's file, the
+    check systemd.exec(5) describes (the variable is inherited by children whose output may
+    go elsewhere); a stream without a file descriptor is not.
     """
     device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
     if not (device.isdigit() and inode.isdigit()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,6 +83,7 @@ def box(tmp_path_factory):
         stop_workos()
         receiver.stop()
         factory.stop()
+        shutil.rmtree(homes, ignore_errors=True)  # the users' virtualenvs; console.log stays
 
 
 def _set_up(machine, home: Path, factory, receiver, workos, offline_wheels: bool) -> SimpleNamespace:
