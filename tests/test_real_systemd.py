@@ -142,6 +142,9 @@ def titles(box) -> list[str]:
 
 def test_the_quick_start_works_verbatim_for_a_new_user(box):
     """Debian 12 with only python3 and python3-venv: no pipx, ~/.local/bin not on PATH."""
+    on_path = 'echo ":$PATH:" | grep -F ":$HOME/.local/bin:"'
+    premise = as_user(box, f"command -v pipx || command -v pip || {on_path}")
+    assert premise.returncode != 0, premise.stdout  # none of these: the README must not need them
     done = as_user(box, readme_block("## Quick start"), timeout=900)
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     assert "usage from subscription/usage: standard 85.0%" in done.stdout
