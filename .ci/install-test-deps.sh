@@ -13,11 +13,14 @@ libsecret-1-0
 libdbus-1-dev
 libglib2.0-dev
 pkg-config
+debootstrap
+systemd-container
 "
 # dbus-daemon, gnome-keyring: a private Secret Service (tests/credentials/secret_service.py)
 # libsecret-1-0: droid's keytar links against it to reach the Secret Service
 # libdbus-1-dev, libglib2.0-dev, pkg-config: to build dbus-python, the [desktop] extra that
 #   the desktop-notification test delivers through (tests/test_desktop.py)
+# debootstrap, systemd-container: a Debian 12 booted with systemd-nspawn (tests/nspawn.py)
 
 missing=""
 for package in $PACKAGES; do

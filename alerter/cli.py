@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from alerter import __version__, healthcheck
+from alerter import __version__, healthcheck, journal
 from alerter.config import (
     CONFIG_ENV,
     QuietHours,
@@ -30,7 +30,7 @@ from alerter.errors import EXIT_OK, AlerterError, ConfigError, DeliveryError, St
 from alerter.meters import Reading
 from alerter.notify import send, validate_channels
 from alerter.state import load_state
-from alerter.statefile import check_usable
+from alerter.statefile import check_usable, state_to_read
 
 PROG = "factory-usage-alert"
 log = logging.getLogger("alerter")
@@ -185,16 +185,23 @@ def main(
     except AlerterError as exc:
         if args.verbose >= 2:
             log.exception("details")
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _error(f"{PROG}: error: {exc}", env)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _error(f"{PROG}: interrupted", env)
         return 130
     except Exception as exc:  # a bug: one line, the traceback only on request
         if args.verbose >= 2:
             log.exception("unexpected error")
-        print(f"{PROG}: internal error: {type(exc).__name__}; run with -vv for details", file=sys.stderr)
+        _error(f"{PROG}: internal error: {type(exc).__name__}; run with -vv for details", env)
         return 1
+
+
+def _error(line: str, env: Mapping[str, str]) -> None:
+    """Print the run's closing error line to stderr, at error priority under journald."""
+    if journal.is_journal(sys.stderr, env):
+        line = journal.with_priority(line, journal.ERR)
+    print(line, file=sys.stderr)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -222,7 +229,8 @@ class _MaxLevel(logging.Filter):
 
 
 def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
-    """Info and below to stdout, warnings and errors to stderr, one line per event."""
+    """Info and below to stdout, warnings and errors to stderr, one line per event; on a
+    stream connected to journald each line starts with its priority (``<4>`` a warning)."""
     under_systemd = bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
     fmt = "%(levelname)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s: %(message)s"
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
@@ -231,7 +239,9 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
     for handler in (out, err):
-        handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
+        # journald files a line at the priority its <N> prefix names, else at info.
+        kind = journal.JournalFormatter if journal.is_journal(handler.stream, env) else logging.Formatter
+        handler.setFormatter(kind(fmt, "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger("alerter")
     root.handlers[:] = [out, err]
     root.setLevel(level)
@@ -279,9 +289,10 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     config = load_config(args.config, env)
     deadline = time.monotonic() + config.deadline_seconds
-    state = load_state(config.state_file, keep_aside=False)
+    read = state_to_read(config.state_file, config.earlier_state_files)
+    state = load_state(read, keep_aside=False)
     now = args.clock()
-    job = job_health(state, config.state_file, config)
+    job = job_health(state, read, config)  # the file it read: the timer's, until carried over
     try:
         client = connect(config, env, deadline, memory=LoginMemory.load(state.credentials))
         reading: Reading
@@ -345,19 +356,20 @@ def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from alerter.backtest import export_history
 
     config = load_config(args.config, env)
-    state = load_state(config.state_file, keep_aside=False)
+    read = state_to_read(config.state_file, config.earlier_state_files)
+    state = load_state(read, keep_aside=False)
     lines = export_history(state)
     if args.jsonl:
         for line in lines:
             print(json.dumps(line, separators=(",", ":")))
         return EXIT_OK
     if not lines:
-        print(f"no history yet in {config.state_file}: it grows with each `run`")
+        print(f"no history yet in {read}: it grows with each `run`")
         return EXIT_OK
     first, last = (datetime.fromtimestamp(x["at"] / 1000).astimezone() for x in (lines[0], lines[-1]))
     print(
         f"{len(lines)} observations from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} "
-        f"in {config.state_file}\n(older ones are thinned; `history --jsonl` prints them for `backtest`)"
+        f"in {read}\n(older ones are thinned; `history --jsonl` prints them for `backtest`)"
     )
     return EXIT_OK
 

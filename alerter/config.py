@@ -116,6 +116,8 @@ class Config:
     endpoint: str = "auto"  # which usage endpoint to read: auto, limits or allowance
     ca_bundle: str | None = None
     state_file: Path = field(default_factory=lambda: default_state_file({}))
+    # Where earlier releases kept the state (see earlier_state_files); carried over once.
+    earlier_state_files: tuple[Path, ...] = ()
     thresholds: Mapping[str, tuple[float, ...]] = field(
         default_factory=lambda: {"default": DEFAULT_THRESHOLDS}
     )
@@ -154,19 +156,55 @@ def _home(env: Mapping[str, str]) -> Path:
     return Path(env["HOME"]) if env.get("HOME") else Path.home()
 
 
+def _user_name() -> str:
+    """Return the name of the user running the job (the system unit's instance name)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def default_config_file(env: Mapping[str, str]) -> Path:
     """Return ``$XDG_CONFIG_HOME/factory-usage-alert/config.yaml`` (or under ~/.config)."""
     base = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
     return Path(base) / "factory-usage-alert" / "config.yaml"
 
 
+# Where the system unit kept the state before it shared the user's: StateDirectory=
+# factory-usage-alert/%i, so <this>/<user>/state.json.
+SYSTEM_STATE_ROOT = Path("/var/lib/factory-usage-alert")
+
+
 def default_state_file(env: Mapping[str, str]) -> Path:
-    """Return the default state path: systemd's $STATE_DIRECTORY, else XDG_STATE_HOME."""
+    """Return the default state path: ``$XDG_STATE_HOME/factory-usage-alert/state.json``
+    (``~/.local/state/...``), whatever starts the job.
+
+    A run by hand, cron, the user timer and the system timer all find the one state there:
+    the shipped units set no ``StateDirectory=``. A unit that still sets one (a copy from
+    an older release) keeps its own directory, ``$STATE_DIRECTORY``, as it always did.
+    """
     if env.get("STATE_DIRECTORY"):
         # systemd may pass several directories separated by ':'; the first is ours.
         return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.json"
     base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
     return Path(base) / "factory-usage-alert" / "state.json"
+
+
+def earlier_state_files(env: Mapping[str, str], user: str) -> tuple[Path, ...]:
+    """Given the environment and the user's name, return where earlier releases' units kept
+    this user's state when the default path was not used.
+
+    The user unit's ``StateDirectory=`` is ``$XDG_CONFIG_HOME`` on systemd 253 and older
+    (Debian 12 has 252; from 254 on it is ``$XDG_STATE_HOME``, the default path itself),
+    and the system unit's was ``/var/lib/factory-usage-alert/<user>``.
+    """
+    config_base = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
+    return (
+        Path(config_base) / "factory-usage-alert" / "state.json",
+        SYSTEM_STATE_ROOT / user / "state.json",
+    )
 
 
 def default_factory_home(env: Mapping[str, str]) -> Path:
@@ -393,7 +431,11 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         endpoint = v.choice(factory, "factory.endpoint", "auto", ENDPOINTS)
     ca_bundle = v.path(factory, "factory.ca_bundle")
 
-    state_file = v.path(data, "state_file") or default_state_file(env)
+    state_file = v.path(data, "state_file")
+    # Only the default path takes over a state an earlier release kept elsewhere; a path
+    # the config names is the user's own choice.
+    earlier = () if state_file or env.get("STATE_DIRECTORY") else earlier_state_files(env, _user_name())
+    state_file = state_file or default_state_file(env)
 
     thresholds = _thresholds(v, data)
 
@@ -430,6 +472,7 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         endpoint=endpoint,
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         state_file=state_file,
+        earlier_state_files=earlier,
         thresholds=thresholds,
         warning_at=warning_at,
         critical_at=critical_at,

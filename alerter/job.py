@@ -27,7 +27,7 @@ from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, 
 from alerter.meters import Reading
 from alerter.rules import Alert
 from alerter.state import State, load_state, locked, record_delivery, save_state, settle
-from alerter.statefile import check_usable
+from alerter.statefile import carry_over, check_usable, state_to_read
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,13 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     """
     if dry_run:
         check_usable(config.state_file)  # what a real run would refuse, found without writing
-        return _once(config, shell, clock, load_state(config.state_file, keep_aside=False), dry_run=True)
+        readable = state_to_read(config.state_file, config.earlier_state_files)
+        return _once(config, shell, clock, load_state(readable, keep_aside=False), dry_run=True)
     with locked(config.state_file, timeout=config.deadline_seconds):
         # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
         shell.ping("start")
         try:
+            carry_over(config.state_file, config.earlier_state_files)  # once, after an upgrade
             decision = _once(config, shell, clock, load_state(config.state_file), dry_run=False)
         except BaseException:
             shell.ping("fail")

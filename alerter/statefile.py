@@ -4,9 +4,9 @@ The state decides what is sent, so the job uses only files that nobody else can 
 
 - The state file's own directory must belong to the user running the job and must not be
   writable by group or others. Ownership is what counts for root, which permission bits do
-  not stop. Only that directory is checked, not its ancestors: systemd's StateDirectory
-  (``/var/lib/factory-usage-alert/<user>``, 0700, the service user's) lives in root's
-  ``/var/lib``.
+  not stop. Only that directory is checked, not its ancestors: a unit's StateDirectory
+  (``/var/lib/factory-usage-alert/<user>``, 0700, the service user's, as earlier
+  releases' system unit had) lives in root's ``/var/lib``.
 - The state file and ``<name>.lock`` are opened without following symlinks and without
   blocking (a FIFO would hang a read), and used only when they are regular files.
 - What the job creates is private whatever the umask: directories 0700, files 0600; a
@@ -14,6 +14,9 @@ The state decides what is sent, so the job uses only files that nobody else can 
   finds is refused, not changed: it may not be the job's to change.
 
 Every problem is a StateError whose one line names the path and the fix.
+
+A state an earlier release's unit kept elsewhere is carried over once (``carry_over``);
+until then the commands that change nothing read it (``state_to_read``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import shlex
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from alerter.errors import StateBusy, StateError
@@ -135,6 +138,64 @@ def check_usable(path: Path) -> None:
                 f"{file}: the {what} is not {'readable' if access == os.R_OK else 'writable'} "
                 f"by {_me()}; give it back (`chown {_me()} {shlex.quote(str(file))}`)"
             )
+
+
+def earlier_state(path: Path, earlier: Sequence[Path]) -> Path | None:
+    """Given the state path and where earlier releases kept the state, return the newest
+    earlier state file of this user's when there is none at the path yet, else None.
+
+    A file that is not a regular file or belongs to someone else is not taken.
+    """
+    if os.path.lexists(path):
+        return None
+    found = []
+    for candidate in earlier:
+        try:
+            info = os.lstat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+            found.append((info.st_mtime, str(candidate)))
+    return Path(max(found)[1]) if found else None
+
+
+def state_to_read(path: Path, earlier: Sequence[Path]) -> Path:
+    """Given the state path and the earlier places, return the file a command that changes
+    nothing (`status`, `history`, a dry run) reads: the state, else the earlier one that a
+    real run would carry over."""
+    return earlier_state(path, earlier) or path
+
+
+def carry_over(path: Path, earlier: Sequence[Path]) -> None:
+    """Given the state path (its lock held) and where earlier releases kept the state, copy
+    the newest earlier state there when there is none yet, so that an upgrade repeats no
+    alert. The earlier file is left as it was: a unit from an older release may still use
+    it. One that cannot be read is named in a warning and the run starts afresh.
+    """
+    source = earlier_state(path, earlier)
+    if source is None:
+        return
+    try:
+        data = read_private(source, tighten=False)
+    except StateError as exc:
+        log.warning("not carrying over an earlier state: %s", exc)
+        return
+    if data is None:
+        return
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot carry over the state from {source} ({exc.strerror}); "
+            f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
+        ) from None
+    log.info(
+        "carried the state over from %s to %s, the one state every way of starting the job now "
+        "uses; %s is no longer read",
+        source,
+        path,
+        source,
+    )
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

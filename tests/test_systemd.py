@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alerter.config import default_state_file
 from tests.conftest import usage_body
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
@@ -60,7 +61,8 @@ def analyze(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_units_are_oneshot_every_15_minutes_persistent_with_jitter(service, timer):
     svc = unit(UNITS / service)["Service"]
     assert svc["Type"] == "oneshot"
-    assert svc["StateDirectory"].startswith("factory-usage-alert")
+    # No StateDirectory=: the state is the user's own, where a run by hand finds it.
+    assert "StateDirectory" not in svc
     assert svc["ExecStart"].endswith("/factory-usage-alert run")
     tmr = unit(UNITS / timer)
     assert tmr["Timer"]["OnCalendar"] == "*:0/15"
@@ -92,7 +94,19 @@ def test_system_service_runs_as_the_instance_user_and_is_hardened():
     )
 
 
-def test_the_state_directory_systemd_gives_is_the_default_state_path(app):
+def test_the_system_unit_lets_the_job_write_exactly_the_default_state_directory():
+    text = (UNITS / "system/factory-usage-alert@.service").read_text()
+    writable = re.findall(r"^ReadWritePaths=-?(\S+)$", text, flags=re.M)
+    expected = default_state_file({"HOME": "/home/%i"}).parent
+    assert str(expected) in writable
+    # ReadWritePaths= needs the directory to exist: made before the sandbox, as the user.
+    pre = re.search(r"^ExecStartPre=\+(.*)$", text, flags=re.M)
+    assert pre and pre.group(1) == f"runuser -u %i -- mkdir -p -m 0700 {expected}"
+
+
+def test_a_unit_from_an_earlier_release_keeps_its_state_directory(app):
+    """A unit copied from an earlier release still sets StateDirectory=; the job keeps using
+    it, as it did, rather than a home the old system unit made read-only."""
     app.config_path.write_text(
         yaml.safe_dump({"factory": {"base_url": app.factory.url, "endpoint": "allowance"}})
     )

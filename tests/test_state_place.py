@@ -1,0 +1,136 @@
+"""One state file per account, whatever starts the job.
+
+A run by hand, cron, the user timer and the system timer all use
+``$XDG_STATE_HOME/factory-usage-alert/state.json``. Earlier releases' units kept it
+elsewhere (the user unit's StateDirectory= is ~/.config on systemd 252, the system unit's
+/var/lib/factory-usage-alert/<user>): a user upgrading gets that state carried over once,
+so no alert is repeated. The real units are run in tests/test_real_systemd.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+
+import pytest
+import yaml
+
+from tests.conftest import usage_body
+
+ME = pwd.getpwuid(os.geteuid()).pw_name
+
+
+@pytest.fixture
+def home_app(app, receiver, tmp_path, monkeypatch):
+    """The app with a config that names no state_file (the default path is used), one
+    channel, and /var/lib/factory-usage-alert moved under the test's directory."""
+    monkeypatch.setattr("alerter.config.SYSTEM_STATE_ROOT", tmp_path / "var-lib-fua")
+    app.config_path.write_text(
+        yaml.safe_dump(
+            {
+                "factory": {"base_url": app.factory.url, "endpoint": "allowance"},
+                "notify": {"urls": [receiver.apprise_url]},
+            }
+        )
+    )
+    app.default_state = app.home / ".local" / "state" / "factory-usage-alert" / "state.json"
+    app.receiver = receiver
+    return app
+
+
+def run_as_old_unit(app, state_directory) -> None:
+    """A run as an earlier release's unit started it: systemd set $STATE_DIRECTORY."""
+    app.env["STATE_DIRECTORY"] = str(state_directory)
+    app.env["INVOCATION_ID"] = "0123"
+    try:
+        assert app("run").code == 0
+    finally:
+        del app.env["STATE_DIRECTORY"], app.env["INVOCATION_ID"]
+
+
+@pytest.mark.parametrize("old_place", ["user unit on systemd 252", "system unit"])
+def test_an_upgrade_carries_the_earlier_state_over_and_repeats_no_alert(home_app, old_place):
+    app = home_app
+    old_dir = (
+        app.home / ".config" / "factory-usage-alert"
+        if old_place == "user unit on systemd 252"
+        else app.home / "var-lib-fua" / ME
+    )
+    app.serve_usage(usage_body(17_000_000))  # 85 %
+    run_as_old_unit(app, old_dir)
+    assert len(app.receiver.messages()) == 1
+    old = old_dir / "state.json"
+    remembered = old.read_bytes()
+    assert not app.default_state.exists()
+
+    result = app("run")  # the new units set no StateDirectory=, as a run by hand
+    assert result.code == 0
+    assert len(app.receiver.messages()) == 1, "the 80 % alert was sent again"
+    assert f"carried the state over from {old} to {app.default_state}" in result.out
+    assert app.default_state.exists() and oct(app.default_state.stat().st_mode & 0o777) == "0o600"
+    assert old.read_bytes() == remembered  # left for a unit that may still use it
+
+    app.serve_usage(usage_body(19_400_000))  # 97 %: the next alert comes from the one state
+    result = app("run")
+    assert "carried" not in result.out
+    assert [m["title"].split(" at ")[-1][:3] for m in app.receiver.messages()] == ["85%", "97%"]
+    assert old.read_bytes() == remembered
+
+
+def test_commands_by_hand_read_the_earlier_state_until_a_run_carries_it_over(home_app):
+    app = home_app
+    app.serve_usage(usage_body(17_000_000))
+    old_dir = app.home / ".config" / "factory-usage-alert"
+    run_as_old_unit(app, old_dir)
+    app.serve_usage(usage_body(17_200_000))
+    run_as_old_unit(app, old_dir)
+
+    result = app("history")
+    assert result.code == 0
+    assert " observations from " in result.out
+    assert f"in {old_dir / 'state.json'}\n" in result.out
+    result = app("run", "--dry-run")
+    assert result.code == 0 and "[dry-run]" not in result.out  # the 80 % alert is known: nothing due
+    assert not app.default_state.exists()  # commands that change nothing copy nothing
+
+
+def test_the_newest_earlier_state_wins(home_app):
+    app = home_app
+    app.serve_usage(usage_body(11_000_000))  # 55 %: the 50 % alert
+    older = app.home / "var-lib-fua" / ME
+    run_as_old_unit(app, older)
+    app.serve_usage(usage_body(17_000_000))  # 85 %: the 80 % alert, remembered only in the newer
+    newer = app.home / ".config" / "factory-usage-alert"
+    run_as_old_unit(app, newer)
+    os.utime(older / "state.json", (1_000_000_000, 1_000_000_000))
+    assert len(app.receiver.messages()) == 2
+
+    result = app("run")
+    assert f"carried the state over from {newer / 'state.json'}" in result.out
+    assert len(app.receiver.messages()) == 2
+
+
+def test_a_state_file_named_in_the_config_takes_nothing_over(home_app):
+    app = home_app
+    app.serve_usage(usage_body(17_000_000))
+    run_as_old_unit(app, app.home / ".config" / "factory-usage-alert")
+    config = yaml.safe_load(app.config_path.read_text())
+    config["state_file"] = str(app.home / "mine" / "state.json")
+    app.config_path.write_text(yaml.safe_dump(config))
+    result = app("run")
+    assert result.code == 0 and "carried" not in result.out
+    assert len(app.receiver.messages()) == 2  # a new, empty state: the user chose it
+    assert json.loads((app.home / "mine" / "state.json").read_text())["version"] == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_an_earlier_state_of_another_user_is_not_taken(home_app):
+    app = home_app
+    app.serve_usage(usage_body(17_000_000))
+    old_dir = app.home / "var-lib-fua" / ME
+    run_as_old_unit(app, old_dir)
+    os.chown(old_dir / "state.json", 4242, 4242)
+    result = app("run")
+    assert result.code == 0 and "carried" not in result.out
+    assert len(app.receiver.messages()) == 2
