@@ -263,6 +263,11 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     deadline = time.monotonic() + config.deadline_seconds
     textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
     textfile = textfile or config.prometheus_textfile
+    if config.accounts:
+        from alerter.accounts import run_all
+
+        run_all(config, env, args.clock, deadline, dry_run=args.dry_run, textfile=textfile)
+        return EXIT_OK
     shell = job.Shell(
         fetch=job.fetch_from_factory(config, env, deadline, may_renew=not args.dry_run),
         send=job.send_within(deadline),

@@ -129,6 +129,15 @@ class Config:
     monitor: MonitorSettings = MonitorSettings()
     quiet_hours: QuietHours | None = None
     prometheus_textfile: Path | None = None
+    # extra_usage.low_balance_usd: one notice when the extra-usage balance falls below it.
+    low_balance_usd: float | None = None
+    # The login: the variable that may hold an API key (None: none is read), and whether
+    # droid's store in ``home`` is used when it holds none (False for an api_key_env account).
+    api_key_env: str | None = "FACTORY_API_KEY"
+    droid_store: bool = True
+    # The account this config is for (None without ``accounts:``); see :class:`Account`.
+    account: str | None = None
+    accounts: tuple[Account, ...] = ()
 
     def thresholds_for(self, meter_id: str) -> tuple[float, ...]:
         """Given a meter id, return its thresholds (its own key, else `default`)."""
@@ -147,6 +156,18 @@ class Config:
     def delivery_channels(self) -> tuple[Channel, ...]:
         """Return the configured channels, or stdout alone when there are none."""
         return self.channels or (STDOUT_CHANNEL,)
+
+
+@dataclass(frozen=True)
+class Account:
+    """One entry of ``accounts:``: its name, its login (``api_key_env`` or ``factory_home``,
+    the other None) and the Config of its own runs (its state file, thresholds, forecast,
+    channels, base URL and login)."""
+
+    name: str
+    api_key_env: str | None
+    factory_home: Path | None
+    config: Config
 
 
 # --- default locations -------------------------------------------------------------
@@ -394,6 +415,8 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
             "quiet_hours",
             "prometheus_textfile",
             "forecast",
+            "extra_usage",
+            "accounts",
         },
     )
 
@@ -458,10 +481,18 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
             "prometheus_textfile", "must end in .prom (node_exporter's textfile collector reads only those)"
         )
 
+    extra = v.mapping(data, "extra_usage")
+    v.keys(extra, "extra_usage.", {"low_balance_usd"})
+    low_balance = (
+        v.number(extra, "extra_usage.low_balance_usd", 0.0, 0, 1_000_000)
+        if extra.get("low_balance_usd") is not None
+        else None
+    )
+
     if v.problems:
         where = str(file) if file else "config"
         raise ConfigError(f"{where}: " + "; ".join(v.problems), problems=v.problems, file=file)
-    return Config(
+    config = Config(
         path=file,
         base_url=base_url.rstrip("/"),
         base_url_configured="base_url" in factory,
@@ -482,7 +513,97 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         monitor=monitor,
         quiet_hours=quiet_hours,
         prometheus_textfile=textfile,
+        low_balance_usd=low_balance,
     )
+    if data.get("accounts") is None:
+        return config
+    return dataclasses.replace(config, accounts=_accounts(data, config, file, env))
+
+
+ACCOUNT_KEYS = {"name", "api_key_env", "factory_home", "thresholds", "forecast", "notify", "factory", "extra_usage"}
+_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Mapping[str, str]) -> tuple:
+    """Given the whole parsed config and its Config without accounts, return each account's
+    Account. Raise ConfigError listing every problem as ``At 'accounts[i].key'``.
+
+    An account's Config is the top level with its own keys over it: ``thresholds``,
+    ``forecast`` and ``extra_usage`` key by key, ``notify`` as a whole (its routing),
+    ``factory`` only its ``base_url``. Its state file is ``state-<name>.json`` beside the
+    default one, so each account has its own alerts, history and lock.
+    """
+    v = _Validator()
+    entries = data.get("accounts")
+    if not isinstance(entries, list) or not entries:
+        v.problem("accounts", f"must be a non-empty list of accounts (name + api_key_env or factory_home), not {_kind(entries)}")
+        entries = []
+    accounts: list[Account] = []
+    seen: set[str] = set()
+    top = {k: val for k, val in data.items() if k != "accounts"}
+    for i, entry in enumerate(entries):
+        where = f"accounts[{i}]"
+        if not isinstance(entry, dict):
+            v.problem(where, "must be a mapping with `name` and `api_key_env` or `factory_home`")
+            continue
+        v.keys(entry, where + ".", ACCOUNT_KEYS)
+        name = entry.get("name")
+        if not isinstance(name, str) or not _ACCOUNT_NAME.match(name):
+            v.problem(
+                where + ".name",
+                f"must be a short name of letters, digits, '.', '_' or '-' (it names the state file), not {_shown(name)}",
+            )
+            continue
+        if name in seen:
+            v.problem(where + ".name", f"{name!r} names another account too; give each its own name")
+            continue
+        seen.add(name)
+        key_env, home_dir = entry.get("api_key_env"), entry.get("factory_home")
+        if (key_env is None) == (home_dir is None):
+            v.problem(where, "needs exactly one login: `api_key_env` (a variable holding an fk- key) or `factory_home`")
+            continue
+        if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+            hint = " (the key itself never goes into the config)" if isinstance(key_env, str) and key_env.startswith("fk-") else ""
+            v.problem(where + ".api_key_env", f"must name an environment variable like WORK_FACTORY_KEY{hint}")
+            continue
+        home = v.path(entry, where + ".factory_home") if home_dir is not None else None
+        if home_dir is not None and home is None:
+            continue
+        merged = dict(top)
+        for section in ("thresholds", "forecast", "extra_usage"):
+            if section in entry:
+                own = v.mapping(entry, f"{where}.{section}")
+                merged[section] = {**(top.get(section) or {}), **own}
+        if "notify" in entry:
+            merged["notify"] = entry["notify"]
+        own_factory = v.mapping(entry, where + ".factory")
+        v.keys(own_factory, where + ".factory.", {"base_url"})
+        if "base_url" in own_factory:
+            merged["factory"] = {**(top.get("factory") or {}), "base_url": own_factory["base_url"]}
+        try:
+            own = build_config(merged, file, env)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                v.problems.append(problem.replace("At '", f"At '{where}.", 1))
+            continue
+        login: dict[str, Any] = (
+            {"api_key_env": key_env, "droid_store": False}
+            if key_env is not None
+            else {"api_key_env": None, "droid_store": True, "home": home / ".factory"}
+        )
+        own = dataclasses.replace(
+            own,
+            account=name,
+            state_file=base.state_file.with_name(f"state-{name}.json"),
+            earlier_state_files=(),
+            **login,
+        )
+        accounts.append(Account(name, key_env, home, own))
+    if v.problems:
+        where = str(file) if file else "config"
+        raise ConfigError(f"{where}: " + "; ".join(v.problems), problems=v.problems, file=file)
+    return tuple(accounts)
 
 
 def _monitor(v: _Validator, data: Mapping[str, Any]) -> MonitorSettings:

@@ -9,6 +9,7 @@ self-monitoring, reminders, reset notices and quiet hours are combined; ``run``,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -74,5 +75,8 @@ def decide(state: State, observation: Observation, config: Config, now: float) -
             for m in observation.meters
             if m.active and not m.unlimited
         }
+    if config.account is not None:
+        # The one place an account's notifications are named: every alert passes here.
+        alerts = [dataclasses.replace(a, title=f"[{config.account}] {a.title}") for a in alerts]
     send, held = monitor.hold(alerts, config, now)
     return Decision(tuple(send), tuple(held), state, forecasts, now)

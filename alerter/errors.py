@@ -80,3 +80,30 @@ class StateBusy(StateError):
     def __init__(self, message: str, *, holder: int | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class AccountsFailed(AlerterError):
+    """One or more accounts of ``accounts:`` failed (the others ran as usual).
+
+    ``exit_code`` is the worst of theirs (see :func:`worst_exit_code`); ``failures`` maps
+    each failed account's name to its error.
+    """
+
+    def __init__(self, message: str, *, exit_code: int, failures: dict[str, BaseException]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.failures = dict(failures)
+
+
+# Worst first: a state that cannot be kept (alerts may repeat or be lost), a config that
+# cannot be used, a login that needs a person, undelivered alerts, an unreachable API,
+# another run busy with the state, a bug.
+_WORST_FIRST = (EXIT_STATE, EXIT_CONFIG, EXIT_AUTH, EXIT_DELIVERY, EXIT_UPSTREAM, EXIT_BUSY, 1)
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """Given the exit codes of several accounts' runs, return the worst one (0 when all are 0)."""
+    failed = [c for c in codes if c != EXIT_OK]
+    if not failed:
+        return EXIT_OK
+    return min(failed, key=lambda c: _WORST_FIRST.index(c) if c in _WORST_FIRST else len(_WORST_FIRST))

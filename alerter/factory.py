@@ -134,25 +134,30 @@ class FactoryClient:
             log.info("Factory API %s at %s; retrying in %.1f s", problem, path, wait)
             time.sleep(wait)  # backoff between attempts
 
+    def _or_unset(self) -> str:
+        """The way out of a refused key: unsetting FACTORY_API_KEY leaves droid's login
+        (an account's own variable has no other login behind it)."""
+        return ", or unset it to use droid's login" if self.login.place == "FACTORY_API_KEY" else ""
+
     def _body(self, answer: http.Answer, path: str) -> Any:
         status = answer.status
         if status in (404, 405):
             raise NotServed(f"Factory API answered HTTP {status} at {path}")
         if status == 401:
-            if self.login.identity.source == "FACTORY_API_KEY":
+            if self.login.is_api_key:
                 raise AuthError(
-                    "Factory refused FACTORY_API_KEY (HTTP 401): the key is wrong or revoked; "
-                    "create a new key in Factory's settings, or unset it to use droid's login"
+                    f"Factory refused {self.login.place} (HTTP 401): the key is wrong or revoked; "
+                    "create a new key in Factory's settings" + self._or_unset()
                 )
             raise AuthError(
                 f"Factory refused droid's login from {self.login.place} (HTTP 401); "
                 "run `droid` to log in again"
             )
         if status == 403:
-            if self.login.identity.source == "FACTORY_API_KEY":
+            if self.login.is_api_key:
                 raise AuthError(
-                    "Factory refused FACTORY_API_KEY (HTTP 403): only Manager/Owner keys may read usage; "
-                    "unset it to use droid's login"
+                    f"Factory refused {self.login.place} (HTTP 403): only Manager/Owner keys may read usage"
+                    + (self._or_unset().replace(", or", ";") or "; use a Manager or Owner key")
                 )
             raise AuthError(
                 f"Factory refused access to the organization for droid's login from {self.login.place} "
@@ -248,6 +253,8 @@ def connect(
             ca_bundle=config.ca_bundle,
             deadline=deadline,
             may_renew=may_renew,
+            api_key_env=config.api_key_env,
+            droid_store=config.droid_store,
             renew_reserve_seconds=min(RENEW_RESERVE_SECONDS, 0.75 * config.deadline_seconds),
             memory=memory,
         ),

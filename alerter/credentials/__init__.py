@@ -75,8 +75,11 @@ class Login:
         memory: LoginMemory | None = None,
         renewed: bool = False,
         place: str | None = None,
+        api_key: bool = False,
     ) -> None:
         self._token = token
+        # An API key from a variable (its name is ``place``), not droid's login.
+        self.is_api_key = api_key
         self.identity = identity
         # Where the login was read, for messages: droid's store file, or the variable.
         self.place = place or identity.source
@@ -91,7 +94,7 @@ class Login:
     @property
     def memory(self) -> LoginMemory:
         """What the next run should remember about this login (fingerprints and claims only)."""
-        if self._renew is None and self.identity.source == API_KEY_ENV:
+        if self._renew is None and self.is_api_key:
             return self._memory
         return self._memory.with_identity(self._token, self.identity)
 
@@ -128,7 +131,7 @@ def open_login(
 ) -> Login:
     """Given the settings, return the login droid itself would use, renewed when it must be.
 
-    Sources in order: ``$FACTORY_API_KEY``; droid's store in ``settings.home``
+    Sources in order: ``$FACTORY_API_KEY`` (``settings.api_key_env``); droid's store in ``settings.home``
     (``auth.v2.keyring``, on macOS ``auth.v2.loginkeychain``, ``auth.v2.file`` +
     ``auth.v2.key``, ``auth.encrypted``, ``auth.json``). A token that expires within a few
     minutes is renewed and written back (never in a dry run); when renewing fails for a
@@ -139,10 +142,13 @@ def open_login(
     Raise AuthError (``permanent`` when only ``droid`` logging in again helps) or
     UpstreamError (WorkOS unreachable until ``settings.deadline``).
     """
-    api_key = env.get(API_KEY_ENV, "").strip()
+    variable = settings.api_key_env
+    api_key = env.get(variable, "").strip() if variable else ""
     if api_key:
         # What is remembered about droid's tokens stays for when the key is gone again.
-        return Login(api_key, Identity(source=API_KEY_ENV), memory=settings.memory)
+        return Login(api_key, Identity(source=variable), memory=settings.memory, api_key=True)
+    if not settings.droid_store:
+        raise AuthError(f"${variable} is not set (or empty); set it to this account's fk- API key")
     # The store code needs cryptography: loaded only when there is no API key.
     from alerter.credentials import writeback
     from alerter.credentials.store import find_stored_login

@@ -29,6 +29,7 @@ class CredentialSettings:
     WorkOS requests and retry back-offs all stop there. ``None`` means "use the built-in
     budgets" (about 12 s for the lock, 30 s for a refresh). ``may_renew`` is False for a
     dry run, which never spends a refresh token nor writes droid's store.
+    ``api_key_env`` and ``droid_store`` choose the login of one account of ``accounts:``.
     ``renew_reserve_seconds`` is how much of the deadline must be left to start a renewal:
     an answer WorkOS sends after the job stopped listening would be a spent refresh token.
     """
@@ -41,6 +42,10 @@ class CredentialSettings:
     may_renew: bool = True
     renew_reserve_seconds: float = 25.0
     memory: LoginMemory | None = None
+    # The variable that may hold an API key (None: none is read), and whether droid's
+    # store in ``home`` is used when it holds none (False: that key is the only login).
+    api_key_env: str | None = "FACTORY_API_KEY"
+    droid_store: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,166 @@
+"""Several accounts in one run (``accounts:``): each account is the one-account job.
+
+Every account has its own :class:`~alerter.config.Config` (built by ``config._accounts``:
+its state file ``state-<name>.json``, thresholds, forecast, channels, base URL and login),
+and is run by :func:`alerter.job.run` exactly as a single account is: its own lock, state,
+ledger, dedup, re-arming, forecasts and "not working" notices. This module only runs them
+side by side within the one deadline, and gathers what they did:
+
+- accounts are read concurrently (threads: the work is waiting on Factory and the
+  channels, each request bounded by the run's deadline in :mod:`alerter.http`);
+- one account failing never stops the others; the run then raises
+  :class:`~alerter.errors.AccountsFailed` carrying the worst exit code;
+- the Prometheus textfile is written once, each series labelled with its account;
+- the healthcheck is pinged once for the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from alerter import healthcheck, job
+from alerter.config import Account, Config
+from alerter.decide import Decision, Observation
+from alerter.errors import AccountsFailed, AlerterError, worst_exit_code
+from alerter.meters import Reading
+from alerter.state import State
+
+log = logging.getLogger(__name__)
+
+# Threads, not processes: an account's run waits on the network almost all the time.
+MAX_WORKERS = 32
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one account's part of a run came to: its decision, or the error it ended with."""
+
+    account: str
+    decision: Decision | None = None
+    error: BaseException | None = None
+
+
+_current = threading.local()
+
+
+class _NameTheAccount(logging.Filter):
+    """Starts each log line written while an account is being run with ``[name]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(_current, "account", None)
+        if name is not None and not getattr(record, "_account_named", False):
+            record.msg = f"[{name}] {record.msg}"
+            record._account_named = True
+        return True
+
+
+def each_account(accounts: tuple[Account, ...], work: Callable[[Account], T]) -> list[T | BaseException]:
+    """Given the accounts and the work for one, return each one's result (or the exception
+    it raised), in the accounts' order; the work runs concurrently, its log lines named."""
+    naming = _NameTheAccount()
+    handlers = [*logging.getLogger("alerter").handlers, *logging.getLogger().handlers]
+    for handler in handlers:
+        handler.addFilter(naming)
+
+    def one(account: Account) -> T | BaseException:
+        _current.account = account.name
+        try:
+            return work(account)
+        except BaseException as exc:  # reported with the others; never stops them
+            return exc
+        finally:
+            _current.account = None
+
+    try:
+        if len(accounts) == 1:
+            return [one(accounts[0])]
+        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(accounts))) as pool:
+            return list(pool.map(one, accounts))
+    finally:
+        for handler in handlers:
+            handler.removeFilter(naming)
+
+
+def run_all(
+    config: Config,
+    env: Mapping[str, str],
+    clock: Callable[[], float],
+    deadline: float,
+    *,
+    dry_run: bool = False,
+    textfile: Path | None = None,
+) -> list[Outcome]:
+    """Run the job for every account of ``config.accounts`` by ``deadline`` (monotonic).
+
+    Return each account's Outcome. Raise AccountsFailed (after the others ran, the
+    textfile was written and the healthcheck pinged) when any account failed.
+    """
+    from alerter import metrics
+
+    parts: dict[str, metrics.AccountMetrics] = {}
+    lock = threading.Lock()
+
+    def collect(name: str) -> Callable[[Observation, Decision, State], None]:
+        def keep(observation: Observation, decision: Decision, state: State) -> None:
+            reading = observation if isinstance(observation, Reading) else None
+            projections = {m: metrics.projection(f, decision.now) for m, f in decision.forecasts.items()}
+            with lock:
+                parts[name] = metrics.AccountMetrics(name, reading, state.health, decision.now, projections)
+
+        return keep
+
+    def work(account: Account) -> Decision:
+        own = account.config
+        shell = job.Shell(
+            fetch=job.fetch_from_factory(own, env, deadline, may_renew=not dry_run),
+            send=job.send_within(deadline),
+            check_channels=job.check_channels,
+            write_metrics=collect(account.name) if textfile else None,
+        )
+        return job.run(own, shell, clock, dry_run=dry_run)
+
+    if not dry_run:
+        healthcheck.ping(config.healthcheck_url, "start", deadline)
+    results = each_account(config.accounts, work)
+    outcomes = [
+        Outcome(a.name, error=r) if isinstance(r, BaseException) else Outcome(a.name, decision=r)
+        for a, r in zip(config.accounts, results, strict=True)
+    ]
+    if textfile is not None and parts:
+        try:
+            ordered = [parts[a.name] for a in config.accounts if a.name in parts]
+            metrics.write_textfile(textfile, metrics.render_accounts(ordered))
+        except (OSError, AlerterError) as exc:
+            log.warning("could not write the Prometheus textfile %s (%s)", textfile, exc)
+    failed = {o.account: o.error for o in outcomes if o.error is not None}
+    if not dry_run:
+        healthcheck.ping(config.healthcheck_url, "fail" if failed else "success", deadline)
+    if failed:
+        raise_worst(failed, len(outcomes))
+    return outcomes
+
+
+def raise_worst(failed: Mapping[str, BaseException], total: int) -> None:
+    """Given the errors of the accounts that failed, raise AccountsFailed with the worst
+    exit code and one line naming each account and its error. A KeyboardInterrupt is
+    raised as it is."""
+    for error in failed.values():
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+    codes = [e.exit_code if isinstance(e, AlerterError) else 1 for e in failed.values()]
+    reasons = "; ".join(
+        f"{name}: {e if isinstance(e, AlerterError) else f'internal error ({type(e).__name__})'}"
+        for name, e in failed.items()
+    )
+    count = f"{len(failed)} of {total} accounts" if total > 1 else "the account"
+    raise AccountsFailed(
+        f"{count} failed ({reasons})", exit_code=worst_exit_code(codes), failures=dict(failed)
+    )

@@ -1,0 +1,249 @@
+"""Several accounts in one run (``accounts:``) against the stand-in Factory API.
+
+One stand-in serves every account and answers by the bearer token, so each account's
+own key is what decides what it reads; a real json:// receiver gets the notifications.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from alerter.config import build_config
+from alerter.errors import EXIT_AUTH, EXIT_OK, EXIT_UPSTREAM, ConfigError
+from tests.conftest import LIMITS_PATH, USAGE_PATH, usage_body
+from tests.standins import Recorded, Reply
+from tests.test_limits import HOUR, limits_body, window
+
+M = 1_000_000
+KEYS = {"home": "fk-home-0123456789abcdefSECRET", "work": "fk-work-0123456789abcdefSECRET"}
+
+
+class Accounts:
+    """Per-key answers of the stand-in: ``bodies[key]`` is a Reply for billing/limits."""
+
+    def __init__(self, app) -> None:
+        self.replies: dict[str, Reply] = {}
+        app.factory.route("GET", LIMITS_PATH, self._answer)
+        app.factory.route("GET", USAGE_PATH, Reply(404, {"error": "not found"}))
+
+    def _answer(self, rec: Recorded) -> Reply:
+        token = rec.headers.get("authorization", "").removeprefix("Bearer ")
+        return self.replies.get(token, Reply(401, {"error": "unauthorized"}))
+
+
+def two_accounts(app, receiver, **more) -> Accounts:
+    app.env.pop("FACTORY_API_KEY")
+    app.env.update({"HOME_KEY": KEYS["home"], "WORK_KEY": KEYS["work"]})
+    app.write_config(
+        {
+            "factory": {"endpoint": "limits"},
+            "notify": {"urls": [receiver.apprise_url]},
+            "accounts": [
+                {"name": "home", "api_key_env": "HOME_KEY"},
+                {"name": "work", "api_key_env": "WORK_KEY", **more},
+            ],
+        }
+    )
+    return Accounts(app)
+
+
+def limits_at(percent: float, end: float, **extra) -> Reply:
+    return Reply(200, limits_body(window(percent, end), **extra))
+
+
+def titles(receiver) -> list[str]:
+    return [m["title"] for m in receiver.messages()]
+
+
+def test_each_account_alerts_on_its_own_usage_once_named_by_account(app, receiver):
+    served = two_accounts(app, receiver)
+    end = time.time() + 3 * HOUR
+    served.replies[KEYS["home"]] = limits_at(55, end)
+    served.replies[KEYS["work"]] = limits_at(85, end)
+    result = app("run")
+    assert result.code == EXIT_OK, result.err
+    assert sorted(titles(receiver)) == sorted(
+        ["[home] Factory standard.5h at 55% (past 50%)", "[work] Factory standard.5h at 85% (past 80%)"]
+    ), titles(receiver)
+    # Dedup per account: nothing new is said; one request per account in the steady state.
+    before = len(app.factory.calls("GET", LIMITS_PATH))
+    assert app("run").code == EXIT_OK
+    assert len(receiver.messages()) == 2
+    assert len(app.factory.calls("GET", LIMITS_PATH)) == before + 2
+    # Only home climbs: only home says so.
+    served.replies[KEYS["home"]] = limits_at(82, end)
+    assert app("run").code == EXIT_OK
+    assert titles(receiver)[2:] == ["[home] Factory standard.5h at 82% (past 80%)"]
+    # Each account has its own state next to the default one; the default is not used.
+    states = app.state_path.parent
+    assert (states / "state-home.json").exists() and (states / "state-work.json").exists()
+    assert not app.state_path.exists()
+    home = json.loads((states / "state-home.json").read_text())
+    assert {e["level"] for e in home["ledger"]} == {50.0, 80.0}
+
+
+def test_one_failing_account_does_not_stop_the_other_and_gets_its_own_notice(app, receiver):
+    served = two_accounts(app, receiver)
+    app.write_config(
+        {
+            "factory": {"endpoint": "limits"},
+            "notify": {"urls": [receiver.apprise_url]},
+            "monitor": {"failures_before_alert": 2},
+            "accounts": [
+                {"name": "home", "api_key_env": "HOME_KEY"},
+                {"name": "work", "api_key_env": "WORK_KEY"},
+            ],
+        }
+    )
+    end = time.time() + 3 * HOUR
+    served.replies[KEYS["home"]] = limits_at(60, end)
+    served.replies[KEYS["work"]] = Reply(503, {"error": "down"}, headers={"Retry-After": "100"})
+    first = app("run")
+    assert first.code == EXIT_UPSTREAM, first.err
+    assert "work:" in first.err and "home:" not in first.err
+    assert titles(receiver) == ["[home] Factory standard.5h at 60% (past 50%)"]
+    assert app("run").code == EXIT_UPSTREAM
+    stale = [t for t in titles(receiver) if "not working" in t]
+    assert stale and all(t.startswith("[work] ") for t in stale), titles(receiver)
+    assert len(stale) == 1
+    # The key disappears too: the worse outcome (the login) is the run's exit code.
+    app.env.pop("HOME_KEY")
+    third = app("run")
+    assert third.code == EXIT_AUTH, third.err
+    assert "HOME_KEY is not set" in third.err
+    assert KEYS["work"] not in third.err + third.out
+    # work recovers: a "working again" for work alone, and its usage alert.
+    app.env["HOME_KEY"] = KEYS["home"]
+    served.replies[KEYS["work"]] = limits_at(51, end)
+    assert app("run").code == EXIT_OK
+    new = titles(receiver)[2:]
+    assert any(t.startswith("[work] ") and "working again" in t for t in new), new
+    assert "[work] Factory standard.5h at 51% (past 50%)" in new
+    assert not any(t.startswith("[home] ") for t in new), new
+
+
+def test_an_account_may_override_thresholds_and_routing(app, receiver, smtp):
+    served = two_accounts(app, receiver, thresholds={"default": [90]}, notify={"urls": [smtp.apprise_url]})
+    end = time.time() + 3 * HOUR
+    served.replies[KEYS["home"]] = limits_at(85, end)
+    served.replies[KEYS["work"]] = limits_at(85, end)
+    assert app("run").code == EXIT_OK
+    assert titles(receiver) == ["[home] Factory standard.5h at 85% (past 80%)"]
+    assert smtp.messages() == []  # work's own threshold (90) is not crossed
+    served.replies[KEYS["work"]] = limits_at(91, end)
+    assert app("run").code == EXIT_OK
+    assert len(receiver.messages()) == 1
+    assert ["[work]" in m["Subject"] for m in smtp.messages()] == [True]
+
+
+def test_a_factory_home_account_uses_that_droid_login_not_the_api_key(app, receiver, tmp_path):
+    from tests.credentials.helpers import make_token, write_auth_v2_file
+
+    other = tmp_path / "other"
+    token = make_token(exp=time.time() + 6 * 3600)
+    write_auth_v2_file(other / ".factory", token, "rt-other")
+    app.write_config(
+        {
+            "factory": {"endpoint": "limits"},
+            "notify": {"urls": [receiver.apprise_url]},
+            "accounts": [{"name": "laptop", "factory_home": str(other)}],
+        }
+    )
+    served = Accounts(app)
+    served.replies[token] = limits_at(70, time.time() + 3 * HOUR)
+    result = app("run")  # FACTORY_API_KEY is set in the environment, and ignored for this account
+    assert result.code == EXIT_OK, result.err
+    assert titles(receiver) == ["[laptop] Factory standard.5h at 70% (past 50%)"]
+
+
+def test_prometheus_series_and_status_name_the_account(app, receiver, tmp_path):
+    served = two_accounts(app, receiver)
+    end = time.time() + 3 * HOUR
+    served.replies[KEYS["home"]] = limits_at(40, end, extraUsageBalanceCents=1234)
+    served.replies[KEYS["work"]] = limits_at(20, end)
+    prom = tmp_path / "usage.prom"
+    assert app("run", "--prometheus-textfile", str(prom)).code == EXIT_OK
+    text = prom.read_text()
+    assert 'factory_usage_used_ratio{account="home",meter="standard.5h"} 0.4' in text
+    assert 'factory_usage_used_ratio{account="work",meter="standard.5h"} 0.2' in text
+    assert 'factory_usage_extra_balance_usd{account="home"} 12.34' in text
+    assert 'factory_usage_alert_last_run_success{account="work"} 1' in text
+    shown = app("status", "--json")
+    assert shown.code == EXIT_OK, shown.err
+    entries = json.loads(shown.out)["accounts"]
+    assert [e["account"] for e in entries] == ["home", "work"]
+    assert entries[0]["extra_usage"]["balance_usd"] == 12.34
+    text_status = app("status")
+    assert "account home" in text_status.out and "account work" in text_status.out
+    history = app("history", "--jsonl")
+    lines = [json.loads(line) for line in history.out.splitlines()]
+    assert {line["account"] for line in lines} == {"home", "work"}
+
+
+def test_status_shows_the_other_accounts_when_one_fails(app, receiver):
+    served = two_accounts(app, receiver)
+    served.replies[KEYS["home"]] = limits_at(40, time.time() + 3 * HOUR)
+    shown = app("status", "--json")
+    assert shown.code == EXIT_AUTH
+    entries = json.loads(shown.out)["accounts"]
+    assert entries[0]["account"] == "home" and "meters" in entries[0]
+    assert entries[1]["account"] == "work" and "refused WORK_KEY" in entries[1]["error"]
+
+
+def test_check_config_names_each_account_and_its_login_masked(app, receiver, tmp_path):
+    two_accounts(app, receiver)
+    result = app("check-config")
+    assert result.code == EXIT_OK, result.err
+    assert "home: API key from $HOME_KEY (fk-…CRET)" in result.out, result.out
+    assert "state-work.json" in result.out
+    assert KEYS["home"] not in result.out + result.err
+    app.env.pop("WORK_KEY")
+    assert "work: API key from $WORK_KEY (not set)" in app("check-config").out
+
+
+@pytest.mark.parametrize(
+    ("accounts", "problem"),
+    [
+        ([{"name": "a"}], "At 'accounts[0]': needs exactly one login"),
+        ([{"name": "a", "api_key_env": "fk-abc"}], "the key itself never goes into the config"),
+        ([{"name": "a b", "api_key_env": "K"}], "At 'accounts[0].name'"),
+        ([{"name": "a", "api_key_env": "K"}, {"name": "a", "api_key_env": "L"}], "names another account"),
+        ([{"name": "a", "api_key_env": "K", "thresholds": {"default": [0]}}], "At 'accounts[0].thresholds"),
+        ([{"name": "a", "api_key_env": "K", "factory": {"home": "/x"}}], "At 'accounts[0].factory.home'"),
+        ([{"name": "a", "api_key_env": "K", "colour": 1}], "At 'accounts[0].colour'"),
+        ([], "At 'accounts'"),
+    ],
+)
+def test_bad_accounts_are_named_by_their_place(accounts, problem):
+    with pytest.raises(ConfigError) as caught:
+        build_config({"accounts": accounts}, None, {"HOME": "/nonexistent"})
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_an_account_config_inherits_the_top_level_and_overrides_its_own_keys():
+    config = build_config(
+        {
+            "state_file": "/s/state.json",
+            "thresholds": {"default": [50, 80], "standard.5h": [70]},
+            "factory": {"base_url": "https://api.factory.ai", "timeout_seconds": 3},
+            "extra_usage": {"low_balance_usd": 5},
+            "accounts": [
+                {"name": "eu", "api_key_env": "EU_KEY", "factory": {"base_url": "https://api.eu.factory.ai"}},
+                {"name": "mine", "factory_home": "/h", "thresholds": {"default": [90]}},
+            ],
+        },
+        None,
+        {"HOME": "/nonexistent"},
+    )
+    eu, mine = (a.config for a in config.accounts)
+    assert config.account is None and eu.account == "eu"
+    assert str(eu.state_file) == "/s/state-eu.json" and str(mine.state_file) == "/s/state-mine.json"
+    assert eu.base_url == "https://api.eu.factory.ai" and eu.timeout_seconds == 3
+    assert (eu.api_key_env, eu.droid_store) == ("EU_KEY", False)
+    assert (mine.api_key_env, mine.droid_store, str(mine.home)) == (None, True, "/h/.factory")
+    assert mine.thresholds_for("standard.weekly") == (90.0,) and mine.thresholds_for("standard.5h") == (70.0,)
+    assert eu.thresholds_for("standard.weekly") == (50.0, 80.0)
+    assert eu.low_balance_usd == 5.0
