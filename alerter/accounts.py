@@ -164,3 +164,117 @@ def raise_worst(failed: Mapping[str, BaseException], total: int) -> None:
     raise AccountsFailed(
         f"{count} failed ({reasons})", exit_code=worst_exit_code(codes), failures=dict(failed)
     )
+
+
+# --- status, history and check-config for every account -------------------------------------
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One account's part of ``status``: its lines and its JSON entry, and its error if any."""
+
+    account: str
+    lines: list[str]
+    entry: dict
+    error: BaseException | None = None
+
+
+def status_all(config: Config, env: Mapping[str, str], now: float, deadline: float) -> list[Shown]:
+    """Given the config with accounts, read every account's usage concurrently; return what
+    each shows (its health first; its usage, or the error that kept it from being read).
+    Nothing is sent or saved."""
+    from alerter.credentials import LoginMemory
+    from alerter.decide import decide
+    from alerter.factory import connect, fetch_reading
+    from alerter.state import load_state
+    from alerter.statefile import state_to_read
+    from alerter.status import job_health, job_json, job_lines, render_status, status_json
+
+    def show(account: Account) -> Shown:
+        own = account.config
+        read = state_to_read(own.state_file, own.earlier_state_files)
+        state = load_state(read, keep_aside=False)
+        health = job_health(state, read, own)
+        head = f"account {account.name}"
+        try:
+            client = connect(own, env, deadline, memory=LoginMemory.load(state.credentials))
+            reading, _ = fetch_reading(client, own.endpoint, state.endpoint, now)
+        except Exception as exc:  # shown with the others; the run's outcome is the worst
+            why = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
+            lines = [head, *job_lines(health, now)[1:], f"error: {why}"]
+            return Shown(
+                account.name, lines, {"account": account.name, "error": why, "job": job_json(health)}, exc
+            )
+        forecasts = decide(state, reading, own, now).forecasts
+        entry = {
+            "account": account.name,
+            **status_json(reading, client.login.identity, now, forecasts),
+            "job": job_json(health),
+        }
+        lines = [head, render_status(reading, client.login.identity, now, forecasts), *job_lines(health, now)]
+        return Shown(account.name, lines, entry)
+
+    return [
+        r if isinstance(r, Shown) else _crashed(a, r)
+        for a, r in zip(config.accounts, each_account(config.accounts, show), strict=True)
+    ]
+
+
+def _crashed(account: Account, error: BaseException) -> Shown:
+    why = str(error) if isinstance(error, AlerterError) else f"internal error ({type(error).__name__})"
+    return Shown(
+        account.name,
+        [f"account {account.name}", f"error: {why}"],
+        {"account": account.name, "error": why},
+        error,
+    )
+
+
+def history_all(config: Config) -> list[tuple[str, Path, list[dict]]]:
+    """Given the config with accounts, return (account, state file read, its history lines)
+    for each account, each line naming its account."""
+    from alerter.backtest import export_history
+    from alerter.state import load_state
+    from alerter.statefile import state_to_read
+
+    result = []
+    for account in config.accounts:
+        own = account.config
+        read = state_to_read(own.state_file, own.earlier_state_files)
+        lines = [
+            {"account": account.name, **line} for line in export_history(load_state(read, keep_aside=False))
+        ]
+        result.append((account.name, read, lines))
+    return result
+
+
+def describe_login(account: Account, env: Mapping[str, str]) -> str:
+    """Given an account and the environment, return which login it would use, masked:
+    ``API key from $WORK_KEY (fk-…abcd)`` or ``droid's login in /home/x/.factory (...)``."""
+    if account.api_key_env is not None:
+        key = env.get(account.api_key_env, "").strip()
+        shown = _mask_key(key) if key else "not set"
+        return f"API key from ${account.api_key_env} ({shown})"
+    home = account.config.home
+    from alerter.credentials import store
+
+    files = (
+        store.KEYRING_FILE,
+        store.LOGIN_KEYCHAIN_FILE,
+        store.KEYFILE_FILE,
+        store.LEGACY_FILE,
+        store.PLAIN_FILE,
+    )
+    found = [name for name in files if (home / name).exists()]
+    what = (
+        f"found {', '.join(found)}" if found else "no login found there; run droid with FACTORY_HOME_OVERRIDE"
+    )
+    return f"droid's login in {home} ({what})"
+
+
+def _mask_key(key: str) -> str:
+    """Given an API key, return only what tells it apart from another: its prefix and last 4."""
+    if len(key) < 12:
+        return "set, too short to be a key"
+    prefix = "fk-" if key.startswith("fk-") else ""
+    return f"{prefix}…{key[-4:]}"

@@ -294,6 +294,8 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     config = load_config(args.config, env)
     deadline = time.monotonic() + config.deadline_seconds
+    if config.accounts:
+        return _status_accounts(args, config, env, deadline)
     read = state_to_read(config.state_file, config.earlier_state_files)
     state = load_state(read, keep_aside=False)
     now = args.clock()
@@ -315,6 +317,20 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     else:
         print(render_status(reading, client.login.identity, now, forecasts))
         print("\n".join(job_lines(job, now)))
+    return EXIT_OK
+
+
+def _status_accounts(args: argparse.Namespace, config, env: Mapping[str, str], deadline: float) -> int:
+    from alerter.accounts import raise_worst, status_all
+
+    shown = status_all(config, env, args.clock(), deadline)
+    if args.json:
+        print(json.dumps({"accounts": [s.entry for s in shown]}, indent=2))
+    else:
+        print("\n\n".join("\n".join(s.lines) for s in shown))
+    failed = {s.account: s.error for s in shown if s.error is not None}
+    if failed:
+        raise_worst(failed, len(shown))
     return EXIT_OK
 
 
@@ -361,6 +377,18 @@ def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from alerter.backtest import export_history
 
     config = load_config(args.config, env)
+    if config.accounts:
+        from alerter.accounts import history_all
+
+        kept = history_all(config)
+        if args.jsonl:
+            for _, _, lines in kept:
+                for line in lines:
+                    print(json.dumps(line, separators=(",", ":")))
+        else:
+            for name, read, lines in kept:
+                print(f"account {name}: {len(lines)} observations in {read}")
+        return EXIT_OK
     read = state_to_read(config.state_file, config.earlier_state_files)
     state = load_state(read, keep_aside=False)
     lines = export_history(state)
@@ -396,6 +424,9 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         config = load_config(args.config, env, always_warn=True)
         validate_channels(config.channels, env)
+        for account in config.accounts:  # an account's own notify routing
+            if account.config.channels != config.channels:
+                validate_channels(account.config.channels, env)
     except ConfigError as exc:
         where = str(exc.file or file)
         for problem in exc.problems:
@@ -410,7 +441,22 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         unusable = None
     except StateError as exc:
         unusable = exc
-    print(f"state file: {config.state_file}{' (cannot be used: see below)' if unusable else ''}")
+    if config.accounts:
+        from alerter.accounts import describe_login
+
+        print("accounts:")
+        for account in config.accounts:
+            own = account.config
+            try:
+                check_usable(own.state_file)
+            except StateError as exc:
+                unusable = unusable or exc
+            print(f"  {account.name}: {describe_login(account, env)}")
+            print(f"    state file: {own.state_file}; Factory API: {own.base_url}")
+            if own.channels != config.channels:
+                print(f"    channels: {', '.join(ch.label for ch in own.channels) or 'stdout'}")
+    else:
+        print(f"state file: {config.state_file}{' (cannot be used: see below)' if unusable else ''}")
     if config.channels:
         print("channels:")
         for ch in config.channels:

@@ -520,7 +520,16 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
     return dataclasses.replace(config, accounts=_accounts(data, config, file, env))
 
 
-ACCOUNT_KEYS = {"name", "api_key_env", "factory_home", "thresholds", "forecast", "notify", "factory", "extra_usage"}
+ACCOUNT_KEYS = {
+    "name",
+    "api_key_env",
+    "factory_home",
+    "thresholds",
+    "forecast",
+    "notify",
+    "factory",
+    "extra_usage",
+}
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -537,7 +546,10 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
     v = _Validator()
     entries = data.get("accounts")
     if not isinstance(entries, list) or not entries:
-        v.problem("accounts", f"must be a non-empty list of accounts (name + api_key_env or factory_home), not {_kind(entries)}")
+        v.problem(
+            "accounts",
+            f"must be a non-empty list of accounts (name + api_key_env or factory_home), not {_kind(entries)}",
+        )
         entries = []
     accounts: list[Account] = []
     seen: set[str] = set()
@@ -561,11 +573,20 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
         seen.add(name)
         key_env, home_dir = entry.get("api_key_env"), entry.get("factory_home")
         if (key_env is None) == (home_dir is None):
-            v.problem(where, "needs exactly one login: `api_key_env` (a variable holding an fk- key) or `factory_home`")
+            v.problem(
+                where,
+                "needs exactly one login: `api_key_env` (a variable holding an fk- key) or `factory_home`",
+            )
             continue
         if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
-            hint = " (the key itself never goes into the config)" if isinstance(key_env, str) and key_env.startswith("fk-") else ""
-            v.problem(where + ".api_key_env", f"must name an environment variable like WORK_FACTORY_KEY{hint}")
+            hint = (
+                " (the key itself never goes into the config)"
+                if isinstance(key_env, str) and key_env.startswith("fk-")
+                else ""
+            )
+            v.problem(
+                where + ".api_key_env", f"must name an environment variable like WORK_FACTORY_KEY{hint}"
+            )
             continue
         home = v.path(entry, where + ".factory_home") if home_dir is not None else None
         if home_dir is not None and home is None:

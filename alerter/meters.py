@@ -61,6 +61,7 @@ class Reading:
     meters: tuple[Meter, ...]
     plan: str | None = None
     extra_usage_cents: int | None = None
+    extra_usage_allowed: bool | None = None  # billing/limits' extraUsageAllowed, when given
 
 
 # --- field checks ------------------------------------------------------------------------
@@ -234,4 +235,9 @@ def parse_limits(body: Any, now: float) -> Reading:
         value = obj.get("extraUsageBalanceCents")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             cents = int(value)
-    return Reading(endpoint="limits", meters=tuple(meters), extra_usage_cents=cents)
+    allowed = next(
+        (o["extraUsageAllowed"] for o in (body, limits) if isinstance(o.get("extraUsageAllowed"), bool)), None
+    )
+    return Reading(
+        endpoint="limits", meters=tuple(meters), extra_usage_cents=cents, extra_usage_allowed=allowed
+    )

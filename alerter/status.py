@@ -110,7 +110,8 @@ def render_status(
     if not reading.meters:
         lines.append("no meters: this account reports no allowance or limits")
     if reading.extra_usage_cents is not None:
-        lines.append(f"extra usage balance: ${reading.extra_usage_cents / 100:.2f}")
+        off = " (extra usage not allowed)" if reading.extra_usage_allowed is False else ""
+        lines.append(f"extra usage balance: ${reading.extra_usage_cents / 100:.2f}{off}")
     return "\n".join(lines)
 
 
@@ -152,6 +153,10 @@ def status_json(
             "expires_at": _iso(identity.expires_at),
         },
         "extra_usage_balance_cents": reading.extra_usage_cents,
+        "extra_usage": {
+            "balance_usd": None if reading.extra_usage_cents is None else reading.extra_usage_cents / 100,
+            "allowed": reading.extra_usage_allowed,
+        },
         "meters": [
             {
                 "id": m.id,

@@ -132,19 +132,21 @@ def test_an_account_may_override_thresholds_and_routing(app, receiver, smtp):
     served.replies[KEYS["work"]] = limits_at(85, end)
     assert app("run").code == EXIT_OK
     assert titles(receiver) == ["[home] Factory standard.5h at 85% (past 80%)"]
-    assert smtp.messages() == []  # work's own threshold (90) is not crossed
+    assert smtp.messages == []  # work's own threshold (90) is not crossed
     served.replies[KEYS["work"]] = limits_at(91, end)
     assert app("run").code == EXIT_OK
     assert len(receiver.messages()) == 1
-    assert ["[work]" in m["Subject"] for m in smtp.messages()] == [True]
+    assert ["[work]" in m["Subject"] for m in smtp.messages] == [True]
 
 
 def test_a_factory_home_account_uses_that_droid_login_not_the_api_key(app, receiver, tmp_path):
-    from tests.credentials.helpers import make_token, write_auth_v2_file
+    from tests.credentials.helpers import login_data, write_keyfile_store
 
     other = tmp_path / "other"
-    token = make_token(exp=time.time() + 6 * 3600)
-    write_auth_v2_file(other / ".factory", token, "rt-other")
+    data = login_data()
+    token = data["access_token"]
+    write_keyfile_store(other / ".factory", data)
+    app.env["FACTORY_DISABLE_KEYRING"] = "1"
     app.write_config(
         {
             "factory": {"endpoint": "limits"},
