@@ -548,7 +548,8 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
     if not isinstance(entries, list) or not entries:
         v.problem(
             "accounts",
-            f"must be a non-empty list of accounts (name + api_key_env or factory_home), not {_kind(entries)}",
+            "must be a non-empty list of accounts (name + api_key_env or factory_home), "
+            f"not {_kind(entries)}",
         )
         entries = []
     accounts: list[Account] = []
@@ -564,7 +565,8 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
         if not isinstance(name, str) or not _ACCOUNT_NAME.match(name):
             v.problem(
                 where + ".name",
-                f"must be a short name of letters, digits, '.', '_' or '-' (it names the state file), not {_shown(name)}",
+                "must be a short name of letters, digits, '.', '_' or '-' (it names the state file), "
+                f"not {_shown(name)}",
             )
             continue
         if name in seen:

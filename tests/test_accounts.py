@@ -13,7 +13,7 @@ import pytest
 
 from alerter.config import build_config
 from alerter.errors import EXIT_AUTH, EXIT_OK, EXIT_UPSTREAM, ConfigError
-from tests.conftest import LIMITS_PATH, USAGE_PATH, usage_body
+from tests.conftest import LIMITS_PATH, USAGE_PATH
 from tests.standins import Recorded, Reply
 from tests.test_limits import HOUR, limits_body, window
 
