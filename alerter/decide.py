@@ -3,7 +3,8 @@
 ``decide(state, observation, config, now)`` is pure. The observation is what this run
 learnt from Factory: a :class:`~alerter.meters.Reading`, or a :class:`Failure` saying why
 usage could not be read. It is the only place where thresholds, forecasts, the job's
-self-monitoring, reminders, reset notices and quiet hours are combined; ``run``,
+self-monitoring, reminders, reset notices, the money notices (:mod:`alerter.money`)
+and quiet hours are combined; ``run``,
 ``backtest``, ``status``, the metrics and the tests all call it.
 """
 
@@ -13,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from alerter import monitor
+from alerter import money, monitor
 from alerter.config import Config
 from alerter.forecast import Assessment
 from alerter.meters import Reading
@@ -56,7 +57,8 @@ def decide(state: State, observation: Observation, config: Config, now: float) -
     A failure never touches the usage state: nothing is re-armed or fired; it counts
     towards the "not working" notice and sends the "login expired" notice when the login
     ended. A reading fires thresholds and forecasts, ends a failure streak, and brings the
-    reminders and reset notices that are due.
+    reminders, reset notices and extra-usage notices that are due. With ``config.account``
+    every title starts with ``[account]``.
     """
     forecasts: dict[str, Assessment] = {}
     if isinstance(observation, Failure):
@@ -69,7 +71,8 @@ def decide(state: State, observation: Observation, config: Config, now: float) -
     else:
         usage, evaluated = evaluate(observation, state, config, now)
         more, state = monitor.after_read(observation, state, evaluated, config, now)
-        alerts = more + usage
+        spent, state = money.assess(observation, state, config, now)
+        alerts = more + usage + spent
         forecasts = {
             m.id: assess_meter(m, state.meters[m.id], config, now)
             for m in observation.meters

@@ -22,7 +22,8 @@ On disk (version 2)::
                 "last_failure": ..., "last_error": "...", "last_outage": {...},
                 "failed_runs": [[t, "reason"], [t, "reason", true]]},
      "endpoint": {"name": "limits", "checked_at": ...},
-     "credentials": {...}, "channels_checked": "..."}
+     "credentials": {...}, "channels_checked": "...",
+     "extra_usage": {"balance_cents": 1234, "spending_since": null, "low_since": null}}
 
 The **ledger** is the record of what was delivered: one entry per alert, keyed by
 :class:`DeliveryKey` (meter, kind, window, level), holding the channels that have it and
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DeliveryKey",
     "Episode",
+    "ExtraUsage",
     "FailedRun",
     "Health",
     "MeterMemory",
@@ -165,8 +167,10 @@ class Health:
 class DeliveryKey:
     """What makes two alerts the same alert.
 
-    ``meter``: the meter id, or ``health``/``login`` for the job's own notices. ``kind``:
-    threshold, reminder, forecast, reset, stale, recovered or login. ``window``: the span
+    ``meter``: the meter id, ``health``/``login`` for the job's own notices, or
+    ``extra_usage`` for the money notices. ``kind``: threshold, reminder, forecast, reset,
+    stale, recovered, login, extra_spending or low_balance (the window of these two: the
+    spending episode's start, the time the balance fell below the level). ``window``: the span
     of time within which the alert is said once: the usage window (its start, else its
     end) for thresholds, reminders and reset notices, the risk episode's start for a
     forecast, the outage's start for stale and recovered, 0 for login. ``level``: the
@@ -197,6 +201,17 @@ class Notice:
 Deliveries = dict[str, float | None]
 
 
+@dataclass(frozen=True)
+class ExtraUsage:
+    """What is remembered of the prepaid extra-usage balance (see :mod:`alerter.money`):
+    the balance last seen, since when the current episode of spending it began, and since
+    when it has been below ``extra_usage.low_balance_usd`` (None: above it, armed)."""
+
+    balance_cents: float | None = None
+    spending_since: float | None = None
+    low_since: float | None = None
+
+
 @dataclass
 class State:
     """Everything a run remembers. Change a :meth:`copy`, never a loaded original."""
@@ -208,6 +223,7 @@ class State:
     endpoint: dict = field(default_factory=dict)  # which Factory endpoint answered (factory.py)
     credentials: dict | None = None  # what is known of droid's tokens (credentials.LoginMemory)
     channels_checked: str | None = None  # digest of the channel URLs last found valid
+    extra_usage: ExtraUsage = field(default_factory=ExtraUsage)
 
     def copy(self) -> State:
         """Return a copy whose records and ledger may be changed without touching this one.
@@ -306,6 +322,13 @@ def dump(state: State) -> dict:
         data["credentials"] = state.credentials
     if state.channels_checked is not None:
         data["channels_checked"] = state.channels_checked
+    if state.extra_usage != ExtraUsage():
+        x = state.extra_usage
+        data["extra_usage"] = {
+            "balance_cents": x.balance_cents,
+            "spending_since": x.spending_since,
+            "low_since": x.low_since,
+        }
     return data
 
 
@@ -397,6 +420,14 @@ def load(data: object) -> tuple[State, list[str]]:
     credentials = r.mapping(top.get("credentials"), "credentials")
     state.credentials = credentials or None
     state.channels_checked = r.text(top.get("channels_checked"), "channels_checked")
+    extra = r.mapping(top.get("extra_usage"), "extra_usage")
+    if extra:
+        balance = r.number(extra.get("balance_cents"), "extra_usage.balance_cents")
+        state.extra_usage = ExtraUsage(
+            balance if balance is None or balance >= 0 else None,
+            r.time(extra.get("spending_since"), "extra_usage.spending_since"),
+            r.time(extra.get("low_since"), "extra_usage.low_since"),
+        )
     return state, r.dropped
 
 

@@ -249,3 +249,94 @@ def test_an_account_config_inherits_the_top_level_and_overrides_its_own_keys():
     assert mine.thresholds_for("standard.weekly") == (90.0,) and mine.thresholds_for("standard.5h") == (70.0,)
     assert eu.thresholds_for("standard.weekly") == (50.0, 80.0)
     assert eu.low_balance_usd == 5.0
+
+
+# --- money: extra usage ------------------------------------------------------------------------
+
+
+def test_extra_usage_spending_and_low_balance_are_each_said_once_per_episode(app, receiver):
+    served = two_accounts(app, receiver)
+    app.write_config(
+        {
+            "factory": {"endpoint": "limits"},
+            "notify": {"urls": [receiver.apprise_url]},
+            "thresholds": {"default": [200]},  # only the money notices speak in this test
+            "extra_usage": {"low_balance_usd": 10},
+            "accounts": [
+                {"name": "home", "api_key_env": "HOME_KEY"},
+                {"name": "work", "api_key_env": "WORK_KEY"},
+            ],
+        }
+    )
+    end = time.time() + 3 * HOUR
+    served.replies[KEYS["work"]] = limits_at(50, end, extraUsageBalanceCents=5000)
+
+    def home(percent: float, cents: int, ends: float = end) -> None:
+        served.replies[KEYS["home"]] = limits_at(percent, ends, extraUsageBalanceCents=cents)
+
+    def said() -> list[str]:
+        return [t for t in titles(receiver) if "extra" in t]
+
+    home(90, 2500)
+    assert app("run").code == EXIT_OK
+    home(100, 2500)  # used up, but nothing spent yet
+    assert app("run").code == EXIT_OK
+    assert said() == []
+    home(100, 2300)  # the balance goes down while the window is used up
+    assert app("run").code == EXIT_OK
+    assert said() == ["[home] Factory extra usage is being spent: $23.00 left"]
+    body = receiver.messages()[-1]["message"]
+    assert "from $25.00 to $23.00" in body and "standard.5h" in body
+    home(100, 2000)
+    assert app("run").code == EXIT_OK
+    assert len(said()) == 1  # the same episode
+    home(100, 900)  # below $10: one low-balance notice
+    assert app("run").code == EXIT_OK
+    assert said()[1:] == ["[home] Factory extra-usage balance low: $9.00 (below $10)"]
+    home(100, 800)
+    assert app("run").code == EXIT_OK
+    assert len(said()) == 2
+    # A new window: the episode ends; topped up: the low-balance notice is armed again.
+    later = end + 5 * HOUR
+    home(10, 1500, later)
+    assert app("run").code == EXIT_OK
+    assert len(said()) == 2
+    home(100, 1500, later)
+    assert app("run").code == EXIT_OK
+    home(100, 700, later)  # a second episode, and below $10 again
+    assert app("run").code == EXIT_OK
+    assert said()[2:] == [
+        "[home] Factory extra usage is being spent: $7.00 left",
+        "[home] Factory extra-usage balance low: $7.00 (below $10)",
+    ]
+    assert not any(t.startswith("[work]") for t in said())  # work's balance never moved
+    state = json.loads((app.state_path.parent / "state-home.json").read_text())
+    assert state["extra_usage"]["balance_cents"] == 700
+
+
+def test_extra_usage_memory_round_trips_through_the_state_file(tmp_path):
+    from alerter.state import ExtraUsage, State, dump, load, load_state, save_state
+
+    state = State(extra_usage=ExtraUsage(1234.0, 1_770_000_000.0, None))
+    path = tmp_path / "state.json"
+    save_state(path, state)
+    assert load_state(path).extra_usage == state.extra_usage
+    assert load(dump(State()))[0].extra_usage == ExtraUsage()
+    broken = {**dump(state), "extra_usage": {"balance_cents": "lots", "spending_since": -5}}
+    loaded, dropped = load(broken)
+    assert loaded.extra_usage == ExtraUsage() and any("extra_usage" in d for d in dropped)
+
+
+def test_no_spending_notice_when_extra_usage_is_not_allowed():
+    from alerter.config import Config
+    from alerter.meters import Meter, Reading
+    from alerter.money import assess
+    from alerter.state import ExtraUsage, State
+
+    used_up = (Meter("standard.5h", 1.0, window_end=2e9, active=True),)
+    reading = Reading("limits", used_up, extra_usage_cents=100, extra_usage_allowed=False)
+    alerts, state = assess(reading, State(extra_usage=ExtraUsage(balance_cents=200.0)), Config(), 1e9)
+    assert alerts == [] and state.extra_usage.spending_since is None
+    allowed = Reading("limits", used_up, extra_usage_cents=100, extra_usage_allowed=True)
+    alerts, state = assess(allowed, State(extra_usage=ExtraUsage(balance_cents=200.0)), Config(), 1e9)
+    assert [a.kind for a in alerts] == ["extra_spending"] and state.extra_usage.spending_since == 1e9

@@ -1,0 +1,101 @@
+"""Money: when an account starts paying for extra usage, and when its balance runs low.
+
+Factory spends the standard usage first, then the Droid Core pool, then the prepaid Extra
+Usage balance (``extraUsageBalanceCents`` in ``billing/limits``). Two notices, pure like
+:mod:`alerter.monitor` (``assess(reading, state, config, now)`` returns alerts and a new
+state; the job records deliveries in the ledger, so each is said once per channel):
+
+- ``extra_spending``: a limit window is used up (some meter at 100 % or more) and the
+  balance went down since the last run: "extra usage is being spent", with the balance.
+  Once per episode: the episode ends when no meter is used up any more, and the next
+  one is said again.
+- ``low_balance`` (``extra_usage.low_balance_usd: N``): the balance fell below N dollars.
+  Once, re-armed when the balance is topped up above N.
+
+Their ledger keys are ``DeliveryKey("extra_usage", kind, since, level)``: ``since`` is the
+episode's start (or when the balance fell below N), so a new episode is a new alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from alerter.config import Config
+from alerter.meters import Reading
+from alerter.rules import Alert
+from alerter.state import DeliveryKey, ExtraUsage, State
+
+METER = "extra_usage"  # the ledger's "meter" of the money notices
+SPENDING = "extra_spending"
+LOW = "low_balance"
+
+
+def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[list[Alert], State]:
+    """Given a reading, the state, the config and the time, return the money alerts due
+    (each naming the channels that still need it) and the new state.
+
+    A reading without a balance (the allowance endpoint, or Factory leaving it out)
+    changes nothing.
+    """
+    cents = reading.extra_usage_cents
+    if cents is None:
+        return [], state
+    before = state.extra_usage
+    used_up = [m for m in reading.meters if m.active and not m.unlimited and m.percent >= 100]
+    spending_since = before.spending_since
+    if not used_up:
+        spending_since = None  # the windows reset: the episode is over
+    elif (
+        spending_since is None
+        and reading.extra_usage_allowed is not False
+        and before.balance_cents is not None
+        and cents < before.balance_cents
+    ):
+        spending_since = now
+    low_since = before.low_since
+    level = config.low_balance_usd
+    if level is None or cents > level * 100:
+        low_since = None  # topped up above the level (or no level): armed again
+    elif low_since is None and cents < level * 100:
+        low_since = now
+    after = ExtraUsage(float(cents), spending_since, low_since)
+    if after != before:
+        state = replace(state, extra_usage=after)
+    state = _forget_ended(state, {SPENDING: spending_since, LOW: low_since})
+    alerts = []
+    if spending_since is not None:
+        names = ", ".join(m.id for m in used_up)
+        title = f"Factory extra usage is being spent: ${cents / 100:.2f} left"
+        was = f" from ${before.balance_cents / 100:.2f}" if before.balance_cents is not None else ""
+        body = (
+            f"The limit windows are used up ({names}), and the prepaid extra-usage balance went "
+            f"down{was} to ${cents / 100:.2f}. Work goes on at a cost until the windows reset."
+        )
+        alerts += _due(state, config, DeliveryKey(METER, SPENDING, spending_since, 0.0), title, body)
+    if low_since is not None and level is not None:
+        title = f"Factory extra-usage balance low: ${cents / 100:.2f} (below ${level:g})"
+        body = (
+            f"The prepaid extra-usage balance is ${cents / 100:.2f}, below the ${level:g} set in "
+            "extra_usage.low_balance_usd. Top it up in Factory's billing settings before work stops."
+        )
+        alerts += _due(state, config, DeliveryKey(METER, LOW, low_since, float(level)), title, body)
+    return alerts, state
+
+
+def _due(state: State, config: Config, key: DeliveryKey, title: str, body: str) -> list[Alert]:
+    told = state.delivered(key)
+    channels = tuple(
+        ch.id for ch in config.delivery_channels() if "warning" in ch.severities and ch.id not in told
+    )
+    return [Alert(key, "warning", title, body, channels)] if channels else []
+
+
+def _forget_ended(state: State, current: dict[str, float | None]) -> State:
+    """Return the state without ledger entries of money episodes that have ended."""
+    ended = [k for k in state.ledger if k.meter == METER and current.get(k.kind) != k.window]
+    if not ended:
+        return state
+    state = state.copy()
+    for key in ended:
+        del state.ledger[key]
+    return state
