@@ -340,3 +340,27 @@ def test_no_spending_notice_when_extra_usage_is_not_allowed():
     allowed = Reading("limits", used_up, extra_usage_cents=100, extra_usage_allowed=True)
     alerts, state = assess(allowed, State(extra_usage=ExtraUsage(balance_cents=200.0)), Config(), 1e9)
     assert [a.kind for a in alerts] == ["extra_spending"] and state.extra_usage.spending_since == 1e9
+
+
+def test_accounts_are_read_at_the_same_time(app, receiver):
+    """Each answer waits until both accounts' requests have arrived: read one after the
+    other, the first would give up waiting and the run would fail."""
+    import threading
+
+    served = two_accounts(app, receiver)
+    both = threading.Barrier(2, timeout=10)
+    end = time.time() + 3 * HOUR
+
+    def together(rec: Recorded) -> Reply:
+        try:
+            both.wait()
+        except threading.BrokenBarrierError:
+            return Reply(500, {"error": "alone"})
+        return served._answer(rec)
+
+    served.replies[KEYS["home"]] = limits_at(10, end)
+    served.replies[KEYS["work"]] = limits_at(10, end)
+    app.factory.route("GET", LIMITS_PATH, together)
+    result = app("run")
+    assert result.code == EXIT_OK, result.err
+    assert not both.broken
