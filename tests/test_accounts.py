@@ -364,3 +364,18 @@ def test_accounts_are_read_at_the_same_time(app, receiver):
     result = app("run")
     assert result.code == EXIT_OK, result.err
     assert not both.broken
+
+
+def test_a_dry_run_of_several_accounts_shows_each_and_saves_nothing(app, receiver):
+    served = two_accounts(app, receiver)
+    end = time.time() + 3 * HOUR
+    served.replies[KEYS["home"]] = limits_at(55, end)
+    served.replies[KEYS["work"]] = limits_at(85, end)
+    result = app("run", "--dry-run")
+    assert result.code == EXIT_OK, result.err
+    assert (
+        "[home] Factory standard.5h at 55%" in result.out
+        and "[work] Factory standard.5h at 85%" in result.out
+    )
+    assert receiver.messages() == []
+    assert list(app.state_path.parent.glob("state*.json")) == []
