@@ -158,8 +158,8 @@ def _forecast_alerts(
     start, _ = forecast.window_bounds(meter, saved.period_seconds)
     if assessment.firing is not None:
         rate, seconds = assessment.rate, assessment.firing.long_seconds
-        if start is not None and now - start < seconds:
-            seconds = now - start  # the window is younger than the lookback: its pace since it began
+        if start is not None and now - start < seconds * (1 - forecast.COVERAGE_SLACK):
+            seconds = now - start  # the lookback is not covered yet: the pace since the window began
     else:
         rate, seconds = assessment.pace, assessment.pace_seconds
     runs_out = assessment.runs_out_at(rate)

@@ -131,7 +131,8 @@ def test_a_lookback_longer_than_the_window_so_far_is_measured_since_it_began():
     # Day 4 of 30 at 20 % a day: the 7-day lookback cannot be covered yet, but the window
     # began empty 4 days ago, so the pace since then stands in for it (and for `rate`).
     pts = steady(0.2, 4)
-    a = assess(pts, 4 * DAY, 0.0, MONTH, (Rule(7 * DAY, DAY, 1.0),), ForecastSettings())
+    settings = ForecastSettings(min_elapsed={"period": 0.1})
+    a = assess(pts, 4 * DAY, 0.0, MONTH, (Rule(7 * DAY, DAY, 1.0),), settings)
     assert a.firing is not None and a.rate == pytest.approx(0.2 / DAY)
     assert all(lb.seconds != 7 * DAY for lb in a.lookbacks)  # what is shown is what was measured
     # Without a known start (history that begins mid-window) nothing stands in.
