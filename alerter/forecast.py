@@ -10,6 +10,11 @@ by the reset; above 1 the meter runs out early. A rule pairs a long lookback (en
 to be significant) with a short one (it is still happening), and fires when both burn at
 least its factor. One busy morning raises the short lookback only; a burst that ended
 days ago keeps the long one high while the short one has calmed down; neither fires.
+Two refinements, both measured with ``bench/alert_quality.py``: once a window kind's
+``min_elapsed`` share has passed, a lookback longer than the window so far is measured
+since the window began (it began empty), so a window that runs out fast is warned
+before its lookbacks fill; and a rule with a ``hold`` fires only on a pace that also
+fired it that long ago and half that long ago, which a shorter burst never does.
 
 History, per meter, is a list of segments, one per window seen, newest last::
 

@@ -56,7 +56,7 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
             },
         }
     )
-    run_through(app, trace_lines()[: 8 * 24])
+    run_through(app, trace_lines()[: 10 * 24])  # the forecast comes on day 9
     (page,) = receiver.messages()
     assert "runs out" in page["title"] and page["type"] == "failure"
     assert all("runs out" not in m["Subject"] for m in smtp.messages)
@@ -64,7 +64,7 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
 
 def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
     app.write_config({"notify": {"urls": [receiver.apprise_url]}})
-    lines = trace_lines()[: 8 * 24]
+    lines = trace_lines()[: 10 * 24]  # the forecast comes on day 9
     receiver.fail = True
     codes = []
     for line in lines:
