@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alerter.errors import ConfigError
-from alerter.forecast import DEFAULT_RULES, WINDOW_KINDS, ForecastSettings, Rule
+from alerter.forecast import DEFAULT_MIN_ELAPSED, DEFAULT_RULES, WINDOW_KINDS, ForecastSettings, Rule
 from alerter.redact import is_loopback_url, mask_url, redact
 
 CONFIG_ENV = "FACTORY_USAGE_ALERT_CONFIG"
@@ -693,6 +693,8 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
     enabled = v.boolean(section, "forecast.enabled", True)
     severity = v.choice(section, "forecast.severity", "warning", SEVERITIES)
     # Every share in the config is a percent; the share of earlier releases is still read.
+    # One number sets every window kind; a mapping sets the kinds it names.
+    min_elapsed = dict(DEFAULT_MIN_ELAPSED)
     if "min_elapsed_share" in section and "min_elapsed_percent" not in section:
         min_share = v.number(section, "forecast.min_elapsed_share", 0.1, 0, 0.9)
         logging.getLogger(__name__).warning(
@@ -700,8 +702,18 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             min_share * 100,
             min_share,
         )
-    else:
-        min_share = v.number(section, "forecast.min_elapsed_percent", 10.0, 0, 90) / 100
+        min_elapsed = dict.fromkeys(WINDOW_KINDS, min_share)
+    elif isinstance(section.get("min_elapsed_percent"), dict):
+        per_kind = section["min_elapsed_percent"]
+        v.keys(per_kind, "forecast.min_elapsed_percent.", set(WINDOW_KINDS))
+        for kind in WINDOW_KINDS:
+            if kind in per_kind:
+                name = f"forecast.min_elapsed_percent.{kind}"
+                min_elapsed[kind] = v.number(per_kind, name, 100 * min_elapsed[kind], 0, 90) / 100
+    elif "min_elapsed_percent" in section:
+        min_elapsed = dict.fromkeys(
+            WINDOW_KINDS, v.number(section, "forecast.min_elapsed_percent", 10.0, 0, 90) / 100
+        )
     rearm = v.number(section, "forecast.rearm_below_percent", 90.0, 1, 100)
     rules = dict(DEFAULT_RULES)
     section_rules = v.mapping(section, "forecast.rules")
@@ -722,7 +734,7 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             if not isinstance(item, dict):
                 v.problem(where, "must be a mapping with long_hours, short_hours and burn_rate")
                 continue
-            v.keys(item, where + ".", {"long_hours", "short_hours", "burn_rate"})
+            v.keys(item, where + ".", {"long_hours", "short_hours", "burn_rate", "hold_hours"})
             missing = [k for k in ("long_hours", "short_hours") if k not in item]
             for key in missing:
                 v.problem(f"{where}.{key}", "is required")
@@ -731,13 +743,14 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             long = v.number(item, f"{where}.long_hours", 168.0, 0.05, 24 * 62)
             short = v.number(item, f"{where}.short_hours", 24.0, 0.01, 24 * 62)
             burn = v.number(item, f"{where}.burn_rate", 1.0, 0.1, 100)
+            hold = v.number(item, f"{where}.hold_hours", 0.0, 0, 24 * 31)
             if short >= long:
                 v.problem(f"{where}.short_hours", f"must be shorter than long_hours ({long:g})")
                 continue
-            parsed.append(Rule(long * 3600, short * 3600, burn))
+            parsed.append(Rule(long * 3600, short * 3600, burn, hold * 3600))
         rules[kind] = tuple(parsed)
     return ForecastSettings(
-        enabled=enabled, severity=severity, min_elapsed_share=min_share, rearm_below=rearm / 100, rules=rules
+        enabled=enabled, severity=severity, min_elapsed=min_elapsed, rearm_below=rearm / 100, rules=rules
     )
 
 

@@ -10,6 +10,11 @@ by the reset; above 1 the meter runs out early. A rule pairs a long lookback (en
 to be significant) with a short one (it is still happening), and fires when both burn at
 least its factor. One busy morning raises the short lookback only; a burst that ended
 days ago keeps the long one high while the short one has calmed down; neither fires.
+Two refinements, both measured with ``bench/alert_quality.py``: once a window kind's
+``min_elapsed`` share has passed, a lookback longer than the window so far is measured
+since the window began (it began empty), so a window that runs out fast is warned
+before its lookbacks fill; and a rule with a ``hold`` fires only on a pace that also
+fired it that long ago and half that long ago, which a shorter burst never does.
 
 History, per meter, is a list of segments, one per window seen, newest last::
 
@@ -61,11 +66,18 @@ COVERAGE_SLACK = 0.05
 
 @dataclass(frozen=True)
 class Rule:
-    """A long and a short lookback that must both burn at least ``burn_rate``."""
+    """A long and a short lookback that must both burn at least ``burn_rate``, now and,
+    with ``hold_seconds``, also that long ago and half that long ago (the pace held)."""
 
     long_seconds: float
     short_seconds: float
     burn_rate: float
+    hold_seconds: float = 0.0
+
+    @property
+    def reach(self) -> float:
+        """How far back (seconds) the rule looks at the history."""
+        return self.long_seconds + self.hold_seconds
 
 
 @functools.lru_cache(maxsize=64)
@@ -73,20 +85,28 @@ def _slowest_first(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     return tuple(sorted(rules, key=lambda r: -r.long_seconds))
 
 
-def _rules(*triples: tuple[float, float, float]) -> tuple[Rule, ...]:
-    return tuple(Rule(long * HOUR, short * HOUR, burn) for long, short, burn in triples)
+def _rules(*rules: tuple[float, ...]) -> tuple[Rule, ...]:
+    """Given (long hours, short hours, burn rate[, hold hours]) each, return the rules."""
+    return tuple(Rule(*(x * HOUR for x in r[:2]), r[2], *(x * HOUR for x in r[3:])) for r in rules)
 
 
-# The slow rule of each kind fires on any pace that runs out before the reset, once its
-# long lookback holds a whole weekly rhythm (or most of a 5-hour window); the fast rule
-# warns earlier, but only of a pace that runs out in half the time left. Measured with
-# bench/alert_quality.py (see the README).
+# Chosen with bench/tune_forecast.py on the training part of bench/alert_quality.py only
+# (see the README). The slow rule of each kind fires on a pace that runs out before the
+# reset, once its long lookback holds a whole weekly rhythm (most of a 5-hour window);
+# for the month and the 5-hour window only on a pace 1.2 times too fast: near-limit
+# windows with some noise otherwise fire on a pace that does not quite run out. The fast
+# rule warns earlier, of a pace that runs out in half the time left.
 DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
-    "period": _rules((168, 24, 1.0), (72, 6, 2.0)),
-    "monthly": _rules((168, 24, 1.0), (72, 6, 2.0)),
+    "period": _rules((168, 24, 1.2), (72, 6, 2.0)),
+    "monthly": _rules((168, 24, 1.2), (72, 6, 2.0)),
     "weekly": _rules((72, 6, 1.0), (24, 2, 2.0)),
-    "5h": _rules((2, 0.5, 1.0), (1, 0.25, 2.0)),
+    "5h": _rules((2, 0.5, 1.2), (1, 0.25, 2.0)),
 }
+
+# Per window kind, the share of the window from which the pace since the window began
+# stands in for a lookback the history does not cover yet (same source). Earlier, the
+# early bursts of the training part cost more false alarms than the early warnings gained.
+DEFAULT_MIN_ELAPSED: Mapping[str, float] = {"period": 0.25, "monthly": 0.25, "weekly": 0.4, "5h": 0.3}
 
 
 @dataclass(frozen=True)
@@ -95,9 +115,13 @@ class ForecastSettings:
 
     enabled: bool = True
     severity: str = "warning"
-    min_elapsed_share: float = 0.1
+    min_elapsed: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_ELAPSED))
     rearm_below: float = 0.9  # a pace that ends the window below this share is safe
     rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=lambda: dict(DEFAULT_RULES))
+
+    def min_elapsed_for(self, kind: str) -> float:
+        """Given a window kind, return the share of its window that must pass before a forecast."""
+        return self.min_elapsed.get(kind, 0.0)
 
     def rules_for(self, kind: str) -> tuple[Rule, ...]:
         """Given a window kind, return its rules, slowest (longest lookback) first."""
@@ -368,7 +392,46 @@ def burn(pts: Sequence[tuple[float, float]], now: float, seconds: float) -> floa
     i = bisect.bisect_right(pts, (since, math.inf))
     if 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > seconds:
         return None
+    if now < pts[-1][0]:  # a pace some time ago (a rule's hold): the readings around then
+        j = bisect.bisect_right(pts, (now, math.inf))
+        if 0 < j < len(pts) and pts[j][0] - pts[j - 1][0] > seconds:
+            return None
+        return max(0.0, used_at(pts, now) - used_at(pts, since)) / (now - since)
     return max(0.0, pts[-1][1] - used_at(pts, since)) / (now - since)
+
+
+def firing_rate(
+    pts: Sequence[tuple[float, float]], when: float, seconds: float, start: float | None, earliest: float
+) -> float | None:
+    """Given points, return the pace a rule sees over the ``seconds`` before ``when``, or None.
+
+    That is :func:`burn`, but for a lookback longer than the time since the window began:
+    from ``earliest`` on (the window kind's minimum elapsed share), such a lookback is
+    measured since the window began, which it did empty. A window that runs out in its
+    first days (a 5-hour window in its first hour) is warned before its lookbacks fill.
+    """
+    rate = burn(pts, when, seconds)
+    if rate is None and start is not None and max(earliest, start) < when < start + seconds:
+        rate = max(0.0, used_at(pts, when)) / (when - start)
+    return rate
+
+
+def _fires_at(
+    pts: Sequence[tuple[float, float]],
+    when: float,
+    end: float,
+    rule: Rule,
+    start: float | None,
+    earliest: float,
+) -> bool:
+    """Given points, return True when ``rule``'s lookbacks ending at ``when`` both burn enough."""
+    used = used_at(pts, when)
+    if used >= 1 or when >= end:
+        return False
+    needed = (1 - used) / (end - when)
+    long = firing_rate(pts, when, rule.long_seconds, start, earliest)
+    short = firing_rate(pts, when, rule.short_seconds, start, earliest)
+    return long is not None and short is not None and min(long, short) >= rule.burn_rate * needed - 1e-15
 
 
 def assess(
@@ -378,12 +441,14 @@ def assess(
     end: float | None,
     rules: Sequence[Rule],
     settings: ForecastSettings,
+    kind: str = "period",
 ) -> Assessment:
     """Given a meter's points (the last one is now), its window and rules, return the forecast.
 
-    A rule fires only before the meter is used up, once ``min_elapsed_share`` of the
-    window has passed, and when its long and short lookbacks both burn at least its
-    factor. ``rules`` are tried slowest first.
+    A rule fires only before the meter is used up, once the window kind's minimum share
+    of the window has passed, when its long and short lookbacks both burn at least its
+    factor and, for a rule with a hold, did so half the hold and the whole hold ago too.
+    ``rules`` are tried slowest first.
     """
     used = pts[-1][1] if pts else 0.0
     if end is None or end <= now or not pts:
@@ -410,15 +475,19 @@ def assess(
         exhaustion = now + (1 - used) / pace
     elif used >= 1:
         exhaustion = now
-    needed = (1 - used) / left  # the pace that uses up exactly what is left by the reset
-    elapsed_ok = start is None or now - start >= settings.min_elapsed_share * (end - start)
+    earliest = -math.inf if start is None else start + settings.min_elapsed_for(kind) * (end - start)
     firing = None
-    if used < 1 and elapsed_ok:
-        for rule in covered:
-            long, short = rates[rule.long_seconds], rates[rule.short_seconds]
-            if short is not None and min(long, short) >= rule.burn_rate * needed - 1e-15:
-                firing = rule
-                break
+    for rule in rules:
+        if not _fires_at(pts, now, end, rule, start, earliest):
+            continue
+        # A burst looks like a change of pace while it lasts; a rule with a hold fires
+        # only on a pace that also ran out the window half the hold and the whole hold
+        # ago: a burst shorter than that has ended by then.
+        hold = rule.hold_seconds
+        if hold and not all(_fires_at(pts, now - h, end, rule, start, earliest) for h in (hold / 2, hold)):
+            continue
+        firing = rule
+        break
     safe = bool(covered) and all(
         used + rates[rule.long_seconds] * left < settings.rearm_below for rule in covered
     )
@@ -431,7 +500,7 @@ def assess(
         projected_at_reset=projected,
         exhaustion_at=exhaustion,
         firing=firing,
-        rate=rates[firing.long_seconds] if firing else None,
+        rate=firing_rate(pts, now, firing.long_seconds, start, earliest) if firing else None,
         safe=safe,
         now=now,
     )

@@ -109,7 +109,8 @@ def lookback(seconds: float) -> str:
     if seconds >= 2 * 86400 and seconds % 86400 < 60:
         return f"{round(seconds / 86400)} days"
     if seconds >= 3600:
-        return f"{seconds / 3600:g} h"
+        hours = seconds / 3600
+        return f"{hours:g} h" if (hours * 4).is_integer() else f"{hours:.1f} h"  # not 1.58333 h
     return f"{round(seconds / 60)} min"
 
 

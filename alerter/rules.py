@@ -136,9 +136,9 @@ def assess_meter(meter: Meter, saved: MeterMemory, config: Config, now: float) -
     kind = forecast.window_kind(meter.id)
     start, end = forecast.window_bounds(meter, saved.period_seconds)
     rules = config.forecast.rules_for(kind)
-    longest = max((rule.long_seconds for rule in rules), default=0.0)
+    longest = max((rule.reach for rule in rules), default=0.0)
     pts = forecast.points(saved.history, meter, start, since=now - longest)
-    return forecast.assess(pts, now, start, end, rules, config.forecast)
+    return forecast.assess(pts, now, start, end, rules, config.forecast, kind)
 
 
 def _forecast_alerts(
@@ -155,8 +155,11 @@ def _forecast_alerts(
         return []
     # Within an episode a channel that has not heard of it yet (a failed send) is told as
     # long as the meter still runs out before the reset, with today's numbers.
+    start, _ = forecast.window_bounds(meter, saved.period_seconds)
     if assessment.firing is not None:
         rate, seconds = assessment.rate, assessment.firing.long_seconds
+        if start is not None and now - start < seconds * (1 - forecast.COVERAGE_SLACK):
+            seconds = now - start  # the lookback is not covered yet: the pace since the window began
     else:
         rate, seconds = assessment.pace, assessment.pace_seconds
     runs_out = assessment.runs_out_at(rate)
@@ -170,7 +173,6 @@ def _forecast_alerts(
     )
     if not channels:
         return []
-    start, _ = forecast.window_bounds(meter, saved.period_seconds)
     title, body = forecast_message(meter, rate, seconds, runs_out, (start, end), now)
     return [Alert(key, settings.severity, title, body, channels)]
 

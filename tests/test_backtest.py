@@ -34,7 +34,7 @@ def test_backtest_gives_the_same_notifications_as_running_the_job_hourly(app, re
         {
             "notify": {"urls": [receiver.apprise_url]},
             "monitor": {"reminder_hours": 24, "reset_notice": True},
-            "quiet_hours": {"start": "22:00", "end": "07:00"},
+            "quiet_hours": {"start": "17:00", "end": "20:00"},
         }
     )
     lines = trace_lines()
@@ -53,8 +53,8 @@ def test_backtest_gives_the_same_notifications_as_running_the_job_hourly(app, re
     kinds = [n["kind"] for n in replayed]
     assert kinds[0] == "forecast" and kinds.count("forecast") == 1
     assert kinds.count("threshold") == 4 and kinds.count("reminder") == 4
-    # the forecast came at 04:11, inside quiet hours: it waited for the 07:11 run
-    assert time.strftime("%H:%M", time.localtime(replayed[0]["at"] / 1000)) == "07:11"
+    # the forecast came at 18:11, inside quiet hours: it waited for the 20:11 run
+    assert time.strftime("%H:%M", time.localtime(replayed[0]["at"] / 1000)) == "20:11"
 
 
 def test_backtest_prints_the_notifications_with_their_times(app, local_zone):
@@ -62,7 +62,7 @@ def test_backtest_prints_the_notifications_with_their_times(app, local_zone):
     result = app("backtest", str(SAMPLE))
     assert result.code == 0, result.err
     first = result.out.splitlines()[0]
-    assert "forecast (warning) standard" in first and first.startswith("Sat 2025-10-25 04:11")
+    assert "forecast (warning) standard" in first and first.startswith("Mon 2025-10-27 18:11")
     assert "At this pace standard runs out" in result.out
     assert "To last until the reset: at most" in result.out
     assert result.out.rstrip().endswith("5 notifications from 744 observations")
@@ -135,8 +135,10 @@ def test_a_limits_trace_forecasts_the_five_hour_window():
     result = replay(observations, config)
     forecasts = [n for n in result.notifications if n.kind == "forecast"]
     assert len(forecasts) == 1
-    # 125 % over 5 hours: it runs out after 4 hours; the rule needs a 2-hour lookback (less 5 % slack).
-    assert 1.9 * HOUR <= forecasts[0].at / 1000 - start <= 2.5 * HOUR
+    # 125 % over 5 hours: it runs out after 4 hours. From 30 % of the window (90 minutes)
+    # the pace since it began stands in for the 2-hour lookback: the next reading warns.
+    assert forecasts[0].at / 1000 - start == 95 * 60
+    assert "pace over the last 1.6 h: 25% an hour" in forecasts[0].body
     assert "standard.5h runs out" in forecasts[0].title
     assert "an hour" in forecasts[0].body
 

@@ -116,13 +116,44 @@ def test_a_burst_that_is_over_does_not_fire():
 
 
 def test_nothing_fires_before_the_minimum_elapsed_share():
+    rules = (Rule(7 * DAY, DAY, 1.0),)
+    settings = ForecastSettings(min_elapsed={"period": 0.1})
     pts = steady(0.2, 2.5)  # runs out on day 5, but only 8 % of the month has passed
-    a = assess(pts, 2.5 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
-    assert a.firing is None
-    later = assess(
-        steady(0.2, 3.5), 3.5 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings()
+    assert assess(pts, 2.5 * DAY, 0.0, MONTH, rules, settings).firing is None
+    later = assess(steady(0.2, 3.5), 3.5 * DAY, 0.0, MONTH, rules, settings)
+    assert later.firing == rules[0]
+    # The setting decides: with 20 % nothing is said on day 3.5 either.
+    strict = ForecastSettings(min_elapsed={"period": 0.2})
+    assert assess(steady(0.2, 3.5), 3.5 * DAY, 0.0, MONTH, rules, strict).firing is None
+
+
+def test_a_lookback_longer_than_the_window_so_far_is_measured_since_it_began():
+    # Day 4 of 30 at 20 % a day: the 7-day lookback cannot be covered yet, but the window
+    # began empty 4 days ago, so the pace since then stands in for it (and for `rate`).
+    pts = steady(0.2, 4)
+    settings = ForecastSettings(min_elapsed={"period": 0.1})
+    a = assess(pts, 4 * DAY, 0.0, MONTH, (Rule(7 * DAY, DAY, 1.0),), settings)
+    assert a.firing is not None and a.rate == pytest.approx(0.2 / DAY)
+    assert all(lb.seconds != 7 * DAY for lb in a.lookbacks)  # what is shown is what was measured
+    # Without a known start (history that begins mid-window) nothing stands in.
+    late = [(t + 10 * DAY, u) for t, u in pts]
+    assert (
+        assess(late, 14 * DAY, None, 40 * DAY, (Rule(7 * DAY, DAY, 1.0),), ForecastSettings()).firing is None
     )
-    assert later.firing is not None and later.firing.long_seconds == 72 * HOUR
+
+
+def test_a_rule_with_a_hold_fires_on_a_pace_that_held_not_on_a_burst():
+    # 1 % a day for 10 days, then 3 % an hour: a burst of 4 hours or a new pace.
+    rule, held = Rule(DAY, 2 * HOUR, 1.0), Rule(DAY, 2 * HOUR, 1.0, 6 * HOUR)
+    calm = steady(0.01, 10)
+
+    def burst(hours):
+        return calm + [(10 * DAY + h * HOUR, 0.1 + 0.03 * h) for h in range(1, hours + 1)]
+
+    four, eight = burst(4), burst(8)
+    assert assess(four, four[-1][0], 0.0, MONTH, (rule,), ForecastSettings()).firing == rule
+    assert assess(four, four[-1][0], 0.0, MONTH, (held,), ForecastSettings()).firing is None
+    assert assess(eight, eight[-1][0], 0.0, MONTH, (held,), ForecastSettings()).firing == held
 
 
 def test_a_used_up_meter_is_left_to_the_100_percent_threshold():
@@ -334,7 +365,8 @@ def test_forecast_config_is_validated_like_the_rest():
 
 def test_forecast_config_defaults_and_overrides():
     default = config().forecast
-    assert default.enabled and default.severity == "warning" and default.min_elapsed_share == 0.1
+    assert default.enabled and default.severity == "warning"
+    assert {k: default.min_elapsed_for(k) for k in forecast.WINDOW_KINDS} == forecast.DEFAULT_MIN_ELAPSED
     assert [r.long_seconds / HOUR for r in default.rules_for("period")] == [168, 72]
     custom = config(
         {"forecast": {"severity": "critical", "rules": {"period": [{"long_hours": 48, "short_hours": 4}]}}}
@@ -423,6 +455,28 @@ def test_the_example_config_documents_the_forecast_defaults():
 
 
 def test_the_share_of_earlier_releases_is_read_as_its_percent_with_a_warning(caplog):
-    assert config({"forecast": {"min_elapsed_share": 0.25}}).forecast.min_elapsed_share == 0.25
+    assert config({"forecast": {"min_elapsed_share": 0.25}}).forecast.min_elapsed_for("5h") == 0.25
     assert "forecast.min_elapsed_share is now forecast.min_elapsed_percent (25 for 0.25)" in caplog.text
-    assert config({"forecast": {"min_elapsed_percent": 25}}).forecast.min_elapsed_share == 0.25
+    assert config({"forecast": {"min_elapsed_percent": 25}}).forecast.min_elapsed_for("weekly") == 0.25
+
+
+def test_the_minimum_elapsed_percent_and_a_hold_per_window_kind():
+    custom = config(
+        {
+            "forecast": {
+                "min_elapsed_percent": {"5h": 40},
+                "rules": {"weekly": [{"long_hours": 48, "short_hours": 6, "hold_hours": 12}]},
+            }
+        }
+    ).forecast
+    assert custom.min_elapsed_for("5h") == 0.4
+    assert custom.min_elapsed_for("period") == forecast.DEFAULT_MIN_ELAPSED["period"]
+    assert custom.rules_for("weekly") == (Rule(48 * HOUR, 6 * HOUR, 1.0, 12 * HOUR),)
+    with pytest.raises(ConfigError) as err:
+        config({"forecast": {"min_elapsed_percent": {"daily": 10, "5h": 95}}})
+    assert any(
+        p.startswith("At 'forecast.min_elapsed_percent.daily': unknown key") for p in err.value.problems
+    )
+    assert any(
+        p.startswith("At 'forecast.min_elapsed_percent.5h': must be a number") for p in err.value.problems
+    )

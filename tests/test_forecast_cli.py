@@ -56,7 +56,7 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
             },
         }
     )
-    run_through(app, trace_lines()[: 8 * 24])
+    run_through(app, trace_lines()[: 10 * 24])  # the forecast comes on day 9
     (page,) = receiver.messages()
     assert "runs out" in page["title"] and page["type"] == "failure"
     assert all("runs out" not in m["Subject"] for m in smtp.messages)
@@ -64,7 +64,7 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
 
 def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
     app.write_config({"notify": {"urls": [receiver.apprise_url]}})
-    lines = trace_lines()[: 8 * 24]
+    lines = trace_lines()[: 10 * 24]  # the forecast comes on day 9
     receiver.fail = True
     codes = []
     for line in lines:
@@ -78,7 +78,8 @@ def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
     assert sum("runs out" in t for t in titles) == 2
 
 
-def test_the_benchmark_runs_and_prints_its_table(capsys, monkeypatch):
+def test_the_benchmark_runs_every_window_kind_and_prints_its_tables(monkeypatch):
+    """A small run of bench/alert_quality.py: every kind, both parts, per shape; no target judged."""
     import importlib.util
     import sys
 
@@ -86,12 +87,18 @@ def test_the_benchmark_runs_and_prints_its_table(capsys, monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "alert_quality", bench)
     spec.loader.exec_module(bench)
-    code = bench.main(["--periods", "7", "--seed", "3"])  # one period of each pattern
-    out = capsys.readouterr().out
-    assert "| forecast (this job) |" in out and "| naive linear projection |" in out
-    assert code == 0, out
-    # The same seed gives the same periods.
-    assert bench.periods(3, 7) == bench.periods(3, 7)
+    printed = []
+    assert bench.main(["--smoke", "--per-shape", "1", "--jobs", "1", "--by-shape"], out=printed.append) == 0
+    out = "\n".join(printed)
+    for kind in ("period", "monthly", "weekly", "5h"):
+        for part in ("training", "held-out"):
+            assert f"| {kind} | {part} |" in out
+    assert "two-bursts" in out and out.count("step-down") == 4  # held-out shapes, once per kind
+    assert "smoke run: too few windows to judge the targets" in out
+    # The same seed gives the same windows; the held-out part shares no window with training.
+    assert bench.windows("5h", "training", 2) == bench.windows("5h", "training", 2)
+    training = {w.used for w in bench.windows("weekly", "training", 2)}
+    assert not training & {w.used for w in bench.windows("weekly", "held-out", 2)}
 
 
 def test_the_same_answer_at_the_same_time_gives_the_same_forecast_everywhere_every_time(app, tmp_path):

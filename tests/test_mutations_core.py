@@ -81,25 +81,29 @@ def test_run_alerts_at_57_percent_of_the_tokens_against_a_57_percent_threshold(a
     assert message["title"].startswith("Factory standard at 57%")
 
 
-# --- the share of the window that must pass before a forecast ----------------------------------
+# --- the share of the window after which the pace since it began counts --------------------------
 
 
-def test_no_forecast_before_a_tenth_of_the_period_though_three_days_of_pace_are_known(app, tmp_path):
-    # 20 % a day from the start of a 30-day period: empty on day 5. The 72-hour lookback
-    # counts as covered from hour 69 (it may fall 5 % short), but min_elapsed_percent (10,
-    # 3 days of 30) holds the forecast until hour 72: with the defaults, this is when the
-    # setting decides.
+def test_from_the_minimum_elapsed_share_the_pace_since_the_start_stands_in_for_a_week(app, tmp_path):
+    # 20 % a day from the start of a 30-day period: empty on day 5, before a week of pace
+    # is ever known. From 5 % of the period (36 h) the pace since the start stands in for
+    # the 7-day lookback; with 20 % (day 6) that comes too late and nothing is said.
     lines = [
-        {"at": (START + h * HOUR) * 1000, "usage": period_usage(ALLOWANCE * h // 120)} for h in range(1, 80)
+        {"at": (START + h * HOUR) * 1000, "usage": period_usage(ALLOWANCE * h // 120)} for h in range(1, 120)
     ]
-    notes = backtest(app, tmp_path, lines, {})
-    forecasts = [hours_after_start(n) for n in notes if n["kind"] == "forecast"]
-    assert forecasts == [72.0]
+    rules = {"period": [{"long_hours": 168, "short_hours": 24}]}
+    early = backtest(app, tmp_path, lines, {"forecast": {"min_elapsed_percent": 5, "rules": rules}})
+    assert [hours_after_start(n) for n in early if n["kind"] == "forecast"] == [37.0]
+    late = backtest(
+        app, tmp_path, lines, {"forecast": {"min_elapsed_percent": {"period": 20}, "rules": rules}}
+    )
+    assert [n for n in late if n["kind"] == "forecast"] == []
 
 
-def test_a_five_hour_window_waits_for_the_configured_share_of_it(app, tmp_path):
-    # 125 % over 5 hours, a reading every 5 minutes. The 2-hour lookback is covered after
-    # 1 h 55; with min_elapsed_percent 50 nothing is said before 2 h 30.
+def test_a_five_hour_window_is_forecast_on_its_pace_since_it_began_from_the_share_set(app, tmp_path):
+    # 125 % over 5 hours, a reading every 5 minutes. From 10 % of the window (30 minutes)
+    # on, the pace since it began stands in for the 2-hour lookback: the forecast comes at
+    # the next reading. With 50 % it waits for the 2-hour lookback (covered after 1 h 55).
     end = START + 5 * HOUR
     lines = [
         {
@@ -108,11 +112,14 @@ def test_a_five_hour_window_waits_for_the_configured_share_of_it(app, tmp_path):
         }
         for minute in range(0, 5 * 60, 5)
     ]
-    thresholds = {"thresholds": {"default": [100]}}
-    early = backtest(app, tmp_path, lines, thresholds)
-    assert [hours_after_start(n) for n in early if n["kind"] == "forecast"] == [115 / 60]
-    late = backtest(app, tmp_path, lines, {**thresholds, "forecast": {"min_elapsed_percent": 50}})
-    assert [hours_after_start(n) for n in late if n["kind"] == "forecast"] == [2.5]
+    base = {"thresholds": {"default": [100]}}
+    rules = {"5h": [{"long_hours": 2, "short_hours": 0.5}]}
+    early = backtest(app, tmp_path, lines, {**base, "forecast": {"min_elapsed_percent": 10, "rules": rules}})
+    assert [hours_after_start(n) for n in early if n["kind"] == "forecast"] == [35 / 60]
+    late = backtest(
+        app, tmp_path, lines, {**base, "forecast": {"min_elapsed_percent": {"5h": 50}, "rules": rules}}
+    )
+    assert [hours_after_start(n) for n in late if n["kind"] == "forecast"] == [115 / 60]
 
 
 # --- re-arming a forecast ------------------------------------------------------------------------

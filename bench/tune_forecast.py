@@ -1,0 +1,118 @@
+"""How the forecast's defaults were chosen: candidate settings on the TRAINING part only.
+
+For each group of window kinds, every candidate (a list of rules and a minimum elapsed
+share) is measured with ``bench/alert_quality.py`` on the training part (seed 1, the
+training shapes); the held-out part is never generated here. The choice, per group: of
+the candidates that meet every target (recall, false alarms, at least the naive
+projection's recall, at most two alerts per window) on every kind of the group, the one
+with the fewest false alarms (the worst kind of the group), then the longest median lead;
+when none does, of those with at least the naive projection's recall and at most two
+alerts, the one with the largest recall less false alarms.
+
+    python bench/tune_forecast.py [--group long|weekly|5h] [--per-shape N]
+
+prints one line per candidate, best last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import alert_quality as bench  # noqa: E402
+
+from alerter.config import build_config  # noqa: E402
+
+# Per group: the kinds, candidate rules (long hours, short hours, burn rate, hold hours),
+# and candidate minimum elapsed percents; every pair of the two is measured.
+CANDIDATES = {
+    "long": (
+        ("period", "monthly"),
+        [
+            [(168, 24, 1.0, 0), (72, 6, 2.0, 0)],  # the rules before issue 13
+            [(168, 24, 1.2, 0), (72, 6, 2.0, 0)],
+            [(168, 24, 1.1, 24), (72, 6, 2.0, 24)],
+            [(168, 24, 1.0, 0), (72, 12, 2.0, 24)],
+        ],
+        (10, 25, 90),
+    ),
+    "weekly": (
+        ("weekly",),
+        [
+            [(72, 6, 1.0, 0), (24, 2, 2.0, 0)],  # the rules before issue 13
+            [(72, 6, 1.1, 0), (24, 2, 2.0, 0)],
+            [(72, 6, 1.0, 6), (24, 2, 2.0, 0)],
+            [(72, 6, 1.0, 12), (24, 2, 2.0, 0)],
+            [(72, 6, 1.1, 12), (24, 2, 2.0, 0)],
+            [(72, 6, 1.0, 12), (24, 2, 2.0, 6)],
+        ],
+        (10, 20, 40, 90),
+    ),
+    "5h": (
+        ("5h",),
+        [
+            [(2, 0.5, 1.0, 0), (1, 0.25, 2.0, 0)],  # the rules before issue 13
+            [(2, 0.5, 1.1, 0), (1, 0.25, 2.0, 0)],
+            [(2, 0.5, 1.2, 0), (1, 0.25, 2.0, 0)],
+            [(2, 0.5, 1.1, 0.25), (1, 0.25, 2.0, 0)],
+            [(2, 0.5, 1.0, 0), (1, 0.25, 2.0, 0.25)],
+            [(2, 0.5, 1.1, 0), (1, 0.25, 2.5, 0)],
+        ],
+        (20, 30, 40, 90),
+    ),
+}
+
+
+def config_for(kinds: tuple[str, ...], rules: list, min_elapsed: float):
+    """Return the config with these rules and minimum elapsed percent for ``kinds``."""
+    items = [{"long_hours": a, "short_hours": b, "burn_rate": c, "hold_hours": d} for a, b, c, d in rules]
+    forecast = {
+        "rules": dict.fromkeys(kinds, items),
+        "min_elapsed_percent": dict.fromkeys(kinds, min_elapsed),
+    }
+    return build_config({"forecast": forecast}, None, {"HOME": "/nonexistent"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure every candidate of the group(s) on the training part; print them, best last."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--group", choices=tuple(CANDIDATES), nargs="+", default=list(CANDIDATES))
+    parser.add_argument("--per-shape", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    for group in args.group:
+        kinds, candidates, min_percents = CANDIDATES[group]
+        results = []
+        for rules, min_elapsed in [(r, m) for r in candidates for m in min_percents]:
+            config = config_for(kinds, rules, min_elapsed)
+            measured = bench.measure(kinds, ("training",), args.per_shape, config, args.jobs)
+            scores = [(bench.score(ws, ours), bench.score(ws, naive)) for _, _, ws, ours, naive in measured]
+            fair = all(s.recall >= b.recall and s.max_alerts <= bench.MAX_ALERTS for s, b in scores)
+            ok = fair and all(
+                s.recall >= bench.KINDS[k].recall and s.false_alarms <= bench.KINDS[k].false_alarms
+                for k, (s, _) in zip(kinds, scores, strict=True)
+            )
+            worst_false = max(s.false_alarms for s, _ in scores)
+            lead = min(s.median_lead for s, _ in scores)
+            margin = min(s.recall for s, _ in scores) - worst_false
+            line = " | ".join(
+                f"{k}: recall {s.recall:.1%} (naive {b.recall:.1%}) lead {bench._duration(s.median_lead)} "
+                f"false {s.false_alarms:.1%} (naive {b.false_alarms:.1%}) max {s.max_alerts}"
+                for k, (s, b) in zip(kinds, scores, strict=True)
+            )
+            print(f"{group} {rules} min {min_elapsed}%: {'ok' if ok else '--'} {line}", flush=True)
+            # Meeting every target first; then (as long as none does) no lower recall than
+            # the naive projection and recall less false alarms; then fewer false alarms.
+            rank = (ok, -worst_false, lead) if ok else (ok, fair, margin, -worst_false)
+            results.append((rank, rules, min_elapsed))
+        _, rules, min_elapsed = max(results, key=lambda r: r[0])
+        print(f"{group} best: {rules} min elapsed {min_elapsed}%", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
