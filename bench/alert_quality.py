@@ -52,6 +52,7 @@ prints markdown tables and exits 1 when the forecast misses a target on the part
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -96,33 +97,23 @@ class Kind:
     pause: tuple[float, float]  # break length range, seconds
 
 
+MONTH_KIND = Kind(
+    "period",
+    30 * DAY,
+    HOUR,
+    HOUR,
+    DAY,
+    DAY,
+    0.95,
+    72 * HOUR,
+    0.05,
+    (4 * HOUR, 3 * DAY),
+    (2 * DAY, 6 * DAY),
+)
+
 KINDS = {
-    "period": Kind(
-        "period",
-        30 * DAY,
-        HOUR,
-        HOUR,
-        DAY,
-        DAY,
-        0.95,
-        72 * HOUR,
-        0.05,
-        (4 * HOUR, 3 * DAY),
-        (2 * DAY, 6 * DAY),
-    ),
-    "monthly": Kind(
-        "monthly",
-        30 * DAY,
-        HOUR,
-        HOUR,
-        DAY,
-        DAY,
-        0.95,
-        72 * HOUR,
-        0.05,
-        (4 * HOUR, 3 * DAY),
-        (2 * DAY, 6 * DAY),
-    ),
+    "period": MONTH_KIND,
+    "monthly": dataclasses.replace(MONTH_KIND, name="monthly"),  # the same month, as a limit window
     "weekly": Kind(
         "weekly", 7 * DAY, HOUR, HOUR, 12 * HOUR, 12 * HOUR, 0.95, None, 0.05, (2 * HOUR, DAY), (DAY, 3 * DAY)
     ),

@@ -127,10 +127,8 @@ def test_a_failing_run_mails_its_error(cron_home, factory):
     assert API_KEY not in mailed
 
 
-def test_an_alert_printed_to_dev_null_is_not_delivered(cron_home, factory):
-    """The old advice, `run >/dev/null`, with no channel: the alert is lost, so it is not
-    recorded as delivered, and the run says why on stderr (which cron still mails)."""
-    factory.route("GET", USAGE_PATH, Reply(200, usage_body(16 * M)))
+def run_redirected(cron_home: Path, target: str) -> subprocess.CompletedProcess:
+    """Run the job through /bin/sh in cron's bare environment with stdout sent to ``target``."""
     env = {
         "HOME": str(cron_home),
         "PATH": "/usr/bin:/bin",
@@ -138,14 +136,16 @@ def test_an_alert_printed_to_dev_null_is_not_delivered(cron_home, factory):
         "PYTHONPATH": python_path(str(ROOT)),
         **same_clock(),
     }
-    command = str(cron_home / ".local" / "bin" / "factory-usage-alert") + " run >/dev/null"
-    proc = subprocess.run(
-        ["/bin/sh", "-c", command],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=HANG_SECONDS,
-    )
+    command = f"{cron_home / '.local' / 'bin' / 'factory-usage-alert'} run >{target}"
+    argv = ["/bin/sh", "-c", command]
+    return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=HANG_SECONDS)
+
+
+def test_an_alert_printed_to_dev_null_is_not_delivered(cron_home, factory):
+    """The old advice, `run >/dev/null`, with no channel: the alert is lost, so it is not
+    recorded as delivered, and the run says why on stderr (which cron still mails)."""
+    factory.route("GET", USAGE_PATH, Reply(200, usage_body(16 * M)))
+    proc = run_redirected(cron_home, "/dev/null")
     err = proc.stderr.decode()
     assert proc.returncode == 5, err
     assert "channel stdout: not delivered: standard output is /dev/null" in err
@@ -158,21 +158,7 @@ def test_an_alert_printed_to_dev_null_is_not_delivered(cron_home, factory):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
 def test_an_alert_that_cannot_be_written_is_not_delivered(cron_home, factory):
     factory.route("GET", USAGE_PATH, Reply(200, usage_body(16 * M)))
-    env = {
-        "HOME": str(cron_home),
-        "PATH": "/usr/bin:/bin",
-        "FACTORY_API_KEY": API_KEY,
-        "PYTHONPATH": python_path(str(ROOT)),
-        **same_clock(),
-    }
-    command = str(cron_home / ".local" / "bin" / "factory-usage-alert") + " run >/dev/full"
-    proc = subprocess.run(
-        ["/bin/sh", "-c", command],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=HANG_SECONDS,
-    )
+    proc = run_redirected(cron_home, "/dev/full")
     err = proc.stderr.decode()
     assert proc.returncode == 5, err
     assert "channel stdout: not delivered: cannot write to standard output" in err
