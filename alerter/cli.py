@@ -452,7 +452,7 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             except StateError as exc:
                 unusable = unusable or exc
             print(f"  {account.name}: {describe_login(account, env)}")
-            print(f"    state file: {own.state_file}; Factory API: {own.base_url}")
+            print(f"    state file: {own.state_file}; Factory API: {mask_url(own.base_url)}")
             if own.channels != config.channels:
                 print(f"    channels: {', '.join(ch.label for ch in own.channels) or 'stdout'}")
     else:
@@ -498,7 +498,9 @@ def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import socket
 
     config = load_config(args.config, env)
-    channels = config.delivery_channels()
+    # With accounts, every channel some account delivers to (each once).
+    runs = [account.config for account in config.accounts] or [config]
+    channels = tuple({ch.id: ch for own in runs for ch in own.delivery_channels()}.values())
     if args.tag:
         channels = tuple(ch for ch in channels if args.tag in ch.tags)
         if not channels:

@@ -354,7 +354,9 @@ def _warn_if_exposed(
         mode = file.stat().st_mode
     except OSError:
         return
-    channels = [ch for ch in config.channels if ch.url]
+    # Every channel the file names: the top-level ones and each account's own.
+    every = [*config.channels, *(ch for account in config.accounts for ch in account.config.channels)]
+    channels = list({ch.id: ch for ch in every if ch.url}.values())
     if not mode & 0o044 or not channels:
         return
     mark = hashlib.sha256(f"{oct(mode & 0o7777)}\n{text}".encode()).hexdigest()
@@ -619,7 +621,9 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
             own,
             account=name,
             state_file=base.state_file.with_name(f"state-{name}.json"),
-            earlier_state_files=(),
+            # The first account is the one the job watched before `accounts:`: it takes over
+            # that state once, so moving to accounts repeats no alert.
+            earlier_state_files=(base.state_file, *base.earlier_state_files) if not accounts else (),
             **login,
         )
         accounts.append(Account(name, key_env, home, own))

@@ -379,3 +379,68 @@ def test_a_dry_run_of_several_accounts_shows_each_and_saves_nothing(app, receive
     )
     assert receiver.messages() == []
     assert list(app.state_path.parent.glob("state*.json")) == []
+
+
+# --- found by review: moving to accounts, secrets, test-notify, droid homes -----------------------
+
+
+def test_moving_to_accounts_repeats_no_alert_the_first_account_takes_over_the_state(app, receiver):
+    end = time.time() + 3 * HOUR
+    app.write_config({"factory": {"endpoint": "limits"}, "notify": {"urls": [receiver.apprise_url]}})
+    app.factory.route("GET", LIMITS_PATH, limits_at(85, end))
+    assert app("run").code == EXIT_OK
+    assert titles(receiver) == ["Factory standard.5h at 85% (past 80%)"]
+    served = two_accounts(app, receiver)  # the key the job used so far becomes home's
+    served.replies[KEYS["home"]] = limits_at(85, end)
+    served.replies[KEYS["work"]] = limits_at(10, end)
+    result = app("run")
+    assert result.code == EXIT_OK, result.err
+    assert titles(receiver) == ["Factory standard.5h at 85% (past 80%)"]  # not again as [home]
+    assert "carried the state over" in result.out + result.err
+    served.replies[KEYS["work"]] = limits_at(60, end)
+    assert app("run").code == EXIT_OK
+    assert titles(receiver)[1:] == ["[work] Factory standard.5h at 60% (past 50%)"]
+
+
+def test_check_config_masks_an_account_s_base_url_and_warns_of_its_channel_credentials(app, receiver):
+    app.env.update({"HOME_KEY": KEYS["home"]})
+    secret_url = "http://user:pw123SECRET@127.0.0.1:9"
+    app.write_config(
+        {
+            "accounts": [
+                {
+                    "name": "home",
+                    "api_key_env": "HOME_KEY",
+                    "factory": {"base_url": secret_url},
+                    "notify": {"urls": ["json://user:hunter2SECRET@127.0.0.1:9/x"]},
+                }
+            ]
+        }
+    )
+    app.config_path.chmod(0o644)
+    result = app("check-config")
+    assert "SECRET" not in result.out + result.err
+    assert "Factory API: http://***@127.0.0.1:9" in result.out
+    assert "is readable by other users and holds credentials in json://***" in result.err
+
+
+def test_test_notify_reaches_the_channels_of_every_account(app, receiver):
+    app.env.update({"HOME_KEY": KEYS["home"]})
+    app.write_config(
+        {
+            "accounts": [
+                {"name": "home", "api_key_env": "HOME_KEY", "notify": {"urls": [receiver.apprise_url]}}
+            ]
+        }
+    )
+    result = app("test-notify")
+    assert result.code == EXIT_OK, result.err
+    assert len(receiver.messages()) == 1 and "stdout" not in result.out
+
+
+def test_a_droid_home_account_without_a_login_is_told_how_to_log_in_there(app, tmp_path):
+    app.write_config({"accounts": [{"name": "lab", "factory_home": str(tmp_path / "lab")}]})
+    result = app("run")
+    assert result.code == EXIT_AUTH
+    assert f"FACTORY_HOME_OVERRIDE={tmp_path / 'lab'} droid" in result.err
+    assert "FACTORY_API_KEY" not in result.err

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -155,6 +156,12 @@ def open_login(
 
     stored = find_stored_login(settings.home, _keyring_lookup(settings, env, key_lookup))
     if stored is None:
+        if variable is None:  # an account of its own droid home: no key is looked for
+            home = settings.home.parent
+            raise AuthError(
+                f"no droid login in {settings.home}; log in there with "
+                f"`FACTORY_HOME_OVERRIDE={shlex.quote(str(home))} droid`"
+            )
         raise AuthError(
             f"no Factory login found (looked for ${API_KEY_ENV} and droid's store in "
             f"{settings.home}); run `droid` to log in, or set {API_KEY_ENV}"
