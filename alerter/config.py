@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 from alerter.errors import ConfigError
 from alerter.forecast import DEFAULT_MIN_ELAPSED, DEFAULT_RULES, WINDOW_KINDS, ForecastSettings, Rule
 from alerter.redact import is_loopback_url, mask_url, redact
+from alerter.state import is_number
 
 CONFIG_ENV = "FACTORY_USAGE_ALERT_CONFIG"
 DEFAULT_BASE_URL = "https://api.factory.ai"
@@ -680,7 +680,7 @@ def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float
             continue
         percents = []
         for item in value:
-            if not _is_number(item) or not 1 <= item <= 1000:
+            if not is_number(item) or not 1 <= item <= 1000:
                 v.problem(name, f"{_shown(item)} is not a percent between 1 and 1000")
             else:
                 percents.append(float(item))
@@ -866,10 +866,6 @@ def _shown(value: Any) -> str:
     return _kind(value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class _Validator:
     """Collects every problem instead of stopping at the first."""
 
@@ -904,7 +900,7 @@ class _Validator:
         integer: bool = False,
     ) -> float:
         value = data.get(key.rsplit(".", 1)[-1], default)
-        if not _is_number(value) or not low <= value <= high or (integer and value != int(value)):
+        if not is_number(value) or not low <= value <= high or (integer and value != int(value)):
             kind = "a whole number" if integer else "a number"
             self.problem(key, f"must be {kind} from {low:g} to {high:g}, not {_shown(value)}")
             return default

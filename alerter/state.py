@@ -365,7 +365,7 @@ class _Reader:
     def number(self, value: object, where: str) -> float | None:
         if value is None:
             return None
-        if _is_number(value):
+        if is_number(value):
             return float(value)
         self.drop(where)
         return None
@@ -393,7 +393,8 @@ class _Reader:
         return good
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """Given a value read from JSON or YAML, return True for a finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -507,7 +508,7 @@ def _health(r: _Reader, raw: dict) -> Health:
 def _key(r: _Reader, raw: dict, where: str) -> DeliveryKey | None:
     meter, kind = raw.get("meter"), raw.get("kind")
     window, level = raw.get("window"), raw.get("level")
-    if isinstance(meter, str) and isinstance(kind, str) and _is_number(window) and _is_number(level):
+    if isinstance(meter, str) and isinstance(kind, str) and is_number(window) and is_number(level):
         return DeliveryKey(meter, kind, float(window), float(level))
     r.drop(where)
     return None
@@ -520,7 +521,7 @@ def _ledger(r: _Reader, top: dict, state: State) -> None:
             continue
         channels: Deliveries = {}
         for channel, at in r.mapping(raw.get("channels"), "ledger.channels").items():
-            if at is None or _is_number(at):
+            if at is None or is_number(at):
                 channels[channel] = None if at is None else float(at)
             else:
                 r.drop("ledger.channels")
@@ -549,14 +550,14 @@ def _ledger_from_v1(r: _Reader, top: dict, state: State) -> None:
         window = memory.window_key
         reminded = r.mapping(raw.get("reminded"), f"meters.{meter_id}.reminded")
         for channel, level in r.mapping(raw.get("sent"), f"meters.{meter_id}.sent").items():
-            if not _is_number(level) or level <= 0:
+            if not is_number(level) or level <= 0:
                 r.drop(f"meters.{meter_id}.sent")
                 continue
             at = reminded.get(channel)
-            at = float(at) if _is_number(at) else fallback
+            at = float(at) if is_number(at) else fallback
             key = DeliveryKey(meter_id, "threshold", window, float(level))
             state.ledger.setdefault(key, {})[channel] = at
-            if _is_number(reminded.get(channel)) and level >= 100:
+            if is_number(reminded.get(channel)) and level >= 100:
                 state.ledger.setdefault(DeliveryKey(meter_id, "reminder", window, float(level)), {})[
                     channel
                 ] = at
@@ -634,7 +635,7 @@ def _parse(raw: bytes) -> tuple[str | None, object]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return "is not valid JSON (corrupt or truncated)", None
-    if not isinstance(data, dict) or not _is_number(data.get("version")):
+    if not isinstance(data, dict) or not is_number(data.get("version")):
         return "has no version", None
     if data["version"] > STATE_VERSION:
         return f"is from a newer version ({data['version']})", None
