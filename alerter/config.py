@@ -688,6 +688,9 @@ def _thresholds(v: _Validator, data: Mapping[str, Any]) -> dict[str, tuple[float
     return result
 
 
+RULE_KEYS = {"long_hours", "short_hours", "burn_rate", "hold_hours", "within_hours"}
+
+
 def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
     v.keys(
         section,
@@ -738,7 +741,7 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             if not isinstance(item, dict):
                 v.problem(where, "must be a mapping with long_hours, short_hours and burn_rate")
                 continue
-            v.keys(item, where + ".", {"long_hours", "short_hours", "burn_rate", "hold_hours"})
+            v.keys(item, where + ".", RULE_KEYS)
             missing = [k for k in ("long_hours", "short_hours") if k not in item]
             for key in missing:
                 v.problem(f"{where}.{key}", "is required")
@@ -748,10 +751,11 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             short = v.number(item, f"{where}.short_hours", 24.0, 0.01, 24 * 62)
             burn = v.number(item, f"{where}.burn_rate", 1.0, 0.1, 100)
             hold = v.number(item, f"{where}.hold_hours", 0.0, 0, 24 * 31)
+            within = v.number(item, f"{where}.within_hours", 0.0, 0, 24 * 62)
             if short >= long:
                 v.problem(f"{where}.short_hours", f"must be shorter than long_hours ({long:g})")
                 continue
-            parsed.append(Rule(long * 3600, short * 3600, burn, hold * 3600))
+            parsed.append(Rule(long * 3600, short * 3600, burn, hold * 3600, within * 3600))
         rules[kind] = tuple(parsed)
     return ForecastSettings(
         enabled=enabled, severity=severity, min_elapsed=min_elapsed, rearm_below=rearm / 100, rules=rules

@@ -10,11 +10,14 @@ by the reset; above 1 the meter runs out early. A rule pairs a long lookback (en
 to be significant) with a short one (it is still happening), and fires when both burn at
 least its factor. One busy morning raises the short lookback only; a burst that ended
 days ago keeps the long one high while the short one has calmed down; neither fires.
-Two refinements, both measured with ``bench/alert_quality.py``: once a window kind's
-``min_elapsed`` share has passed, a lookback longer than the window so far is measured
-since the window began (it began empty), so a window that runs out fast is warned
-before its lookbacks fill; and a rule with a ``hold`` fires only on a pace that also
-fired it that long ago and half that long ago, which a shorter burst never does.
+Three refinements, all measured with ``bench/alert_quality.py``: a rule ``within`` a
+horizon fires only on a pace that also runs the meter out within it, so it waits until
+a warning that early is needed (a burst that would run the meter out a week from now
+has usually ended by then; one that runs it out in a day has not); once a window
+kind's ``min_elapsed`` share has passed, a lookback longer than the window so far is
+measured since the window began (it began empty), so a window that runs out fast is
+warned before its lookbacks fill; and a rule with a ``hold`` fires only on a pace that
+also fired it that long ago and half that long ago, which a shorter burst never does.
 
 History, per meter, is a list of segments, one per window seen, newest last::
 
@@ -67,12 +70,14 @@ COVERAGE_SLACK = 0.05
 @dataclass(frozen=True)
 class Rule:
     """A long and a short lookback that must both burn at least ``burn_rate``, now and,
-    with ``hold_seconds``, also that long ago and half that long ago (the pace held)."""
+    with ``hold_seconds``, also that long ago and half that long ago (the pace held);
+    with ``within_seconds``, at a pace that also runs the meter out within that long."""
 
     long_seconds: float
     short_seconds: float
     burn_rate: float
     hold_seconds: float = 0.0
+    within_seconds: float = 0.0
 
     @property
     def reach(self) -> float:
@@ -86,19 +91,23 @@ def _slowest_first(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
 
 
 def _rules(*rules: tuple[float, ...]) -> tuple[Rule, ...]:
-    """Given (long hours, short hours, burn rate[, hold hours]) each, return the rules."""
+    """Given (long hours, short hours, burn rate[, hold hours[, within hours]]) each,
+    return the rules."""
     return tuple(Rule(*(x * HOUR for x in r[:2]), r[2], *(x * HOUR for x in r[3:])) for r in rules)
 
 
 # Chosen with bench/tune_forecast.py on the training part of bench/alert_quality.py only
-# (see the README). The slow rule of each kind fires on a pace that runs out before the
-# reset, once its long lookback holds a whole weekly rhythm (most of a 5-hour window);
-# for the month and the 5-hour window only on a pace 1.2 times too fast: near-limit
-# windows with some noise otherwise fire on a pace that does not quite run out. The fast
-# rule warns earlier, of a pace that runs out in half the time left.
+# (see the README). For a month: a pace over a whole week (its weekly rhythm) twice too
+# fast is told at once; one 1.2 times too fast only once it runs out within 5 days, and
+# a day's pace (a late surge, a burst that may run the month out) once it runs out
+# within 42 hours: a burst usually ends before that, a change of pace does not. For the
+# week and the 5-hour window, the slow rule fires on a pace that runs out before the
+# reset (1.2 times too fast for 5 hours: near-limit windows with some noise otherwise
+# fire on a pace that does not quite run out); the fast one warns earlier, of a pace
+# that runs out in half the time left. No horizon helped them on the training part.
 DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
-    "period": _rules((168, 24, 1.2), (72, 6, 2.0)),
-    "monthly": _rules((168, 24, 1.2), (72, 6, 2.0)),
+    "period": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
+    "monthly": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
     "weekly": _rules((72, 6, 1.0), (24, 2, 2.0)),
     "5h": _rules((2, 0.5, 1.2), (1, 0.25, 2.0)),
 }
@@ -428,10 +437,12 @@ def _fires_at(
     used = used_at(pts, when)
     if used >= 1 or when >= end:
         return False
-    needed = (1 - used) / (end - when)
+    threshold = rule.burn_rate * (1 - used) / (end - when)
+    if rule.within_seconds:
+        threshold = max(threshold, (1 - used) / rule.within_seconds)
     long = firing_rate(pts, when, rule.long_seconds, start, earliest)
     short = firing_rate(pts, when, rule.short_seconds, start, earliest)
-    return long is not None and short is not None and min(long, short) >= rule.burn_rate * needed - 1e-15
+    return long is not None and short is not None and min(long, short) >= threshold - 1e-15
 
 
 def assess(

@@ -1,7 +1,7 @@
 """How the forecast's defaults were chosen: candidate settings on the TRAINING part only.
 
 For each group of window kinds, every candidate (a list of rules and a minimum elapsed
-share) is measured with ``bench/alert_quality.py`` on the training part (seed 1, the
+percent) is measured with ``bench/alert_quality.py`` on the training part (seed 1, the
 training shapes); the held-out part is never generated here. The choice, per group: of
 the candidates that meet every target (recall, false alarms, at least the naive
 projection's recall, at most two alerts per window) on every kind of the group, the one
@@ -27,49 +27,61 @@ import alert_quality as bench  # noqa: E402
 
 from alerter.config import build_config  # noqa: E402
 
-# Per group: the kinds, candidate rules (long hours, short hours, burn rate, hold hours),
-# and candidate minimum elapsed percents; every pair of the two is measured.
+# Per group: the kinds, candidate rules (long hours, short hours, burn rate, hold hours,
+# within hours; 0 = none), and candidate minimum elapsed percents; every pair of the two
+# is measured.
 CANDIDATES = {
     "long": (
         ("period", "monthly"),
         [
-            [(168, 24, 1.0, 0), (72, 6, 2.0, 0)],  # the rules before issue 13
-            [(168, 24, 1.2, 0), (72, 6, 2.0, 0)],
-            [(168, 24, 1.1, 24), (72, 6, 2.0, 24)],
-            [(168, 24, 1.0, 0), (72, 12, 2.0, 24)],
+            [(168, 24, 1.0, 0, 0), (72, 6, 2.0, 0, 0)],  # the rules before issue 13
+            [(168, 24, 1.2, 0, 0), (72, 6, 2.0, 0, 0)],  # its first round
+            [(168, 24, 1.1, 24, 0), (72, 6, 2.0, 24, 0)],
+            [(168, 24, 1.2, 0, 96), (72, 6, 2.0, 0, 96)],
+            [(168, 24, 1.2, 0, 120), (72, 6, 2.0, 0, 120)],
+            [(168, 24, 1.2, 0, 144), (72, 6, 2.0, 0, 144)],
+            [(168, 24, 1.5, 0, 0), (168, 24, 1.2, 0, 120), (72, 6, 2.0, 0, 120)],
+            [(168, 24, 2.0, 0, 0), (168, 24, 1.2, 0, 120), (72, 6, 2.0, 0, 120)],
+            [(168, 24, 2.0, 0, 0), (168, 24, 1.2, 0, 120), (72, 6, 2.0, 0, 120), (24, 3, 1.0, 0, 36)],
+            [(168, 24, 2.0, 0, 0), (168, 24, 1.2, 0, 120), (72, 6, 2.0, 0, 120), (24, 3, 1.0, 0, 48)],
+            [(168, 24, 2.0, 0, 0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 36)],
+            [(168, 24, 2.0, 0, 0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)],
+            [(168, 24, 2.0, 0, 0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 48)],
         ],
-        (10, 25, 90),
+        (25,),
     ),
     "weekly": (
         ("weekly",),
         [
-            [(72, 6, 1.0, 0), (24, 2, 2.0, 0)],  # the rules before issue 13
-            [(72, 6, 1.1, 0), (24, 2, 2.0, 0)],
-            [(72, 6, 1.0, 6), (24, 2, 2.0, 0)],
-            [(72, 6, 1.0, 12), (24, 2, 2.0, 0)],
-            [(72, 6, 1.1, 12), (24, 2, 2.0, 0)],
-            [(72, 6, 1.0, 12), (24, 2, 2.0, 6)],
+            [(72, 6, 1.0, 0, 0), (24, 2, 2.0, 0, 0)],  # the rules before issue 13, kept
+            [(72, 6, 1.0, 12, 0), (24, 2, 2.0, 6, 0)],
+            [(72, 6, 1.0, 0, 36), (24, 2, 2.0, 0, 36)],
+            [(72, 6, 1.0, 0, 48), (24, 2, 2.0, 0, 48)],
+            [(72, 6, 1.0, 0, 60), (24, 2, 1.0, 0, 30)],
+            [(72, 6, 1.0, 0, 60), (24, 2, 1.0, 4, 30)],
+            [(72, 6, 1.0, 0, 48), (24, 2, 2.0, 0, 48), (12, 2, 1.0, 0, 24)],
+            [(72, 6, 2.0, 0, 0), (72, 6, 1.0, 0, 48), (24, 3, 1.0, 0, 18)],
         ],
-        (10, 20, 40, 90),
+        (40,),
     ),
     "5h": (
         ("5h",),
         [
-            [(2, 0.5, 1.0, 0), (1, 0.25, 2.0, 0)],  # the rules before issue 13
-            [(2, 0.5, 1.1, 0), (1, 0.25, 2.0, 0)],
-            [(2, 0.5, 1.2, 0), (1, 0.25, 2.0, 0)],
-            [(2, 0.5, 1.1, 0.25), (1, 0.25, 2.0, 0)],
-            [(2, 0.5, 1.0, 0), (1, 0.25, 2.0, 0.25)],
-            [(2, 0.5, 1.1, 0), (1, 0.25, 2.5, 0)],
+            [(2, 0.5, 1.0, 0, 0), (1, 0.25, 2.0, 0, 0)],  # the rules before issue 13
+            [(2, 0.5, 1.2, 0, 0), (1, 0.25, 2.0, 0, 0)],  # its first round, kept
+            [(2, 0.5, 1.2, 0, 1.5), (1, 0.25, 2.0, 0, 1.5)],
+            [(2, 0.5, 1.0, 0, 2), (1, 0.25, 1.5, 0, 1.5)],
+            [(2, 0.5, 1.0, 0, 1.5), (1, 0.25, 1.0, 0, 1)],
         ],
-        (20, 30, 40, 90),
+        (30,),
     ),
 }
 
 
 def config_for(kinds: tuple[str, ...], rules: list, min_elapsed: float):
     """Return the config with these rules and minimum elapsed percent for ``kinds``."""
-    items = [{"long_hours": a, "short_hours": b, "burn_rate": c, "hold_hours": d} for a, b, c, d in rules]
+    keys = ("long_hours", "short_hours", "burn_rate", "hold_hours", "within_hours")
+    items = [dict(zip(keys, rule, strict=True)) for rule in rules]
     forecast = {
         "rules": dict.fromkeys(kinds, items),
         "min_elapsed_percent": dict.fromkeys(kinds, min_elapsed),

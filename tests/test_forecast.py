@@ -80,13 +80,20 @@ def steady(rate_per_day: float, days: float, step: float = HOUR):
 
 
 def test_a_pace_that_runs_out_before_the_reset_fires_the_slow_rule():
+    rules = forecast.DEFAULT_RULES["period"]
     pts = steady(0.04, 10)  # 4 % a day: 40 % after 10 days, empty on day 25 of 30
-    a = assess(pts, 10 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
-    assert a.firing == forecast.DEFAULT_RULES["period"][0]
+    a = assess(pts, 10 * DAY, 0.0, MONTH, rules, ForecastSettings())
     assert a.pace == pytest.approx(0.04 / DAY)
     assert a.projected_at_reset == pytest.approx(1.2)
     assert a.exhaustion_at == pytest.approx(25 * DAY)
     assert not a.safe
+    assert a.firing is None  # 1.2 times too fast is told only once it runs out within 5 days
+    slower = steady(0.036, 23)  # runs out on day 27.8: within 5 days from day 22.8 on
+    assert assess(slower[:-24], 22 * DAY, 0.0, MONTH, rules, ForecastSettings()).firing is None
+    assert assess(slower, 23 * DAY, 0.0, MONTH, rules, ForecastSettings()).firing == rules[1]
+    # Twice too fast over a whole week is told at once.
+    fast = steady(0.06, 8)  # 48 % after 8 days; what is left lasts only 22 / 2.5 days more
+    assert assess(fast, 8 * DAY, 0.0, MONTH, rules, ForecastSettings()).firing == rules[0]
 
 
 def test_a_pace_that_lasts_does_not_fire_and_is_safe():
@@ -156,6 +163,42 @@ def test_a_rule_with_a_hold_fires_on_a_pace_that_held_not_on_a_burst():
     assert assess(eight, eight[-1][0], 0.0, MONTH, (held,), ForecastSettings()).firing == held
 
 
+def test_a_rule_within_a_horizon_waits_until_running_out_is_that_close():
+    # 4 % a day from the start of a 30-day month: runs out on day 25. A rule within
+    # 5 days fires once running out is 5 days away (day 20), not on day 10.
+    rule, within = Rule(7 * DAY, DAY, 1.0), Rule(7 * DAY, DAY, 1.0, 0.0, 5 * DAY)
+    early, late = steady(0.04, 10), steady(0.04, 20.5)
+    assert assess(early, 10 * DAY, 0.0, MONTH, (rule,), ForecastSettings()).firing == rule
+    assert assess(early, 10 * DAY, 0.0, MONTH, (within,), ForecastSettings()).firing is None
+    assert assess(late[:-12], 20 * DAY - HOUR, 0.0, MONTH, (within,), ForecastSettings()).firing is None
+    assert assess(late, 20.5 * DAY, 0.0, MONTH, (within,), ForecastSettings()).firing == within
+    # It still fires only on a pace that runs out before the reset: 1 % a day from day 20
+    # on, with 85 % used, runs out 15 days later, long after the reset.
+    near = [(t, u) for t, u in steady(0.01, 27) if t >= 20 * DAY]
+    near = [(t, 0.85 + u - near[0][1]) for t, u in near]
+    assert assess(near, 27 * DAY, 0.0, MONTH, (within,), ForecastSettings()).firing is None
+
+
+def test_a_burst_that_ends_before_running_out_is_close_is_not_told():
+    # 2 % a day, then a 2-day burst of 10 % a day from day 10: at that pace the month
+    # would run out days after the burst, so the default rules wait; it stops, 2 % a
+    # day lasts to the reset (76 %), and nothing was said.
+    rules = forecast.DEFAULT_RULES["period"]
+    pts = steady(0.02, 10)
+    pts += [(10 * DAY + h * HOUR, 0.2 + 0.1 * h / 24) for h in range(1, 49)]
+    pts += [(12 * DAY + h * HOUR, 0.4 + 0.02 * h / 24) for h in range(1, 24 * 5)]
+    fired = [
+        t
+        for t, _ in pts
+        if t >= 8 * DAY
+        and assess([p for p in pts if p[0] <= t], t, 0.0, MONTH, rules, ForecastSettings()).firing
+    ]
+    # At its end the burst burns more than twice the pace that lasts (24 h and 3 h).
+    needed = (1 - 0.4) / (MONTH - 12 * DAY)
+    assert min(burn(pts[: 12 * 24 + 1], 12 * DAY, s) for s in (DAY, 3 * HOUR)) > 2 * needed
+    assert fired == []
+
+
 def test_a_used_up_meter_is_left_to_the_100_percent_threshold():
     pts = steady(0.1, 11)
     a = assess(pts, 11 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
@@ -196,10 +239,9 @@ def test_evaluate_sends_one_forecast_per_episode_with_when_and_a_daily_budget():
     sent, state = run_hourly(uses)
     (when, alert), *more = forecasts(sent)
     assert more == []
-    assert 6.5 * DAY <= when - START <= 7 * DAY  # once (nearly) a week of pace is known
+    assert when - START == 10 * DAY  # once the week's pace is twice what lasts to the reset
     assert alert.severity == "warning"
-    assert alert.title.startswith("Factory standard runs out Sun 21 Dec 00:0")
-    assert alert.title.endswith(" at this pace, 9d 23h before the reset")
+    assert alert.title == "Factory standard runs out Sat 20 Dec 23:59 at this pace, 10d 0h before the reset"
     assert "pace over the last 7 days: 5.0% a day (1M tokens)" in alert.body
     assert "To last until the reset: at most" in alert.body
     episode = state.meters["standard"].episode
@@ -208,7 +250,7 @@ def test_evaluate_sends_one_forecast_per_episode_with_when_and_a_daily_budget():
 
 def test_a_failed_channel_stays_due_and_the_others_are_not_told_twice(tmp_path):
     cfg = config({"notify": {"urls": ["json://127.0.0.1:9/a", "json://127.0.0.1:9/b"]}})
-    uses = [0.05 * h / 24 for h in range(1, 10 * 24)]
+    uses = [0.05 * h / 24 for h in range(1, 12 * 24)]
     state = State()
     delivered = []
     for hour, used in enumerate(uses, 1):
@@ -225,7 +267,7 @@ def test_a_failed_channel_stays_due_and_the_others_are_not_told_twice(tmp_path):
 
 
 def test_a_calm_week_rearms_and_a_new_window_starts_afresh():
-    fast = [0.05 * h / 24 for h in range(1, 8 * 24)]  # 40 % after 8 days: warned
+    fast = [0.08 * h / 24 for h in range(1, 8 * 24)]  # 64 % after 8 days: warned
     calm = [fast[-1] + 0.005 * h / 24 for h in range(1, 10 * 24)]  # then 0.5 % a day
     fast_again = [calm[-1] + 0.08 * h / 24 for h in range(1, 4 * 24)]
     sent, state = run_hourly(fast + calm + fast_again)
@@ -367,7 +409,8 @@ def test_forecast_config_defaults_and_overrides():
     default = config().forecast
     assert default.enabled and default.severity == "warning"
     assert {k: default.min_elapsed_for(k) for k in forecast.WINDOW_KINDS} == forecast.DEFAULT_MIN_ELAPSED
-    assert [r.long_seconds / HOUR for r in default.rules_for("period")] == [168, 72]
+    assert [r.long_seconds / HOUR for r in default.rules_for("period")] == [168, 168, 24]
+    assert [r.within_seconds / HOUR for r in default.rules_for("period")] == [0, 120, 42]
     custom = config(
         {"forecast": {"severity": "critical", "rules": {"period": [{"long_hours": 48, "short_hours": 4}]}}}
     ).forecast
@@ -472,6 +515,13 @@ def test_the_minimum_elapsed_percent_and_a_hold_per_window_kind():
     assert custom.min_elapsed_for("5h") == 0.4
     assert custom.min_elapsed_for("period") == forecast.DEFAULT_MIN_ELAPSED["period"]
     assert custom.rules_for("weekly") == (Rule(48 * HOUR, 6 * HOUR, 1.0, 12 * HOUR),)
+    within = config(
+        {"forecast": {"rules": {"5h": [{"long_hours": 2, "short_hours": 0.5, "within_hours": 1.5}]}}}
+    ).forecast
+    assert within.rules_for("5h") == (Rule(2 * HOUR, 0.5 * HOUR, 1.0, 0.0, 1.5 * HOUR),)
+    with pytest.raises(ConfigError) as err:
+        config({"forecast": {"rules": {"5h": [{"long_hours": 2, "short_hours": 0.5, "within_hours": -1}]}}})
+    assert any(p.startswith("At 'forecast.rules.5h[0].within_hours': must be") for p in err.value.problems)
     with pytest.raises(ConfigError) as err:
         config({"forecast": {"min_elapsed_percent": {"daily": 10, "5h": 95}}})
     assert any(

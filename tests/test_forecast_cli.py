@@ -10,6 +10,11 @@ from tests.test_backtest import trace_lines
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# A rule that tells the sample month's pace (1.1 to 1.2 times too fast) at once, within a week;
+# the defaults wait until it runs out within 5 days.
+EARLY = {"period": [{"long_hours": 168, "short_hours": 24, "burn_rate": 1.0}]}
+
+
 def run_through(app, lines):
     for line in lines:
         app.now = line["at"] / 1000
@@ -25,7 +30,7 @@ def test_status_shows_the_pace_the_use_at_reset_and_when_it_runs_out(app):
     lines = result.out.splitlines()
     meter = next(i for i, line in enumerate(lines) if line.startswith("standard "))
     pace, outlook = lines[meter + 1 : meter + 3]
-    assert pace.startswith("  pace ") and " a day over 7 days (3 days " in pace and "6 h" in pace
+    assert pace.startswith("  pace ") and " a day over 7 days (24 h " in pace and ", 3 h " in pace
     assert outlook.startswith("  at this pace: 1") and "% at the reset, runs out" in outlook
     assert outlook.endswith(" early)") and all(len(line) <= 80 for line in lines[:-1])
     data = json.loads(app("status", "--json").out)
@@ -33,7 +38,7 @@ def test_status_shows_the_pace_the_use_at_reset_and_when_it_runs_out(app):
     fc = standard["forecast"]
     assert fc["projected_percent_at_reset"] > 100 and fc["runs_out_before_reset"] is True
     assert fc["exhaustion_at"].endswith("Z") and fc["pace_percent_per_day"] > 0
-    assert set(fc["burn_percent_per_day"]) == {"6h", "24h", "72h", "168h"}
+    assert set(fc["burn_percent_per_day"]) == {"3h", "24h", "168h"}
 
 
 def test_status_says_when_there_is_no_history_yet(app):
@@ -47,7 +52,7 @@ def test_status_says_when_there_is_no_history_yet(app):
 def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver, smtp):
     app.write_config(
         {
-            "forecast": {"severity": "critical"},
+            "forecast": {"severity": "critical", "rules": EARLY},
             "notify": {
                 "channels": [
                     {"url": smtp.apprise_url, "name": "email", "severities": ["info", "warning"]},
@@ -56,15 +61,15 @@ def test_the_forecast_goes_to_the_channels_that_take_its_severity(app, receiver,
             },
         }
     )
-    run_through(app, trace_lines()[: 10 * 24])  # the forecast comes on day 9
+    run_through(app, trace_lines()[: 10 * 24])  # with EARLY the forecast comes within a week
     (page,) = receiver.messages()
     assert "runs out" in page["title"] and page["type"] == "failure"
     assert all("runs out" not in m["Subject"] for m in smtp.messages)
 
 
 def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
-    app.write_config({"notify": {"urls": [receiver.apprise_url]}})
-    lines = trace_lines()[: 10 * 24]  # the forecast comes on day 9
+    app.write_config({"notify": {"urls": [receiver.apprise_url]}, "forecast": {"rules": EARLY}})
+    lines = trace_lines()[: 10 * 24]  # with EARLY the forecast comes within a week
     receiver.fail = True
     codes = []
     for line in lines:

@@ -126,7 +126,8 @@ def test_a_five_hour_window_is_forecast_on_its_pace_since_it_began_from_the_shar
 
 
 def test_a_forecast_rearms_only_when_every_long_lookback_is_safe(app, tmp_path):
-    # 5 % a day for 8 days (warned on day 7), then 0.5 % a day for 2.5 days, then 8 % a day.
+    # With a 168-hour and a 72-hour rule (the defaults of an earlier release): 5 % a day
+    # for 8 days (warned on day 7), then 0.5 % a day for 2.5 days, then 8 % a day.
     # During the calm spell the 72-hour lookback soon projects a safe end (below 90 %) for
     # more than the 24 hours that re-arming needs; the 168-hour one still holds the fast
     # week and does not. The episode goes on, and the renewed fast pace is not announced
@@ -143,5 +144,8 @@ def test_a_forecast_rearms_only_when_every_long_lookback_is_safe(app, tmp_path):
         {"at": (START + h * HOUR) * 1000, "usage": period_usage(int(used(h) * ALLOWANCE))}
         for h in range(1, 12 * 24)
     ]
-    notes = backtest(app, tmp_path, lines, {"thresholds": {"default": [100]}})
+    rules = {"period": [{"long_hours": 168, "short_hours": 24, "burn_rate": 1.2}]}
+    rules["period"].append({"long_hours": 72, "short_hours": 6, "burn_rate": 2.0})
+    config = {"thresholds": {"default": [100]}, "forecast": {"rules": rules}}
+    notes = backtest(app, tmp_path, lines, config)
     assert [(hours_after_start(n), n["kind"]) for n in notes] == [(160.0, "forecast")]
