@@ -101,15 +101,15 @@ def _rules(*rules: tuple[float, ...]) -> tuple[Rule, ...]:
 # fast is told at once; one 1.2 times too fast only once it runs out within 5 days, and
 # a day's pace (a late surge, a burst that may run the month out) once it runs out
 # within 42 hours: a burst usually ends before that, a change of pace does not. For the
-# week and the 5-hour window, the slow rule fires on a pace that runs out before the
-# reset (1.2 times too fast for 5 hours: near-limit windows with some noise otherwise
-# fire on a pace that does not quite run out); the fast one warns earlier, of a pace
-# that runs out in half the time left. No horizon helped them on the training part.
+# week: a pace over 3 days that runs out within 60 hours, or a day's within 36. For the
+# 5-hour window: a pace over 2 hours 1.2 times too fast (near-limit windows with some
+# noise otherwise fire on a pace that does not quite run out), over an hour twice too
+# fast, or over half an hour running out within 45 minutes.
 DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
     "period": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
     "monthly": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
-    "weekly": _rules((72, 6, 1.0), (24, 2, 2.0)),
-    "5h": _rules((2, 0.5, 1.2), (1, 0.25, 2.0)),
+    "weekly": _rules((72, 6, 1.0, 0, 60), (24, 2, 1.0, 0, 36)),
+    "5h": _rules((2, 0.5, 1.2), (1, 0.25, 2.0), (0.5, 0.25, 1.0, 0, 0.75)),
 }
 
 # Per window kind, the share of the window from which the pace since the window began

@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("training", "held-out", "both"), default="both")
     parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
-    parser.add_argument("--per-shape", type=int, help="windows per shape and kind (default 16)")
+    parser.add_argument("--per-shape", type=int, help="windows per shape and kind (default 48)")
     parser.add_argument("--by-shape", action="store_true", help="also show each kind per shape")
     parser.add_argument("--config", metavar="PATH", help="a config file whose forecast settings to measure")
     parser.add_argument(
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     )
     args = parser.parse_args(argv)
     if args.per_shape is None:
-        args.per_shape = 2 if args.smoke else 16
+        args.per_shape = 2 if args.smoke else 48
     env = {"HOME": "/nonexistent"}
     config = load_config(args.config, env) if args.config else build_config({}, None, env)
     parts = ("training", "held-out") if args.part == "both" else (args.part,)
