@@ -66,6 +66,12 @@ THINNING = {
 # A lookback counts as covered when history reaches back this share of it.
 COVERAGE_SLACK = 0.05
 
+# The readings around a lookback's start may be up to this many lookbacks apart. The
+# shipped timers run every 15 minutes with up to 2 minutes of random delay, so two runs
+# are 13 to 17 minutes apart: a 15-minute lookback between them is still measured; one
+# across a missed run is not.
+MAX_GAP = 1.5
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -87,7 +93,7 @@ class Rule:
 
 @functools.lru_cache(maxsize=64)
 def _slowest_first(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
-    return tuple(sorted(rules, key=lambda r: -r.long_seconds))
+    return tuple(sorted(rules, key=lambda r: (-r.long_seconds, -r.short_seconds)))
 
 
 def _rules(*rules: tuple[float, ...]) -> tuple[Rule, ...]:
@@ -389,9 +395,9 @@ def burn(pts: Sequence[tuple[float, float]], now: float, seconds: float) -> floa
     """Given points ending at ``now``, return the pace over the last ``seconds``, or None.
 
     None when history does not reach back that far, or when the readings around the
-    lookback's start are further apart than the lookback itself: a pace spread evenly
-    over a gap in the history is a guess, not a measurement. Use is cumulative: a dip
-    (a correction by the server) counts as no use, not as negative use.
+    lookback's start are further apart than :data:`MAX_GAP` lookbacks: a pace spread
+    evenly over a gap in the history is a guess, not a measurement. Use is cumulative: a
+    dip (a correction by the server) counts as no use, not as negative use.
     """
     if len(pts) < 2 or pts[0][0] > now - seconds * (1 - COVERAGE_SLACK):
         return None
@@ -399,11 +405,11 @@ def burn(pts: Sequence[tuple[float, float]], now: float, seconds: float) -> floa
     if now - since <= 0:
         return None
     i = bisect.bisect_right(pts, (since, math.inf))
-    if 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > seconds:
+    if 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > MAX_GAP * seconds:
         return None
     if now < pts[-1][0]:  # a pace some time ago (a rule's hold): the readings around then
         j = bisect.bisect_right(pts, (now, math.inf))
-        if 0 < j < len(pts) and pts[j][0] - pts[j - 1][0] > seconds:
+        if 0 < j < len(pts) and pts[j][0] - pts[j - 1][0] > MAX_GAP * seconds:
             return None
         return max(0.0, used_at(pts, now) - used_at(pts, since)) / (now - since)
     return max(0.0, pts[-1][1] - used_at(pts, since)) / (now - since)

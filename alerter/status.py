@@ -46,7 +46,7 @@ def meter_line(meter: Meter, now: float) -> str:
 def forecast_lines(meter: Meter, forecast: Assessment | None, now: float) -> list[str]:
     """Given a meter and its forecast, return the status lines about its pace.
 
-    For example ``  pace 4.1% a day over 7 days (3 days 4.5%, 24 h 3.9%, 6 h 0.0%)`` and
+    For example ``  pace 4.1% a day over 7 days (24 h 3.9%, 3 h 0.0%)`` and
     ``  at this pace: 124% at the reset, runs out Wed 12 Nov 14:22 (6d 0h early)``.
     """
     if forecast is None:

@@ -4,7 +4,8 @@ every window kind the job forecasts.
 Generates seeded synthetic usage windows of each kind (the per-period token allowance,
 and the monthly, weekly and 5-hour limit windows), samples each at the job's cadence
 (hourly for the allowance and the monthly and weekly windows, every 15 minutes for the
-5-hour window), and feeds every sample, as Factory's answer, through
+5-hour window; each run up to 2 minutes late, as the shipped timers' random delay makes
+it), and feeds every sample, as Factory's answer, through
 ``alerter.decide.decide`` (the one decision ``run`` makes) in a loop that keeps the state
 in memory and counts every alert as delivered, as ``backtest`` does. It measures the
 forecast alerts alone:
@@ -150,6 +151,7 @@ PARTS = {
     "training": (1, TRAINING_SHAPES),
     "held-out": (1001, TRAINING_SHAPES + HELD_OUT_SHAPES),
 }
+TIMER_DELAY = 120  # seconds: each run starts up to this late (the timers' RandomizedDelaySec)
 NOISE = (0.2, 0.6, 1.2)  # sigma of the per-step lognormal noise: light, medium, heavy
 
 
@@ -270,13 +272,15 @@ def generate(kind_name: str, shape: str, rng: random.Random) -> Window:
     stop = n if exhausted is None else (exhausted - start) / kind.tick
     changed = max([e for e in events if e <= stop], default=0)
     times, used = [], []
-    t = start + rng.uniform(10, kind.cadence - 10)  # the timer fires at some second of each step
-    while t < start + length:
+    first = start + rng.uniform(10, kind.cadence - 10)  # the timer fires at some second of each step
+    for run in range(int(length // kind.cadence) + 1):
+        t = first + run * kind.cadence + rng.uniform(0, TIMER_DELAY)
+        if t >= start + length:
+            break
         frac = (t - start) / kind.tick
         i = min(int(frac), n - 1)
         used.append(cumulative[i] + (cumulative[i + 1] - cumulative[i]) * (frac - i))
         times.append(round(t, 3))
-        t += kind.cadence
     return Window(
         kind_name,
         shape,

@@ -71,6 +71,15 @@ def test_burn_rate_needs_history_that_reaches_back():
     assert burn([(0.0, 0.0), (DAY, 0.5)], DAY, 6 * HOUR) is None
 
 
+def test_a_short_lookback_is_measured_between_runs_the_timer_delayed():
+    # Runs every 15 minutes, each up to 2 minutes late: 17 minutes apart around the start
+    # of a 15-minute lookback still measure it; 30 minutes (a missed run) do not.
+    late = [(0.0, 0.0), (13 * 60.0, 0.013), (30 * 60.0, 0.03)]  # 0.1 % a minute
+    assert burn(late, 30 * 60.0, 15 * 60.0) == pytest.approx(0.001 / 60)
+    missed = [(0.0, 0.0), (30 * 60.0, 0.03), (32 * 60.0, 0.032)]
+    assert burn(missed, 32 * 60.0, 15 * 60.0) is None
+
+
 def test_a_correction_downwards_counts_as_no_use():
     assert burn([(0.0, 0.5), (HOUR, 0.4)], HOUR, HOUR) == 0.0
 
@@ -79,7 +88,7 @@ def steady(rate_per_day: float, days: float, step: float = HOUR):
     return [(t * step, rate_per_day * t * step / DAY) for t in range(int(days * DAY / step) + 1)]
 
 
-def test_a_pace_that_runs_out_before_the_reset_fires_the_slow_rule():
+def test_a_pace_a_little_too_fast_waits_and_one_twice_too_fast_fires_at_once():
     rules = forecast.DEFAULT_RULES["period"]
     pts = steady(0.04, 10)  # 4 % a day: 40 % after 10 days, empty on day 25 of 30
     a = assess(pts, 10 * DAY, 0.0, MONTH, rules, ForecastSettings())
@@ -170,12 +179,13 @@ def test_a_rule_within_a_horizon_waits_until_running_out_is_that_close():
     early, late = steady(0.04, 10), steady(0.04, 20.5)
     assert assess(early, 10 * DAY, 0.0, MONTH, (rule,), ForecastSettings()).firing == rule
     assert assess(early, 10 * DAY, 0.0, MONTH, (within,), ForecastSettings()).firing is None
-    assert assess(late[:-12], 20 * DAY - HOUR, 0.0, MONTH, (within,), ForecastSettings()).firing is None
+    assert assess(late[:-13], 20 * DAY - HOUR, 0.0, MONTH, (within,), ForecastSettings()).firing is None
     assert assess(late, 20.5 * DAY, 0.0, MONTH, (within,), ForecastSettings()).firing == within
-    # It still fires only on a pace that runs out before the reset: 1 % a day from day 20
-    # on, with 85 % used, runs out 15 days later, long after the reset.
-    near = [(t, u) for t, u in steady(0.01, 27) if t >= 20 * DAY]
-    near = [(t, 0.85 + u - near[0][1]) for t, u in near]
+    # It still fires only on a pace that runs out before the reset: 2.5 % a day from day
+    # 20 on, from 72.5 %, is at 90 % on day 27 and runs out 4 days later, within 5 days
+    # but a day after the reset.
+    near = [(t, u) for t, u in steady(0.025, 27) if t >= 20 * DAY]
+    near = [(t, 0.725 + u - near[0][1]) for t, u in near]
     assert assess(near, 27 * DAY, 0.0, MONTH, (within,), ForecastSettings()).firing is None
 
 
