@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from alerter.errors import ConfigError
-from alerter.forecast import DEFAULT_MIN_ELAPSED, DEFAULT_RULES, WINDOW_KINDS, ForecastSettings, Rule
+from alerter.forecast import (
+    DEFAULT_MIN_ELAPSED,
+    DEFAULT_NOISE_MARGIN,
+    DEFAULT_RULES,
+    WINDOW_KINDS,
+    ForecastSettings,
+    Rule,
+)
 from alerter.redact import is_loopback_url, mask_url, redact
 from alerter.state import is_number
 
@@ -695,7 +702,15 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
     v.keys(
         section,
         "forecast.",
-        {"enabled", "severity", "min_elapsed_percent", "min_elapsed_share", "rearm_below_percent", "rules"},
+        {
+            "enabled",
+            "severity",
+            "min_elapsed_percent",
+            "min_elapsed_share",
+            "noise_margin",
+            "rearm_below_percent",
+            "rules",
+        },
     )
     enabled = v.boolean(section, "forecast.enabled", True)
     severity = v.choice(section, "forecast.severity", "warning", SEVERITIES)
@@ -710,17 +725,12 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             min_share,
         )
         min_elapsed = dict.fromkeys(WINDOW_KINDS, min_share)
-    elif isinstance(section.get("min_elapsed_percent"), dict):
-        per_kind = section["min_elapsed_percent"]
-        v.keys(per_kind, "forecast.min_elapsed_percent.", set(WINDOW_KINDS))
-        for kind in WINDOW_KINDS:
-            if kind in per_kind:
-                name = f"forecast.min_elapsed_percent.{kind}"
-                min_elapsed[kind] = v.number(per_kind, name, 100 * min_elapsed[kind], 0, 90) / 100
-    elif "min_elapsed_percent" in section:
-        min_elapsed = dict.fromkeys(
-            WINDOW_KINDS, v.number(section, "forecast.min_elapsed_percent", 10.0, 0, 90) / 100
+    else:
+        percents = _per_kind(
+            v, section, "min_elapsed_percent", {k: 100 * x for k, x in min_elapsed.items()}, 90
         )
+        min_elapsed = {kind: percent / 100 for kind, percent in percents.items()}
+    noise_margin = _per_kind(v, section, "noise_margin", DEFAULT_NOISE_MARGIN, 5)
     rearm = v.number(section, "forecast.rearm_below_percent", 90.0, 1, 100)
     rules = dict(DEFAULT_RULES)
     section_rules = v.mapping(section, "forecast.rules")
@@ -758,8 +768,31 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
             parsed.append(Rule(long * 3600, short * 3600, burn, hold * 3600, within * 3600))
         rules[kind] = tuple(parsed)
     return ForecastSettings(
-        enabled=enabled, severity=severity, min_elapsed=min_elapsed, rearm_below=rearm / 100, rules=rules
+        enabled=enabled,
+        severity=severity,
+        min_elapsed=min_elapsed,
+        rearm_below=rearm / 100,
+        rules=rules,
+        noise_margin=noise_margin,
     )
+
+
+def _per_kind(
+    v: _Validator, section: Mapping[str, Any], key: str, defaults: Mapping[str, float], top: float
+) -> dict[str, float]:
+    """Given the forecast section, return ``key``'s number per window kind: one number sets
+    every kind, a mapping the kinds it names; the others keep their defaults."""
+    result = dict(defaults)
+    name = f"forecast.{key}"
+    if isinstance(section.get(key), dict):
+        per_kind = section[key]
+        v.keys(per_kind, name + ".", set(WINDOW_KINDS))
+        for kind in WINDOW_KINDS:
+            if kind in per_kind:
+                result[kind] = v.number(per_kind, f"{name}.{kind}", result[kind], 0, top)
+    elif key in section:
+        result = dict.fromkeys(WINDOW_KINDS, v.number(section, name, 0.0, 0, top))
+    return result
 
 
 def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:

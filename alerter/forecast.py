@@ -10,14 +10,18 @@ by the reset; above 1 the meter runs out early. A rule pairs a long lookback (en
 to be significant) with a short one (it is still happening), and fires when both burn at
 least its factor. One busy morning raises the short lookback only; a burst that ended
 days ago keeps the long one high while the short one has calmed down; neither fires.
-Three refinements, all measured with ``bench/alert_quality.py``: a rule ``within`` a
+Four refinements, all measured with ``bench/alert_quality.py``: a rule ``within`` a
 horizon fires only on a pace that also runs the meter out within it, so it waits until
 a warning that early is needed (a burst that would run the meter out a week from now
 has usually ended by then; one that runs it out in a day has not); once a window
 kind's ``min_elapsed`` share has passed, a lookback longer than the window so far is
 measured since the window began (it began empty), so a window that runs out fast is
 warned before its lookbacks fill; and a rule with a ``hold`` fires only on a pace that
-also fired it that long ago and half that long ago, which a shorter burst never does.
+also fired it that long ago and half that long ago, which a shorter burst never does;
+and with a window kind's noise margin, the pace must clear the threshold by that many
+standard deviations of the use still to come, as far as the window so far shows how
+much use swings from day to day (a noisy day looks like a new pace; a steady one does
+not need the margin).
 
 History, per meter, is a list of segments, one per window seen, newest last::
 
@@ -115,8 +119,20 @@ DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
     "period": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
     "monthly": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
     "weekly": _rules((72, 6, 1.0, 0, 60), (24, 2, 1.0, 0, 36)),
-    "5h": _rules((2, 0.5, 1.2), (1, 0.25, 2.0), (0.5, 0.25, 1.0, 0, 0.75)),
+    "5h": _rules((2, 0.5, 1.0, 0, 1.5), (1, 0.25, 2.0), (0.5, 0.25, 1.0, 0, 0.75)),
 }
+
+# Per window kind, the block over which use is compared with itself to see how much it
+# swings: day to day in a month or a week, quarter-hour to quarter-hour in 5 hours.
+NOISE_BLOCK: Mapping[str, float] = {"period": DAY, "monthly": DAY, "weekly": DAY, "5h": 900.0}
+
+# A swing is measured once the window so far holds this many whole blocks.
+MIN_NOISE_BLOCKS = 3
+
+# Per window kind, how many standard deviations of the use still to come (see
+# :func:`swing`) a pace must clear before it is told (0: none). Chosen with the rules
+# (see the README): a quarter of one for the week and the 5-hour window.
+DEFAULT_NOISE_MARGIN: Mapping[str, float] = {"period": 0.0, "monthly": 0.0, "weekly": 0.25, "5h": 0.25}
 
 # Per window kind, the share of the window from which the pace since the window began
 # stands in for a lookback the history does not cover yet (same source). Earlier, the
@@ -133,10 +149,15 @@ class ForecastSettings:
     min_elapsed: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_ELAPSED))
     rearm_below: float = 0.9  # a pace that ends the window below this share is safe
     rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=lambda: dict(DEFAULT_RULES))
+    noise_margin: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_NOISE_MARGIN))
 
     def min_elapsed_for(self, kind: str) -> float:
         """Given a window kind, return the share of its window that must pass before a forecast."""
         return self.min_elapsed.get(kind, 0.0)
+
+    def noise_margin_for(self, kind: str) -> float:
+        """Given a window kind, return its noise margin (standard deviations; 0: none)."""
+        return self.noise_margin.get(kind, 0.0)
 
     def rules_for(self, kind: str) -> tuple[Rule, ...]:
         """Given a window kind, return its rules, slowest (longest lookback) first."""
@@ -431,6 +452,47 @@ def firing_rate(
     return rate
 
 
+def swing(pts: Sequence[tuple[float, float]], now: float, start: float | None, block: float) -> float | None:
+    """Given points ending at ``now``, return how much use per ``block`` swings, or None.
+
+    That is the coefficient of variation (standard deviation over mean) of the use in
+    each whole block back from ``now`` over the window so far; None with fewer than
+    :data:`MIN_NOISE_BLOCKS` blocks or no use. Use that swings a lot from day to day
+    makes a day's pace a weak guide to the days still to come.
+    """
+    if not pts or block <= 0:
+        return None
+    first = pts[0][0] if start is None else max(start, pts[0][0])
+    count = int((now - first) // block)
+    if count < MIN_NOISE_BLOCKS:
+        return None
+    edges = [used_at(pts, now - i * block) for i in range(count + 1)]
+    uses = [max(0.0, a - b) for a, b in zip(edges, edges[1:], strict=False)]
+    mean = math.fsum(uses) / count
+    if mean <= 0:
+        return None
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in uses) / count) / mean
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A noise margin at work: ``margin`` standard deviations of the use still to come,
+    which swings by ``swing`` (coefficient of variation) per ``block`` seconds."""
+
+    margin: float
+    swing: float
+    block: float
+
+    def factor(self, horizon: float) -> float:
+        """Given how long (s) the pace must last, return what the threshold is multiplied by.
+
+        The use still to come is the sum of ``horizon / block`` blocks' use; if each
+        swings by ``swing``, and they are independent, the sum swings by ``swing``
+        over the square root of their number.
+        """
+        return 1 + self.margin * self.swing / math.sqrt(max(1.0, horizon / self.block))
+
+
 def _fires_at(
     pts: Sequence[tuple[float, float]],
     when: float,
@@ -438,14 +500,19 @@ def _fires_at(
     rule: Rule,
     start: float | None,
     earliest: float,
+    noise: Noise | None = None,
 ) -> bool:
     """Given points, return True when ``rule``'s lookbacks ending at ``when`` both burn enough."""
     used = used_at(pts, when)
     if used >= 1 or when >= end:
         return False
     threshold = rule.burn_rate * (1 - used) / (end - when)
+    horizon = end - when
     if rule.within_seconds:
         threshold = max(threshold, (1 - used) / rule.within_seconds)
+        horizon = min(horizon, rule.within_seconds)
+    if noise is not None:
+        threshold *= noise.factor(horizon)
     long = firing_rate(pts, when, rule.long_seconds, start, earliest)
     short = firing_rate(pts, when, rule.short_seconds, start, earliest)
     return long is not None and short is not None and min(long, short) >= threshold - 1e-15
@@ -493,15 +560,22 @@ def assess(
     elif used >= 1:
         exhaustion = now
     earliest = -math.inf if start is None else start + settings.min_elapsed_for(kind) * (end - start)
+    noise = None
+    margin = settings.noise_margin_for(kind)
+    spread = swing(pts, now, start, NOISE_BLOCK[kind]) if margin else None
+    if spread:
+        noise = Noise(margin, spread, NOISE_BLOCK[kind])
     firing = None
     for rule in rules:
-        if not _fires_at(pts, now, end, rule, start, earliest):
+        if not _fires_at(pts, now, end, rule, start, earliest, noise):
             continue
         # A burst looks like a change of pace while it lasts; a rule with a hold fires
         # only on a pace that also ran out the window half the hold and the whole hold
         # ago: a burst shorter than that has ended by then.
         hold = rule.hold_seconds
-        if hold and not all(_fires_at(pts, now - h, end, rule, start, earliest) for h in (hold / 2, hold)):
+        if hold and not all(
+            _fires_at(pts, now - h, end, rule, start, earliest, noise) for h in (hold / 2, hold)
+        ):
             continue
         firing = rule
         break

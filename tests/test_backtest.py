@@ -136,10 +136,10 @@ def test_a_limits_trace_forecasts_the_five_hour_window():
     result = replay(observations, config)
     forecasts = [n for n in result.notifications if n.kind == "forecast"]
     assert len(forecasts) == 1
-    # 125 % over 5 hours: it runs out after 4 hours. From 30 % of the window (90 minutes)
-    # the pace since it began stands in for the 2-hour lookback: the next reading warns.
-    assert forecasts[0].at / 1000 - start == 95 * 60
-    assert "pace over the last 1.6 h: 25% an hour" in forecasts[0].body
+    # 125 % over 5 hours: it runs out after 4 hours. The 2-hour rule waits until that
+    # is within 90 minutes: the reading at 2 h 30 min warns.
+    assert forecasts[0].at / 1000 - start == 150 * 60
+    assert "pace over the last 2 h: 25% an hour" in forecasts[0].body
     assert "standard.5h runs out" in forecasts[0].title
     assert "an hour" in forecasts[0].body
 

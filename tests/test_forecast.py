@@ -209,6 +209,66 @@ def test_a_burst_that_ends_before_running_out_is_close_is_not_told():
     assert fired == []
 
 
+def daily(uses: list[float], step: float = HOUR) -> list[tuple[float, float]]:
+    """Points hour by hour from 0, each day using its share of ``uses`` evenly."""
+    pts, used = [(0.0, 0.0)], 0.0
+    for day, use in enumerate(uses):
+        for h in range(1, int(DAY / step) + 1):
+            pts.append((day * DAY + h * step, used + use * h * step / DAY))
+        used += use
+    return pts
+
+
+def test_the_swing_of_use_is_its_spread_from_block_to_block():
+    assert forecast.swing(steady(0.04, 2.9), 2.9 * DAY, 0.0, DAY) is None  # under 3 whole days
+    assert forecast.swing(steady(0.04, 10), 10 * DAY, 0.0, DAY) == pytest.approx(0.0, abs=1e-12)
+    # 1 %, 3 %, 1 %, 3 % a day: a mean of 2 %, a standard deviation of 1 %.
+    assert forecast.swing(daily([0.01, 0.03] * 2), 4 * DAY, 0.0, DAY) == pytest.approx(0.5)
+    # Blocks count back from now: half a day in, the first half-day is left out.
+    pts = daily([0.05, 0.01, 0.03, 0.01, 0.03])
+    assert forecast.swing(pts, 5 * DAY, 0.5 * DAY, DAY) == pytest.approx(0.5)
+    assert forecast.swing([(0.0, 0.2), (5 * DAY, 0.2)], 5 * DAY, 0.0, DAY) is None  # no use
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0, 0.2, allow_nan=False), min_size=1, max_size=20),
+    st.floats(0.01, 100, allow_nan=False),
+)
+def test_the_swing_is_a_share_whatever_the_scale_of_use(uses, scale):
+    pts = daily(uses, 6 * HOUR)
+    now = len(uses) * DAY
+    spread = forecast.swing(pts, now, 0.0, DAY)
+    if spread is None:
+        assert len(uses) < forecast.MIN_NOISE_BLOCKS or sum(uses) == 0
+        return
+    assert spread >= 0
+    scaled = forecast.swing([(t, u * scale) for t, u in pts], now, 0.0, DAY)
+    assert scaled == pytest.approx(spread, rel=1e-6, abs=1e-9)
+
+
+def test_a_noise_margin_asks_more_of_a_pace_the_noisier_use_was():
+    noise = forecast.Noise(1.0, 0.5, DAY)
+    assert noise.factor(HOUR) == 1.5  # less than a block still to come: the whole swing
+    assert noise.factor(4 * DAY) == 1.25  # four blocks: half of it
+    # 3.5 % a day for 14 days, steady or in days of 1.5 % and 5.5 %: 49 % used, and at
+    # that pace the month runs out on day 29 of 30, so a two-week rule fires on either.
+    rule = Rule(14 * DAY, 2 * DAY, 1.0)
+    calm = daily([0.035] * 14)
+    noisy = daily([0.015, 0.055] * 7)
+    margin = ForecastSettings(noise_margin={"period": 1.0})
+    for pts in (calm, noisy):
+        assert assess(pts, 14 * DAY, 0.0, MONTH, (rule,), ForecastSettings()).firing == rule
+    # With a margin of one standard deviation the steady days still fire; the swinging
+    # ones (a swing of 0.57, 16 days still to come: 14 % more asked) do not.
+    assert assess(calm, 14 * DAY, 0.0, MONTH, (rule,), margin).firing == rule
+    assert forecast.swing(noisy, 14 * DAY, 0.0, DAY) == pytest.approx(0.02 / 0.035)
+    assert assess(noisy, 14 * DAY, 0.0, MONTH, (rule,), margin).firing is None
+    # The margin is the kind's: another kind's does not apply.
+    other = ForecastSettings(noise_margin={"weekly": 1.0})
+    assert assess(noisy, 14 * DAY, 0.0, MONTH, (rule,), other).firing == rule
+
+
 def test_a_used_up_meter_is_left_to_the_100_percent_threshold():
     pts = steady(0.1, 11)
     a = assess(pts, 11 * DAY, 0.0, MONTH, forecast.DEFAULT_RULES["period"], ForecastSettings())
@@ -426,6 +486,7 @@ def test_forecast_config_defaults_and_overrides():
     assert {k: default.min_elapsed_for(k) for k in forecast.WINDOW_KINDS} == forecast.DEFAULT_MIN_ELAPSED
     assert [r.long_seconds / HOUR for r in default.rules_for("period")] == [168, 168, 24]
     assert [r.within_seconds / HOUR for r in default.rules_for("period")] == [0, 120, 42]
+    assert {k: default.noise_margin_for(k) for k in forecast.WINDOW_KINDS} == forecast.DEFAULT_NOISE_MARGIN
     custom = config(
         {"forecast": {"severity": "critical", "rules": {"period": [{"long_hours": 48, "short_hours": 4}]}}}
     ).forecast
@@ -537,6 +598,18 @@ def test_the_minimum_elapsed_percent_and_a_hold_per_window_kind():
     with pytest.raises(ConfigError) as err:
         config({"forecast": {"rules": {"5h": [{"long_hours": 2, "short_hours": 0.5, "within_hours": -1}]}}})
     assert any(p.startswith("At 'forecast.rules.5h[0].within_hours': must be") for p in err.value.problems)
+    noise = config({"forecast": {"noise_margin": 1}}).forecast
+    assert {noise.noise_margin_for(k) for k in forecast.WINDOW_KINDS} == {1.0}
+    noise = config({"forecast": {"noise_margin": {"5h": 0.75}}}).forecast
+    assert noise.noise_margin_for("5h") == 0.75
+    assert noise.noise_margin_for("weekly") == forecast.DEFAULT_NOISE_MARGIN["weekly"]
+    with pytest.raises(ConfigError) as err:
+        config({"forecast": {"noise_margin": {"5h": -1, "daily": 1}}})
+    assert any(p.startswith("At 'forecast.noise_margin.5h': must be a number") for p in err.value.problems)
+    assert any(p.startswith("At 'forecast.noise_margin.daily': unknown key") for p in err.value.problems)
+    with pytest.raises(ConfigError) as err:
+        config({"forecast": {"noise_margin": "high"}})
+    assert any(p.startswith("At 'forecast.noise_margin': must be a number") for p in err.value.problems)
     with pytest.raises(ConfigError) as err:
         config({"forecast": {"min_elapsed_percent": {"daily": 10, "5h": 95}}})
     assert any(
