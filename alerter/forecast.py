@@ -10,18 +10,18 @@ by the reset; above 1 the meter runs out early. A rule pairs a long lookback (en
 to be significant) with a short one (it is still happening), and fires when both burn at
 least its factor. One busy morning raises the short lookback only; a burst that ended
 days ago keeps the long one high while the short one has calmed down; neither fires.
-Four refinements, all measured with ``bench/alert_quality.py``: a rule ``within`` a
+Four refinements, all measured with ``bench/alert_quality.py``. A rule ``within`` a
 horizon fires only on a pace that also runs the meter out within it, so it waits until
 a warning that early is needed (a burst that would run the meter out a week from now
-has usually ended by then; one that runs it out in a day has not); once a window
+has usually ended by then; one that runs it out in a day has not). Once a window
 kind's ``min_elapsed`` share has passed, a lookback longer than the window so far is
 measured since the window began (it began empty), so a window that runs out fast is
-warned before its lookbacks fill; and a rule with a ``hold`` fires only on a pace that
-also fired it that long ago and half that long ago, which a shorter burst never does;
-and with a window kind's noise margin, the pace must clear the threshold by that many
+warned before its lookbacks fill. A rule with a ``hold`` fires only on a pace that
+also fired it that long ago and half that long ago, which a shorter burst never does.
+With a window kind's noise margin, the pace must clear the threshold by that many
 standard deviations of the use still to come, as far as the window so far shows how
-much use swings from day to day (a noisy day looks like a new pace; a steady one does
-not need the margin).
+much use swings from day to day (a noisy day looks like a new pace; after steady days
+a pace needs no margin).
 
 History, per meter, is a list of segments, one per window seen, newest last::
 
@@ -108,16 +108,15 @@ def _rules(*rules: tuple[float, ...]) -> tuple[Rule, ...]:
 
 # Chosen with bench/tune_forecast.py on the training part of bench/alert_quality.py only
 # (see the README). For a month: a pace over a whole week (its weekly rhythm) twice too
-# fast is told at once; one 1.2 times too fast only once it runs out within 5 days, and
-# a day's pace (a late surge, a burst that may run the month out) once it runs out
-# within 42 hours: a burst usually ends before that, a change of pace does not. For the
+# fast is told at once; one that runs the month out only once that is within 7 days,
+# and a day's pace (a late surge, a burst that may run the month out) once it runs out
+# within 48 hours: a burst usually ends before that, a change of pace does not. For the
 # week: a pace over 3 days that runs out within 60 hours, or a day's within 36. For the
-# 5-hour window: a pace over 2 hours 1.2 times too fast (near-limit windows with some
-# noise otherwise fire on a pace that does not quite run out), over an hour twice too
-# fast, or over half an hour running out within 45 minutes.
+# 5-hour window: a pace over 2 hours that runs out within 90 minutes, one over an hour
+# twice too fast, or one over half an hour running out within 45 minutes.
 DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
-    "period": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
-    "monthly": _rules((168, 24, 2.0), (168, 24, 1.2, 0, 120), (24, 3, 1.0, 0, 42)),
+    "period": _rules((168, 24, 2.0), (168, 24, 1.0, 0, 168), (24, 3, 1.0, 0, 48)),
+    "monthly": _rules((168, 24, 2.0), (168, 24, 1.0, 0, 168), (24, 3, 1.0, 0, 48)),
     "weekly": _rules((72, 6, 1.0, 0, 60), (24, 2, 1.0, 0, 36)),
     "5h": _rules((2, 0.5, 1.0, 0, 1.5), (1, 0.25, 2.0), (0.5, 0.25, 1.0, 0, 0.75)),
 }
@@ -126,13 +125,16 @@ DEFAULT_RULES: Mapping[str, tuple[Rule, ...]] = {
 # swings: day to day in a month or a week, quarter-hour to quarter-hour in 5 hours.
 NOISE_BLOCK: Mapping[str, float] = {"period": DAY, "monthly": DAY, "weekly": DAY, "5h": 900.0}
 
-# A swing is measured once the window so far holds this many whole blocks.
+# A swing is measured once the window so far holds this many whole blocks, and over
+# the newest this many at most (a window longer than that, which only a wrong start
+# could make, costs no more).
 MIN_NOISE_BLOCKS = 3
+MAX_NOISE_BLOCKS = 64
 
 # Per window kind, how many standard deviations of the use still to come (see
 # :func:`swing`) a pace must clear before it is told (0: none). Chosen with the rules
-# (see the README): a quarter of one for the week and the 5-hour window.
-DEFAULT_NOISE_MARGIN: Mapping[str, float] = {"period": 0.0, "monthly": 0.0, "weekly": 0.25, "5h": 0.25}
+# (see the README): half of one for a month and a week, a quarter for 5 hours.
+DEFAULT_NOISE_MARGIN: Mapping[str, float] = {"period": 0.5, "monthly": 0.5, "weekly": 0.5, "5h": 0.25}
 
 # Per window kind, the share of the window from which the pace since the window began
 # stands in for a lookback the history does not cover yet (same source). Earlier, the
@@ -456,22 +458,36 @@ def swing(pts: Sequence[tuple[float, float]], now: float, start: float | None, b
     """Given points ending at ``now``, return how much use per ``block`` swings, or None.
 
     That is the coefficient of variation (standard deviation over mean) of the use in
-    each whole block back from ``now`` over the window so far; None with fewer than
-    :data:`MIN_NOISE_BLOCKS` blocks or no use. Use that swings a lot from day to day
-    makes a day's pace a weak guide to the days still to come.
+    each whole block back from ``now`` over the window so far (the newest
+    :data:`MAX_NOISE_BLOCKS` at most), leaving out a block whose start or end falls in
+    a gap between readings longer than :data:`MAX_GAP` blocks (use spread evenly over
+    a gap is a guess, not a swing); None with fewer than :data:`MIN_NOISE_BLOCKS`
+    blocks left, or no use. Use that swings a lot from day to day makes a day's pace a
+    weak guide to the days still to come.
     """
     if not pts or block <= 0:
         return None
     first = pts[0][0] if start is None else max(start, pts[0][0])
-    count = int((now - first) // block)
-    if count < MIN_NOISE_BLOCKS:
+    count = min(int((now - first) // block), MAX_NOISE_BLOCKS)
+    uses = []
+    for i in range(count):
+        late, early = now - i * block, now - (i + 1) * block
+        if _in_gap(pts, late, block) or _in_gap(pts, early, block):
+            continue
+        uses.append(max(0.0, used_at(pts, late) - used_at(pts, early)))
+    if len(uses) < MIN_NOISE_BLOCKS:
         return None
-    edges = [used_at(pts, now - i * block) for i in range(count + 1)]
-    uses = [max(0.0, a - b) for a, b in zip(edges, edges[1:], strict=False)]
-    mean = math.fsum(uses) / count
+    mean = math.fsum(uses) / len(uses)
     if mean <= 0:
         return None
-    return math.sqrt(math.fsum((x - mean) ** 2 for x in uses) / count) / mean
+    # Over n, not n - 1: a little low on few blocks; the margins were chosen with it so.
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in uses) / len(uses)) / mean
+
+
+def _in_gap(pts: Sequence[tuple[float, float]], when: float, block: float) -> bool:
+    """True when the readings around ``when`` are more than :data:`MAX_GAP` blocks apart."""
+    i = bisect.bisect_right(pts, (when, math.inf))
+    return 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > MAX_GAP * block
 
 
 @dataclass(frozen=True)
@@ -531,8 +547,9 @@ def assess(
 
     A rule fires only before the meter is used up, once the window kind's minimum share
     of the window has passed, when its long and short lookbacks both burn at least its
-    factor and, for a rule with a hold, did so half the hold and the whole hold ago too.
-    ``rules`` are tried slowest first.
+    factor (raised by the kind's noise margin) and, for a rule with a hold, did so half
+    the hold and the whole hold ago too. ``rules`` are tried slowest first. For the
+    noise margin, ``pts`` must hold the whole window so far.
     """
     used = pts[-1][1] if pts else 0.0
     if end is None or end <= now or not pts:
@@ -562,6 +579,7 @@ def assess(
     earliest = -math.inf if start is None else start + settings.min_elapsed_for(kind) * (end - start)
     noise = None
     margin = settings.noise_margin_for(kind)
+    # Measured once, now: a hold's earlier checks ask the margin of today's knowledge.
     spread = swing(pts, now, start, NOISE_BLOCK[kind]) if margin else None
     if spread:
         noise = Noise(margin, spread, NOISE_BLOCK[kind])

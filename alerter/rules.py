@@ -137,7 +137,9 @@ def assess_meter(meter: Meter, saved: MeterMemory, config: Config, now: float) -
     start, end = forecast.window_bounds(meter, saved.period_seconds)
     rules = config.forecast.rules_for(kind)
     longest = max((rule.reach for rule in rules), default=0.0)
-    pts = forecast.points(saved.history, meter, start, since=now - longest)
+    # The noise margin looks at the whole window so far; the rules, only their reach.
+    since = None if config.forecast.noise_margin_for(kind) else now - longest
+    pts = forecast.points(saved.history, meter, start, since=since)
     return forecast.assess(pts, now, start, end, rules, config.forecast, kind)
 
 

@@ -45,7 +45,7 @@ do: projected use at reset = used / elapsed x window length, one alert each time
 projection crosses 100 % (before the window runs out).
 
     python bench/alert_quality.py [--part training|held-out|both] [--kinds ...]
-                                  [--per-shape N] [--by-shape] [--config PATH]
+                                  [--per-shape N] [--by-shape] [--by-total] [--config PATH]
 
 prints markdown tables and exits 1 when the forecast misses a target on the part(s) run.
 """
@@ -463,19 +463,42 @@ def summary_table(rows: Sequence[tuple[str, str, Score, Score]]) -> str:
 
 def shape_table(kind_name: str, part: str, picked: Sequence[Window], ours, naive) -> str:
     """Return one kind's measures per shape, forecast / naive, as markdown."""
+    shapes = dict.fromkeys(w.shape for w in picked)
+    groups = [(shape, [i for i, w in enumerate(picked) if w.shape == shape]) for shape in shapes]
+    return _grouped(f"{kind_name}, {part}: forecast / naive per shape", "shape", groups, picked, ours, naive)
+
+
+# Bands of a window's total (its use at the reset, had nothing stopped it), as generated.
+TOTAL_BANDS = (
+    ("ends below 85 %", 0.0, 0.85),
+    ("ends at 85-95 %", 0.85, 1.0),
+    ("runs out at 105-115 %", 1.0, 1.15),
+    ("runs out above 115 %", 1.15, math.inf),
+)
+
+
+def total_table(kind_name: str, part: str, picked: Sequence[Window], ours, naive) -> str:
+    """Return one kind's measures by how near the limit its windows end, forecast / naive."""
+    groups = [
+        (name, [i for i, w in enumerate(picked) if low <= w.total < high]) for name, low, high in TOTAL_BANDS
+    ]
+    title = f"{kind_name}, {part}: forecast / naive by total at the reset"
+    return _grouped(title, "total", [g for g in groups if g[1]], picked, ours, naive)
+
+
+def _grouped(title: str, label: str, groups, picked: Sequence[Window], ours, naive) -> str:
+    """Return the measures of each group (name, window indexes), forecast / naive, as markdown."""
     lines = [
-        f"{kind_name}, {part}: forecast / naive per shape",
+        title,
         "",
-        "| shape | runs out / lasts / too sudden | recall | median lead | false alarms | max alerts |",
+        f"| {label} | runs out / lasts / too sudden | recall | median lead | false alarms | max alerts |",
         "|---|---|---|---|---|---|",
     ]
-    shapes = dict.fromkeys(w.shape for w in picked)
-    for shape in shapes:
-        idx = [i for i, w in enumerate(picked) if w.shape == shape]
+    for name, idx in groups:
         ws = [picked[i] for i in idx]
         s, b = score(ws, [ours[i] for i in idx]), score(ws, [naive[i] for i in idx])
         lines.append(
-            f"| {shape} | {s.runs_out} / {s.lasts} / {s.sudden} | {_pct(s.recall)} / {_pct(b.recall)} | "
+            f"| {name} | {s.runs_out} / {s.lasts} / {s.sudden} | {_pct(s.recall)} / {_pct(b.recall)} | "
             f"{_duration(s.median_lead)} / {_duration(b.median_lead)} | "
             f"{_pct(s.false_alarms)} / {_pct(b.false_alarms)} | {s.max_alerts} / {b.max_alerts} |"
         )
@@ -526,6 +549,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
     parser.add_argument("--per-shape", type=int, help="windows per shape and kind (default 48)")
     parser.add_argument("--by-shape", action="store_true", help="also show each kind per shape")
+    parser.add_argument(
+        "--by-total", action="store_true", help="also show each kind by how near the limit its windows end"
+    )
     parser.add_argument("--config", metavar="PATH", help="a config file whose forecast settings to measure")
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
@@ -552,6 +578,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             problems += misses(KINDS[kind], s, b)
         if args.by_shape:
             shapes.append(shape_table(kind, part, ws, ours, naive))
+        if args.by_total:
+            shapes.append(total_table(kind, part, ws, ours, naive))
     if args.json:
         out(json.dumps(data, indent=1))
     else:

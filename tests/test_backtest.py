@@ -34,7 +34,7 @@ def test_backtest_gives_the_same_notifications_as_running_the_job_hourly(app, re
         {
             "notify": {"urls": [receiver.apprise_url]},
             "monitor": {"reminder_hours": 24, "reset_notice": True},
-            "quiet_hours": {"start": "15:00", "end": "18:00"},
+            "quiet_hours": {"start": "17:00", "end": "20:00"},
         }
     )
     lines = trace_lines()
@@ -51,10 +51,10 @@ def test_backtest_gives_the_same_notifications_as_running_the_job_hourly(app, re
     replayed = json.loads(result.out)["notifications"]
     assert [(n["title"], n["body"]) for n in replayed] == arrived
     kinds = [n["kind"] for n in replayed]
-    assert kinds[:3] == ["threshold", "threshold", "forecast"] and kinds.count("forecast") == 1
+    assert kinds[:3] == ["threshold", "forecast", "threshold"] and kinds.count("forecast") == 1
     assert kinds.count("threshold") == 4 and kinds.count("reminder") == 4
-    # the forecast came at 16:11, inside quiet hours: it waited for the 18:11 run
-    assert time.strftime("%H:%M", time.localtime(replayed[2]["at"] / 1000)) == "18:11"
+    # the forecast came at 19:11, inside quiet hours: it waited for the 20:11 run
+    assert time.strftime("%H:%M", time.localtime(replayed[1]["at"] / 1000)) == "20:11"
 
 
 def test_backtest_prints_the_notifications_with_their_times(app, local_zone):
@@ -63,7 +63,7 @@ def test_backtest_prints_the_notifications_with_their_times(app, local_zone):
     assert result.code == 0, result.err
     first = result.out.splitlines()[0]
     assert "threshold (info) standard" in first and first.startswith("Thu 2025-10-30 23:11")
-    assert "\nMon 2025-11-10 16:11  forecast (warning) standard\n" in result.out
+    assert "\nFri 2025-11-07 19:11  forecast (warning) standard\n" in result.out
     assert "At this pace standard runs out" in result.out
     assert "To last until the reset: at most" in result.out
     assert result.out.rstrip().endswith("5 notifications from 744 observations")

@@ -83,8 +83,8 @@ def test_a_failed_forecast_delivery_is_retried_and_sent_once(app, receiver):
     assert sum("runs out" in t for t in titles) == 2
 
 
-def test_the_benchmark_runs_every_window_kind_and_prints_its_tables(monkeypatch):
-    """A small run of bench/alert_quality.py: every kind, both parts, per shape; no target judged."""
+def load_bench(monkeypatch):
+    """Return bench/alert_quality.py as a module."""
     import importlib.util
     import sys
 
@@ -92,9 +92,17 @@ def test_the_benchmark_runs_every_window_kind_and_prints_its_tables(monkeypatch)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "alert_quality", bench)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_runs_every_window_kind_and_prints_its_tables(monkeypatch):
+    """A small run of bench/alert_quality.py: every kind, both parts, per shape; no target judged."""
+    bench = load_bench(monkeypatch)
     printed = []
-    assert bench.main(["--smoke", "--per-shape", "1", "--jobs", "1", "--by-shape"], out=printed.append) == 0
+    argv = ["--smoke", "--per-shape", "1", "--jobs", "1", "--by-shape", "--by-total"]
+    assert bench.main(argv, out=printed.append) == 0
     out = "\n".join(printed)
+    assert out.count("held-out: forecast / naive by total at the reset") == 4
     for kind in ("period", "monthly", "weekly", "5h"):
         for part in ("training", "held-out"):
             assert f"| {kind} | {part} |" in out
@@ -104,6 +112,26 @@ def test_the_benchmark_runs_every_window_kind_and_prints_its_tables(monkeypatch)
     assert bench.windows("5h", "training", 2) == bench.windows("5h", "training", 2)
     training = {w.used for w in bench.windows("weekly", "training", 2)}
     assert not training & {w.used for w in bench.windows("weekly", "held-out", 2)}
+
+
+def test_the_benchmark_tells_windows_apart_by_how_near_the_limit_they_end(monkeypatch):
+    bench = load_bench(monkeypatch)
+    day = 86400.0
+
+    def window(total: float, exhausted: float | None) -> object:
+        return bench.Window("weekly", "steady", 0.0, 7 * day, (0.0,), (0.0,), exhausted, 0.0, total)
+
+    picked = [window(0.5, None), window(0.9, None), window(0.92, None), window(1.1, 6.5 * day)]
+    picked.append(window(1.5, 4 * day))
+    ours = [[], [5 * day], [], [5 * day], [3.9 * day]]  # the last one warned 2.4 h ahead: too late
+    naive = [[1 * day], [1 * day], [1 * day], [1 * day], [1 * day]]
+    rows = bench.total_table("weekly", "held-out", picked, ours, naive).splitlines()[4:]
+    assert rows == [
+        "| ends below 85 % | 0 / 1 / 0 | - / - | - / - | 0.0% / 100.0% | 0 / 1 |",
+        "| ends at 85-95 % | 0 / 2 / 0 | - / - | - / - | 50.0% / 100.0% | 1 / 1 |",
+        "| runs out at 105-115 % | 1 / 0 / 0 | 100.0% / 100.0% | 36 h / 132 h | - / - | 1 / 1 |",
+        "| runs out above 115 % | 1 / 0 / 0 | 0.0% / 100.0% | 144 min / 72 h | - / - | 1 / 1 |",
+    ]
 
 
 def test_the_same_answer_at_the_same_time_gives_the_same_forecast_everywhere_every_time(app, tmp_path):

@@ -147,6 +147,7 @@ class Rig:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_default_stop_signals,
         )
 
     def run(self, **extra: str) -> Result:
@@ -173,6 +174,14 @@ class Rig:
     def issued(self) -> dict:
         (pair,) = self.workos.issued
         return pair
+
+
+def _default_stop_signals() -> None:
+    """In the job's process, before it starts: SIGINT and SIGHUP as a timer or a terminal
+    gives them. A suite started in the background (`&`, nohup) passes them on ignored,
+    and the job rightly keeps an ignored signal ignored."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen, timeout: float = HANG) -> Result:
