@@ -147,7 +147,6 @@ class Rig:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_default_stop_signals,
         )
 
     def run(self, **extra: str) -> Result:
@@ -176,12 +175,20 @@ class Rig:
         return pair
 
 
-def _default_stop_signals() -> None:
-    """In the job's process, before it starts: SIGINT and SIGHUP as a timer or a terminal
-    gives them. A suite started in the background (`&`, nohup) passes them on ignored,
-    and the job rightly keeps an ignored signal ignored."""
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+@pytest.fixture
+def default_stop_signals():
+    """SIGINT and SIGHUP as a timer or a terminal gives them, for the jobs this test starts.
+
+    A suite started in the background (`&`, nohup) has them ignored, an ignored signal
+    stays ignored across exec, and the job rightly keeps it so. Set here, in the test's
+    own (main) thread, not in the child before exec: that is not safe with threads.
+    """
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def finish(proc: subprocess.Popen, timeout: float = HANG) -> Result:
@@ -312,7 +319,9 @@ def test_a_run_killed_around_the_renewal_leaves_a_live_login(rig, point, signame
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
-def test_a_stop_signal_while_workos_answers_waits_until_the_pair_is_installed(rig, signame):
+def test_a_stop_signal_while_workos_answers_waits_until_the_pair_is_installed(
+    rig, signame, default_stop_signals
+):
     running: list[subprocess.Popen] = []
     # Sent while WorkOS holds the request, before it rotates the token and answers.
     rig.workos.script = [lambda: running[0].send_signal(signal.Signals[signame])]
