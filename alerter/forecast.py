@@ -427,12 +427,10 @@ def burn(pts: Sequence[tuple[float, float]], now: float, seconds: float) -> floa
     since = max(now - seconds, pts[0][0])
     if now - since <= 0:
         return None
-    i = bisect.bisect_right(pts, (since, math.inf))
-    if 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > MAX_GAP * seconds:
+    if _in_gap(pts, since, seconds):
         return None
     if now < pts[-1][0]:  # a pace some time ago (a rule's hold): the readings around then
-        j = bisect.bisect_right(pts, (now, math.inf))
-        if 0 < j < len(pts) and pts[j][0] - pts[j - 1][0] > MAX_GAP * seconds:
+        if _in_gap(pts, now, seconds):
             return None
         return max(0.0, used_at(pts, now) - used_at(pts, since)) / (now - since)
     return max(0.0, pts[-1][1] - used_at(pts, since)) / (now - since)
@@ -484,10 +482,11 @@ def swing(pts: Sequence[tuple[float, float]], now: float, start: float | None, b
     return math.sqrt(math.fsum((x - mean) ** 2 for x in uses) / len(uses)) / mean
 
 
-def _in_gap(pts: Sequence[tuple[float, float]], when: float, block: float) -> bool:
-    """True when the readings around ``when`` are more than :data:`MAX_GAP` blocks apart."""
+def _in_gap(pts: Sequence[tuple[float, float]], when: float, span: float) -> bool:
+    """True when the readings around ``when`` are more than :data:`MAX_GAP` spans apart
+    (a lookback's, or a block's)."""
     i = bisect.bisect_right(pts, (when, math.inf))
-    return 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > MAX_GAP * block
+    return 0 < i < len(pts) and pts[i][0] - pts[i - 1][0] > MAX_GAP * span
 
 
 @dataclass(frozen=True)
