@@ -73,7 +73,7 @@ LAUNCHER = textwrap.dedent(
                 return result
             return faulty
 
-        class Os:  # writeback's view of os, with one call wrapped
+        class Os:  # a module's view of os, with one call wrapped
             def __getattr__(self, attr):
                 return getattr(os, attr)
 
@@ -82,9 +82,11 @@ LAUNCHER = textwrap.dedent(
             "reserve": (writeback,), "stage": (writeback,), "install": (writeback,),
             "request_new_tokens": (refresh,), "prepare": (lock,), "take": (lock,), "release": (lock,),
         }
-        if name == "replace":
-            writeback.os = Os()
-            writeback.os.replace = wrap(os.replace)
+        os_calls = {"replace": writeback, "mkdir": lock, "rename": lock}
+        if name in os_calls:
+            view = Os()
+            setattr(view, name, wrap(getattr(os, name)))
+            os_calls[name].os = view
         else:
             wrapped = wrap(getattr(homes[name][0], name))
             for module in homes[name]:
@@ -252,6 +254,8 @@ def test_a_slow_workos_answer_is_awaited_installed_and_loaded_by_droid(tmp_path)
 # installs it. Kills at the steps left out here leave the same files as a neighbour's.
 SIGKILL_POINTS = [
     "after:reserve#1",
+    "after:mkdir#1",  # the lock's pending directory is made, its owner record not yet written
+    "before:rename#1",  # ... written, the directory not yet under droid's pending name
     "after:prepare#1",
     "before:request_new_tokens#1",
     "after:request_new_tokens#1",  # WorkOS answered: the pair is already staged on disk
@@ -271,7 +275,7 @@ TERM_WAITS = [
     "after:take#1",
     "after:replace#2",
 ]
-SIGTERM_POINTS = ["after:prepare#1", *TERM_WAITS]
+SIGTERM_POINTS = ["after:mkdir#1", "after:prepare#1", *TERM_WAITS]
 # No step loses the login: the pair is staged on disk before request_new_tokens returns. (A
 # SIGKILL in the microseconds between reading WorkOS's answer and the fsync inside it
 # still would; no step of the job can be placed there, and the random kills below can.)

@@ -3,7 +3,10 @@
 droid 0.225.2 serialises every write to the store with a lock directory:
 
 1. create a private ``auth.v2.write.<32 hex>.pending`` directory holding ``owner.json``
-   ``{"token": <uuid>, "pid": <pid>}`` (mode 0600);
+   ``{"token": <uuid>, "pid": <pid>}`` (mode 0600); this job fills it under a name of its
+   own that carries its pid (``.auth.v2.write.<pid>.<32 hex>.new``) and renames it into
+   place, so that a kill between the ``mkdir`` and the owner record never leaves a pending
+   directory no one can tell is abandoned;
 2. ``rename()`` it to ``auth.v2.write.lock``; the rename fails (EEXIST/ENOTEMPTY) while
    someone holds the lock: poll every 15 ms, for up to 12 s;
 3. a lock is stale when its owner pid is dead, or, with no readable owner, when it is over
@@ -30,9 +33,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from alerter.credentials.lock_names import (
+    LOCK_NAME,
+    LOCK_STEM,
+    SCRATCH_MARK,
+    is_lock_entry,
+    scratch_name,
+    scratch_pid,
+)
+
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "auth.v2.write.lock"
 RECLAIM_SUFFIX = ".reclaim"
 OWNER_FILE = "owner.json"
 STALE_SECONDS = 10.0
@@ -66,8 +77,16 @@ def prepare(home: Path) -> Ticket:
     lock_path = home / LOCK_NAME
     token = _owner_token()
     digest = hashlib.sha256(token.encode()).hexdigest()[:32]
-    pending = lock_path.with_name(f"{lock_path.name.removesuffix('.lock')}.{digest}.pending")
-    _make_owned_dir(pending, token)
+    pending = home / f"{LOCK_STEM}.{digest}.pending"
+    # Filled under a name that says whose it is, then renamed: droid's pending name never
+    # exists without its owner record, whatever moment a kill comes at.
+    scratch = home / scratch_name(os.getpid(), digest)
+    _make_owned_dir(scratch, token)
+    try:
+        os.rename(scratch, pending)
+    except BaseException:
+        _remove_tree(scratch)
+        raise
     return Ticket(lock_path, pending, token)
 
 
@@ -152,14 +171,19 @@ def clear_abandoned(home: Path) -> None:
     """Given droid's store directory, remove the lock directories of writers that are gone.
 
     A writer killed before taking the lock leaves its pending directory (no one will ever
-    rename it); one killed while holding the lock leaves a stale lock, removed the way
-    droid removes it. Directories of live processes, or without a readable owner, stay.
+    rename it), or, killed while this job was filling one, the directory under the name
+    that carries its pid; one killed while holding the lock leaves a stale lock, removed
+    the way droid removes it. Directories of live processes, or without a readable owner
+    (droid's, being created), stay.
     """
-    prefix = LOCK_NAME.removesuffix(".lock") + "."
     try:
-        names = [entry.name for entry in os.scandir(home) if entry.name.startswith(prefix)]
+        names = [entry.name for entry in os.scandir(home) if is_lock_entry(entry.name)]
         for name in names:
-            if name.endswith(".pending"):
+            if name.endswith(SCRATCH_MARK):
+                pid = scratch_pid(name)
+                if pid is not None and not pid_alive(pid):
+                    _remove_tree(home / name)
+            elif name.endswith(".pending"):
                 owner = read_owner(home / name)
                 if owner is not None and not pid_alive(owner["pid"]):
                     _remove_tree(home / name)

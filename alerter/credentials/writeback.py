@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alerter.credentials.identity import fingerprint
+from alerter.credentials.lock_names import is_lock_entry
 from alerter.credentials.store import FILE_MODE, StoredLogin, StoreFormatError, decode, describe, read_store
 
 if TYPE_CHECKING:  # droid's lock module is imported only when a store is written
@@ -159,7 +160,7 @@ def recover(stored: StoredLogin, deadline: float | None) -> StoredLogin:
     prefix = f".{target.name}"
     try:
         names = [entry.name for entry in os.scandir(target.parent) if entry.name.startswith(prefix + ".")]
-        locks = any(name.startswith("auth.v2.write.") for name in os.listdir(stored.path.parent))
+        locks = any(is_lock_entry(name) for name in os.listdir(stored.path.parent))
     except OSError:
         return stored
     if locks:  # droid's lock module is imported only when there is a lock directory to look at

@@ -14,7 +14,16 @@ import time
 import pytest
 
 from alerter.credentials import CredentialSettings, open_login
-from alerter.credentials.lock import LOCK_NAME, LockTimeout, acquire, clear_abandoned, release, write_lock
+from alerter.credentials.lock import (
+    LOCK_NAME,
+    LockTimeout,
+    acquire,
+    clear_abandoned,
+    prepare,
+    release,
+    write_lock,
+)
+from alerter.credentials.lock_names import is_lock_entry, scratch_name, scratch_pid
 from alerter.credentials.store import decrypt_envelope
 
 from .helpers import SOON, login_data, no_keyring, wait_for, write_keyfile_store
@@ -196,15 +205,48 @@ def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
         pending = home / f"auth.v2.write.{name}.pending"
         pending.mkdir()
         (pending / "owner.json").write_text(json.dumps({"token": name, "pid": pid}))
-    (home / "auth.v2.write.unowned.pending").mkdir()  # being created right now: no owner yet
+    (home / "auth.v2.write.unowned.pending").mkdir()  # droid's, being created: no owner yet
+    # This job's pending directories while they are filled: their name carries the pid.
+    for pid in (gone, os.getpid()):
+        (home / scratch_name(pid, "0123456789abcdef0123456789abcdef")).mkdir()
+    (home / ".auth.v2.write.x.0123.new").mkdir()  # not a name this job makes: not touched
     make_lock(home, {"token": "t3", "pid": gone})
 
     clear_abandoned(home)
-    assert sorted(p.name for p in home.iterdir()) == [
-        "auth.v2.write.live.pending",
-        "auth.v2.write.unowned.pending",
-    ]
+    assert sorted(p.name for p in home.iterdir()) == sorted(
+        [
+            ".auth.v2.write.x.0123.new",
+            scratch_name(os.getpid(), "0123456789abcdef0123456789abcdef"),
+            "auth.v2.write.live.pending",
+            "auth.v2.write.unowned.pending",
+        ]
+    )
 
     make_lock(home, {"token": "t4", "pid": os.getpid()})
     clear_abandoned(home)
     assert (home / LOCK_NAME).exists()  # a live holder's lock stays
+
+
+def test_a_prepared_ticket_is_droids_pending_directory_with_its_owner_and_nothing_else(home):
+    ticket = prepare(home)
+    assert [p.name for p in home.iterdir()] == [ticket.pending.name]
+    assert ticket.pending.name.startswith("auth.v2.write.") and ticket.pending.name.endswith(".pending")
+    owner = json.loads((ticket.pending / "owner.json").read_text())
+    assert owner == {"token": ticket.token, "pid": os.getpid()}
+
+
+def test_the_name_a_pending_directory_is_filled_under_tells_its_pid_and_is_a_lock_entry():
+    name = scratch_name(4242, "ab" * 16)
+    assert scratch_pid(name) == 4242 and is_lock_entry(name)
+    for other in (
+        "auth.v2.write.lock",
+        "auth.v2.write.4242.abab.new",  # droid's prefix, not ours
+        ".auth.v2.write.0.abab.new",
+        ".auth.v2.write.-1.abab.new",
+        ".auth.v2.write.4242.new",
+        ".auth.v2.write.4242.a.b.new",
+        ".auth.v2.write.4242.abab.pending",
+        ".auth.v2.file.4242.abab.new",
+    ):
+        assert scratch_pid(other) is None, other
+    assert not is_lock_entry(".auth.v2.file.reserve-1") and not is_lock_entry("auth.v2.file")

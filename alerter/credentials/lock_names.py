@@ -1,0 +1,31 @@
+"""The names droid's write lock (and this job's part in it) takes in droid's store directory.
+
+Apart from :mod:`alerter.credentials.lock` so that a run that only looks for leftovers
+need not import the lock's machinery (hashing, JSON, tree removal).
+"""
+
+from __future__ import annotations
+
+LOCK_NAME = "auth.v2.write.lock"
+LOCK_STEM = LOCK_NAME.removesuffix(".lock")  # every lock directory of droid's starts "auth.v2.write."
+SCRATCH_MARK = ".new"  # this job's pending directory while it is filled: ".auth.v2.write.<pid>.<32 hex>.new"
+
+
+def is_lock_entry(name: str) -> bool:
+    """Given a file name in droid's store directory, say whether it belongs to the write lock."""
+    return name.startswith((LOCK_STEM + ".", "." + LOCK_STEM + "."))
+
+
+def scratch_name(pid: int, digest: str) -> str:
+    """Return the name this job fills a pending directory under: it carries the pid."""
+    return f".{LOCK_STEM}.{pid}.{digest}{SCRATCH_MARK}"
+
+
+def scratch_pid(name: str) -> int | None:
+    """Given a name made by :func:`scratch_name`, return its pid; None for any other name."""
+    if not (name.startswith("." + LOCK_STEM + ".") and name.endswith(SCRATCH_MARK)):
+        return None
+    parts = name[len(LOCK_STEM) + 2 : -len(SCRATCH_MARK)].split(".")
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0:
+        return None
+    return int(parts[0])
