@@ -169,7 +169,7 @@ class Rig:
         return sorted(
             p.name
             for p in self.store.iterdir()
-            if ".reserve-" in p.name or ".renewed-" in p.name or p.name.startswith("auth.v2.write")
+            if ".reserve-" in p.name or ".renewed-" in p.name or "auth.v2.write" in p.name
         )
 
     def issued(self) -> dict:
@@ -264,6 +264,7 @@ SIGKILL_POINTS = [
     "after:take#1",
     "after:read_store#3",
     "after:replace#2",
+    "after:rename#3",  # the lock is released (renamed to a name of the job's), not yet deleted
     "after:release#1",
 ]
 # From sending the request until the pair is installed, SIGTERM waits; before and after, it

@@ -4,9 +4,10 @@ droid 0.225.2 serialises every write to the store with a lock directory:
 
 1. create a private ``auth.v2.write.<32 hex>.pending`` directory holding ``owner.json``
    ``{"token": <uuid>, "pid": <pid>}`` (mode 0600); this job fills it under a name of its
-   own that carries its pid (``.auth.v2.write.<pid>.<32 hex>.new``) and renames it into
-   place, so that a kill between the ``mkdir`` and the owner record never leaves a pending
-   directory no one can tell is abandoned;
+   own that carries its pid (``.auth.v2.write.<pid>.<32 hex>.scratch``) and renames it
+   into place, and renames a lock directory to such a name before deleting it: whatever
+   moment a kill comes at, no directory is left without its owner record, which no one
+   could tell from one being created;
 2. ``rename()`` it to ``auth.v2.write.lock``; the rename fails (EEXIST/ENOTEMPTY) while
    someone holds the lock: poll every 15 ms, for up to 12 s;
 3. a lock is stale when its owner pid is dead, or, with no readable owner, when it is over
@@ -92,7 +93,7 @@ def prepare(home: Path) -> Ticket:
 
 def discard(ticket: Ticket) -> None:
     """Remove a prepared ticket's pending directory (after it was not taken)."""
-    _remove_tree(ticket.pending)
+    _dispose(ticket.pending)
 
 
 @contextmanager
@@ -150,7 +151,7 @@ def take(ticket: Ticket, deadline: float | None = None) -> None:
                 raise LockTimeout(f"{lock_path} is held by {describe_holder(lock_path)}")
             time.sleep(min(POLL_SECONDS, remaining))
     except BaseException:
-        _remove_tree(pending)
+        _dispose(pending)
         raise
 
 
@@ -171,8 +172,8 @@ def clear_abandoned(home: Path) -> None:
     """Given droid's store directory, remove the lock directories of writers that are gone.
 
     A writer killed before taking the lock leaves its pending directory (no one will ever
-    rename it), or, killed while this job was filling one, the directory under the name
-    that carries its pid; one killed while holding the lock leaves a stale lock, removed
+    rename it), or, killed while this job was filling or deleting one, the directory under
+    the name that carries its pid; one killed while holding the lock leaves a stale lock, removed
     the way droid removes it. Directories of live processes, or without a readable owner
     (droid's, being created), stay.
     """
@@ -186,7 +187,7 @@ def clear_abandoned(home: Path) -> None:
             elif name.endswith(".pending"):
                 owner = read_owner(home / name)
                 if owner is not None and not pid_alive(owner["pid"]):
-                    _remove_tree(home / name)
+                    _dispose(home / name)
         if LOCK_NAME in names:
             _remove_if_stale(home / LOCK_NAME)
     except OSError as exc:  # tidying only: what cannot be removed now stays
@@ -295,7 +296,7 @@ def _remove_if_stale(lock_path: Path) -> bool:
         if read_owner(lock_path) != owner:
             return read_owner(lock_path) is None and not lock_path.exists()
         log.info("removing droid's stale write lock %s", lock_path)
-        _remove_tree(lock_path)
+        _dispose(lock_path)
         return True
     finally:
         _release_owned(reclaim_path, reclaim_token)
@@ -318,7 +319,7 @@ def _take_reclaim(reclaim_path: Path) -> str | None:
         owner_again = read_owner(reclaim_path)
         if owner_again != owner or not _reclaim_is_stale(_age(reclaim_path), owner_again):
             return None
-        _remove_tree(reclaim_path)
+        _dispose(reclaim_path)
 
 
 def _make_owned_dir(path: Path, token: str) -> None:
@@ -339,7 +340,25 @@ def _release_owned(path: Path, token: str) -> None:
     if owner is None or owner["token"] != token:
         log.debug("%s is no longer ours; leaving it", path)
         return
-    _remove_tree(path)
+    _dispose(path)
+
+
+def _dispose(path: Path) -> None:
+    """Remove a lock directory at once: rename it to a name carrying our pid, then delete it.
+
+    Deleting a directory takes several steps; a kill between them would leave it without
+    its owner record, which nobody could tell from one being created. Renamed first, what
+    a kill leaves names a process that is gone, and the next run removes it.
+    """
+    gone = path.with_name(scratch_name(os.getpid(), os.urandom(16).hex()))
+    try:
+        os.rename(path, gone)
+    except FileNotFoundError:
+        return
+    except OSError:
+        _remove_tree(path)  # cannot rename here: delete it in place, as droid does
+        return
+    _remove_tree(gone)
 
 
 def _remove_tree(path: Path) -> None:

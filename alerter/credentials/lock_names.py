@@ -8,7 +8,8 @@ from __future__ import annotations
 
 LOCK_NAME = "auth.v2.write.lock"
 LOCK_STEM = LOCK_NAME.removesuffix(".lock")  # every lock directory of droid's starts "auth.v2.write."
-SCRATCH_MARK = ".new"  # this job's pending directory while it is filled: ".auth.v2.write.<pid>.<32 hex>.new"
+# A lock directory of this job's while it is filled or deleted: ".auth.v2.write.<pid>.<32 hex>.scratch"
+SCRATCH_MARK = ".scratch"
 
 
 def is_lock_entry(name: str) -> bool:
@@ -17,7 +18,7 @@ def is_lock_entry(name: str) -> bool:
 
 
 def scratch_name(pid: int, digest: str) -> str:
-    """Return the name this job fills a pending directory under: it carries the pid."""
+    """Return the name this job fills or deletes a lock directory under: it carries the pid."""
     return f".{LOCK_STEM}.{pid}.{digest}{SCRATCH_MARK}"
 
 

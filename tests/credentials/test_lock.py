@@ -113,7 +113,7 @@ def test_job_asks_workos_outside_the_lock_and_waits_for_it_only_to_write(home, s
     finally:
         holder.kill()
         holder.wait()
-    assert not list(home.glob("auth.v2.write*"))
+    assert not list(home.glob("*auth.v2.write*"))
 
 
 def test_stale_lock_of_a_dead_pid_is_reclaimed(home, settings, workos):
@@ -121,7 +121,7 @@ def test_stale_lock_of_a_dead_pid_is_reclaimed(home, settings, workos):
     make_lock(home, {"token": "0c5f2a3e-0000-4000-8000-000000000000", "pid": dead_pid()})
     login = open_login(settings, env={}, key_lookup=no_keyring)
     assert login.bearer() == workos.issued[0]["access_token"]
-    assert not list(home.glob("auth.v2.write*"))
+    assert not list(home.glob("*auth.v2.write*"))
 
 
 def test_lock_with_unreadable_owner_older_than_10_s_is_reclaimed(home):
@@ -183,7 +183,7 @@ def test_a_lock_held_past_the_deadline_keeps_the_renewal_staged_for_the_next_run
     stored = json.loads(decrypt_envelope((home / "auth.v2.file").read_text(), key))
     assert stored["refresh_token"] == new["refresh_token"]
     assert len(workos.requests) == 1
-    assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("auth.v2.write*"))
+    assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("*auth.v2.write*"))
 
 
 def test_a_pending_lock_directory_left_by_a_killed_run_is_removed_by_the_next(home, settings, workos):
@@ -209,13 +209,13 @@ def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
     # This job's pending directories while they are filled: their name carries the pid.
     for pid in (gone, os.getpid()):
         (home / scratch_name(pid, "0123456789abcdef0123456789abcdef")).mkdir()
-    (home / ".auth.v2.write.x.0123.new").mkdir()  # not a name this job makes: not touched
+    (home / ".auth.v2.write.x.0123.scratch").mkdir()  # not a name this job makes: not touched
     make_lock(home, {"token": "t3", "pid": gone})
 
     clear_abandoned(home)
     assert sorted(p.name for p in home.iterdir()) == sorted(
         [
-            ".auth.v2.write.x.0123.new",
+            ".auth.v2.write.x.0123.scratch",
             scratch_name(os.getpid(), "0123456789abcdef0123456789abcdef"),
             "auth.v2.write.live.pending",
             "auth.v2.write.unowned.pending",
@@ -240,13 +240,13 @@ def test_the_name_a_pending_directory_is_filled_under_tells_its_pid_and_is_a_loc
     assert scratch_pid(name) == 4242 and is_lock_entry(name)
     for other in (
         "auth.v2.write.lock",
-        "auth.v2.write.4242.abab.new",  # droid's prefix, not ours
-        ".auth.v2.write.0.abab.new",
-        ".auth.v2.write.-1.abab.new",
-        ".auth.v2.write.4242.new",
-        ".auth.v2.write.4242.a.b.new",
+        "auth.v2.write.4242.abab.scratch",  # droid's prefix, not ours
+        ".auth.v2.write.0.abab.scratch",
+        ".auth.v2.write.-1.abab.scratch",
+        ".auth.v2.write.4242.scratch",
+        ".auth.v2.write.4242.a.b.scratch",
         ".auth.v2.write.4242.abab.pending",
-        ".auth.v2.file.4242.abab.new",
+        ".auth.v2.file.4242.abab.scratch",
     ):
         assert scratch_pid(other) is None, other
     assert not is_lock_entry(".auth.v2.file.reserve-1") and not is_lock_entry("auth.v2.file")

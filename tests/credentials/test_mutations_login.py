@@ -204,4 +204,4 @@ def test_while_workos_is_slow_droid_can_take_its_lock_and_save(home, settings, w
     login = open_login(settings, env={}, key_lookup=no_keyring)
     assert observed == ["droid saved"] * 3
     assert login.bearer() == workos.issued[0]["access_token"]
-    assert not list(home.glob("auth.v2.write*"))
+    assert not list(home.glob("*auth.v2.write*"))

@@ -44,7 +44,7 @@ def test_token_expiring_within_minutes_is_renewed_and_written_back(home, setting
     assert login.identity.expires_at == token_expiry(new["access_token"])
     assert login.identity.region == "eu"
     assert stored_json(home, key) == {**old, **new}
-    assert not list(home.glob("auth.v2.write*"))  # lock released, nothing pending
+    assert not list(home.glob("*auth.v2.write*"))  # lock released, nothing pending
 
     # A second run finds a fresh token and leaves WorkOS alone.
     again = open_login(settings, env={}, key_lookup=no_keyring)
@@ -189,7 +189,7 @@ def test_transient_failures_until_the_deadline_are_upstream_errors(home, workos,
         open_login(settings, env={}, key_lookup=no_keyring)
     assert len(workos.requests) >= 2  # it retried
     assert (home / "auth.v2.file").read_bytes() == before
-    assert not list(home.glob("auth.v2.write*"))
+    assert not list(home.glob("*auth.v2.write*"))
 
 
 def test_workos_timeout_is_an_upstream_error(home, workos):
@@ -330,4 +330,4 @@ def test_an_oversized_or_absurdly_nested_workos_answer_is_refused_not_used(home,
         open_login(settings, env={}, key_lookup=no_keyring)
     assert "\n" not in str(err.value) and len(str(err.value)) < 300
     assert (home / "auth.v2.file").read_bytes() == before
-    assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("auth.v2.write*"))
+    assert not list(home.glob(".auth.v2.file.*")) and not list(home.glob("*auth.v2.write*"))
