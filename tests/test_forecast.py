@@ -308,6 +308,21 @@ def test_a_noisy_pace_that_clears_the_margin_still_fires_and_the_horizon_sets_th
     assert assess(pts, 2 * HOUR, 0.0, window, (five,), margin, "period").firing == five
 
 
+def test_a_holds_earlier_checks_ask_the_same_noise_margin():
+    # 1 % and 6 % a day in turn for 4 days, then 6 % a day for 2 (a swing of 0.54): 26 %
+    # used on day 6. A 2-day rule with a 2-day hold looks back at day 6, 5 and 4. On day 4
+    # the 2-day pace was 3.5 % a day against the 3.31 % that ran out at the reset: clear of
+    # that, not of the 10.7 % more a margin of 1 asks over the 26 days then left (3.66 %).
+    pts = daily([0.01, 0.06, 0.01, 0.06, 0.06, 0.06])
+    now = 6 * DAY
+    plain, held = Rule(2 * DAY, DAY, 1.0), Rule(2 * DAY, DAY, 1.0, 2 * DAY)
+    margin = ForecastSettings(noise_margin={"period": 1.0})
+    assert forecast.swing(pts, now, 0.0, DAY) == pytest.approx(0.544, abs=0.001)
+    assert assess(pts, now, 0.0, MONTH, (plain,), margin).firing == plain  # today clears it
+    assert assess(pts, now, 0.0, MONTH, (held,), ForecastSettings(noise_margin={})).firing == held
+    assert assess(pts, now, 0.0, MONTH, (held,), margin).firing is None
+
+
 def test_the_swing_leaves_out_blocks_in_a_gap_between_readings():
     # A billing period's history starts at its start (empty) but the job was installed
     # on day 10: those days are one straight line, not 10 steady days.
