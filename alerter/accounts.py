@@ -17,6 +17,7 @@ side by side within the one deadline, and gathers what they did:
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -253,9 +254,17 @@ def describe_login(account: Account, env: Mapping[str, str]) -> str:
     ``API key from $WORK_KEY (fk-…abcd)`` or ``droid's login in /home/x/.factory (...)``."""
     if account.api_key_env is not None:
         key = env.get(account.api_key_env, "").strip()
-        shown = _mask_key(key) if key else "not set"
+        shown = mask_key(key) if key else "not set"
         return f"API key from ${account.api_key_env} ({shown})"
     home = account.config.home
+    log_in = f"log in there with `FACTORY_HOME_OVERRIDE={shlex.quote(str(home.parent))} droid`"
+    return describe_droid_home(home, log_in)
+
+
+def describe_droid_home(home: Path, how_to_log_in: str) -> str:
+    """Given a droid home, return what login the job would find there (file names only)."""
+    if not home.is_dir():
+        return f"droid's login in {home} (no such directory; {how_to_log_in})"
     from alerter.credentials import store
 
     files = (
@@ -266,13 +275,11 @@ def describe_login(account: Account, env: Mapping[str, str]) -> str:
         store.PLAIN_FILE,
     )
     found = [name for name in files if (home / name).exists()]
-    what = (
-        f"found {', '.join(found)}" if found else "no login found there; run droid with FACTORY_HOME_OVERRIDE"
-    )
+    what = f"found {', '.join(found)}" if found else f"no login found there; {how_to_log_in}"
     return f"droid's login in {home} ({what})"
 
 
-def _mask_key(key: str) -> str:
+def mask_key(key: str) -> str:
     """Given an API key, return only what tells it apart from another: its prefix and last 4."""
     if len(key) < 12:
         return "set, too short to be a key"

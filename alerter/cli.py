@@ -19,6 +19,7 @@ from pathlib import Path
 from alerter import __version__, healthcheck, journal
 from alerter.config import (
     CONFIG_ENV,
+    Config,
     QuietHours,
     build_config,
     default_config_file,
@@ -456,6 +457,7 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             if own.channels != config.channels:
                 print(f"    channels: {', '.join(ch.label for ch in own.channels) or 'stdout'}")
     else:
+        print(f"login: {_describe_login(config, env)}")
         print(f"state file: {config.state_file}{' (cannot be used: see below)' if unusable else ''}")
     if config.channels:
         print("channels:")
@@ -484,6 +486,17 @@ def cmd_check_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if unusable is not None:
         raise unusable  # the config is fine, the place it names for the state is not
     return EXIT_OK
+
+
+def _describe_login(config: Config, env: Mapping[str, str]) -> str:
+    """Say which login a run would use: the API key's variable (masked) or droid's store."""
+    from alerter.accounts import describe_droid_home, mask_key
+    from alerter.credentials import API_KEY_ENV
+
+    key = env.get(API_KEY_ENV, "").strip()
+    if key:
+        return f"API key from ${API_KEY_ENV} ({mask_key(key)})"
+    return describe_droid_home(config.home, f"run `droid` to log in, or set ${API_KEY_ENV}")
 
 
 def _service(url: str | None) -> str:

@@ -444,3 +444,28 @@ def test_a_droid_home_account_without_a_login_is_told_how_to_log_in_there(app, t
     assert result.code == EXIT_AUTH
     assert f"FACTORY_HOME_OVERRIDE={tmp_path / 'lab'} droid" in result.err
     assert "FACTORY_API_KEY" not in result.err
+    # check-config says so too, and that the directory is not there (a typo, often).
+    shown = app("check-config")
+    assert shown.code == EXIT_OK, shown.err
+    assert (
+        f"lab: droid's login in {tmp_path / 'lab' / '.factory'} (no such directory; "
+        f"log in there with `FACTORY_HOME_OVERRIDE={tmp_path / 'lab'} droid`)"
+    ) in shown.out
+    (tmp_path / "lab" / ".factory").mkdir(parents=True)
+    assert "(no login found there; log in there with" in app("check-config").out
+
+
+def test_check_config_says_which_login_a_run_would_use(app, tmp_path):
+    from tests.credentials.helpers import login_data, write_keyfile_store
+
+    key = app.env["FACTORY_API_KEY"]
+    shown = app("check-config").out
+    assert f"login: API key from $FACTORY_API_KEY (fk-…{key[-4:]})" in shown and key not in shown
+    app.env.pop("FACTORY_API_KEY")
+    app.env["FACTORY_HOME_OVERRIDE"] = str(tmp_path / "me")
+    assert (
+        f"login: droid's login in {tmp_path / 'me' / '.factory'} (no such directory; "
+        "run `droid` to log in, or set $FACTORY_API_KEY)"
+    ) in app("check-config").out
+    write_keyfile_store(tmp_path / "me" / ".factory", login_data())
+    assert f"login: droid's login in {tmp_path / 'me' / '.factory'} (found " in app("check-config").out
