@@ -16,6 +16,7 @@ side by side within the one deadline, and gathers what they did:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import shlex
 import threading
@@ -49,14 +50,16 @@ class Outcome:
     error: BaseException | None = None
 
 
-_current = threading.local()
+# The account being run, in this thread's context (a worker thread the job starts for
+# it copies the context, so its log lines are named too: see ``http.call_within``).
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("account", default=None)
 
 
 class _NameTheAccount(logging.Filter):
     """Starts each log line written while an account is being run with ``[name]``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        name = getattr(_current, "account", None)
+        name = _current.get()
         if name is not None and not getattr(record, "_account_named", False):
             record.msg = f"[{name}] {record.msg}"
             record._account_named = True
@@ -72,13 +75,13 @@ def each_account(accounts: tuple[Account, ...], work: Callable[[Account], T]) ->
         handler.addFilter(naming)
 
     def one(account: Account) -> T | BaseException:
-        _current.account = account.name
+        named = _current.set(account.name)
         try:
             return work(account)
         except BaseException as exc:  # reported with the others; never stops them
             return exc
         finally:
-            _current.account = None
+            _current.reset(named)
 
     try:
         if len(accounts) == 1:

@@ -13,6 +13,7 @@ queries may carry secrets (a healthcheck key, an apprise token).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -130,7 +131,9 @@ def call_within(deadline: float, what: str, fn: Callable[[], T]) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=work, name=f"peer: {what}", daemon=True).start()
+    # In the caller's context: what the worker logs is named as the caller's lines are.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(work,), name=f"peer: {what}", daemon=True).start()
     if not done.wait(max(0.0, deadline - time.monotonic())):
         raise PeerTimeout(what, "timed out (no complete answer within the deadline)")
     if "error" in outcome:

@@ -469,3 +469,41 @@ def test_check_config_says_which_login_a_run_would_use(app, tmp_path):
     ) in app("check-config").out
     write_keyfile_store(tmp_path / "me" / ".factory", login_data())
     assert f"login: droid's login in {tmp_path / 'me' / '.factory'} (found " in app("check-config").out
+
+
+def test_every_log_line_of_an_account_is_named_also_from_the_threads_it_starts():
+    import logging
+    import types
+
+    from alerter import http
+    from alerter.accounts import each_account
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("alerter")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+
+        def work(account) -> str:
+            logging.getLogger("alerter.job").info("in the run of %s", account.name)
+            # A worker thread, as each request to a peer runs in one.
+            log = logging.getLogger("alerter.http")
+            http.call_within(time.monotonic() + 10, "a peer", lambda: log.info("worker of %s", account.name))
+            return account.name
+
+        accounts = tuple(types.SimpleNamespace(name=name) for name in ("home", "work"))
+        assert each_account(accounts, work) == ["home", "work"]
+        assert each_account(accounts[:1], work) == ["home"]  # one account: run in this thread
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert sorted(lines) == sorted(
+        [f"[{n}] in the run of {n}" for n in ("home", "work", "home")]
+        + [f"[{n}] worker of {n}" for n in ("home", "work", "home")]
+    )

@@ -12,6 +12,7 @@ unlocked login keyring): every failure returns None and logs at debug level only
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
@@ -47,7 +48,8 @@ def lookup_key(account: str, timeout: float = LOOKUP_TIMEOUT_SECONDS) -> str | N
         except Exception as exc:  # any keyring failure means "not available here"
             log.debug("OS keyring lookup failed: %s", type(exc).__name__)
 
-    worker = threading.Thread(target=run, name="keyring-lookup", daemon=True)
+    context = contextvars.copy_context()  # its log lines are named as the caller's are
+    worker = threading.Thread(target=context.run, args=(run,), name="keyring-lookup", daemon=True)
     worker.start()
     worker.join(max(0.0, timeout))
     if worker.is_alive():
