@@ -7,7 +7,9 @@ A trace is JSON Lines, one observation a line, in time order::
     {"at": 1764000600000, "error": "Factory API answered HTTP 503 ..."}
 
 The last kind is a run that could not read usage (``"login_expired": true`` when droid's
-login had ended). ``replay`` is a loop over the observations through the same decision as
+login had ended). A line may name its account (``"account": "work"``, as ``history
+--jsonl`` writes for a config with ``accounts:``); each account is replayed on its own,
+with its own settings. ``replay`` is a loop over the observations through the same decision as
 ``run`` (:func:`alerter.decide.decide`), with the clock set to each ``at``: the state
 lives in memory, every channel counts as delivered, nothing is sent. An answer the job
 would reject counts as a failed run, as it does in ``run``. ``export_history`` goes the
@@ -17,6 +19,7 @@ observations of the same format, so a user can replay their own past.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -47,6 +50,7 @@ class Observation:
     at: int
     kind: str  # "usage", "limits", or "error" (a run that could not read usage)
     body: dict
+    account: str | None = None  # the account it was observed for, when the trace names one
 
     def reading(self) -> Reading:
         """Return the Reading the job would have made of it. Raise BadAnswer."""
@@ -76,10 +80,12 @@ class Notification:
     severity: str
     title: str
     body: str
+    account: str | None = None
 
     def as_json(self) -> dict:
         """Return the notification as the dict ``backtest --json`` prints."""
-        return {
+        named = {"account": self.account} if self.account is not None else {}
+        return named | {
             "at": self.at,
             "meter": self.meter,
             "kind": self.kind,
@@ -118,6 +124,9 @@ def parse_line(text: str, where: str) -> Observation | None:
     if not AT_RANGE[0] <= at <= AT_RANGE[1]:
         hint = " (it looks like seconds)" if 1e9 <= at < 1e11 else ""
         raise TraceError(f'{where}: "at" is not a time in unix milliseconds{hint}: {at!r}')
+    account = data.get("account")
+    if account is not None and not (isinstance(account, str) and account.strip()):
+        raise TraceError(f'{where}: "account" must be the name of an account')
     kinds = [key for key in ("usage", "limits", "error") if key in data]
     if len(kinds) != 1:
         raise TraceError(f'{where}: needs exactly one of "usage", "limits" or "error"')
@@ -125,9 +134,8 @@ def parse_line(text: str, where: str) -> Observation | None:
     if kind == "error":
         if not isinstance(data["error"], str) or not isinstance(data.get("login_expired", False), bool):
             raise TraceError(f'{where}: "error" must be text (and "login_expired" true or false)')
-        return Observation(
-            int(at), "error", {"error": data["error"], "login_expired": data.get("login_expired", False)}
-        )
+        failed = {"error": data["error"], "login_expired": data.get("login_expired", False)}
+        return Observation(int(at), "error", failed, account)
     body = data[kind]
     if not isinstance(body, dict):
         raise TraceError(f'{where}: "{kind}" must be a JSON object')
@@ -135,20 +143,45 @@ def parse_line(text: str, where: str) -> Observation | None:
         body = {"limits": body}  # the inner object alone is accepted too
     if kind == "usage" and isinstance(body.get("usage"), dict) and "startDate" not in body:
         body = body["usage"]  # the whole answer of subscription/usage is accepted too
-    return Observation(int(at), kind, body)
+    return Observation(int(at), kind, body, account)
 
 
 def read_trace(lines: Iterable[str], name: str) -> list[Observation]:
-    """Given the lines of a trace, return its observations. Raise TraceError naming the line."""
+    """Given the lines of a trace, return its observations. Raise TraceError naming the line.
+
+    Each account's observations must be in time order (one account's may follow another's).
+    """
     observations: list[Observation] = []
+    last: dict[str | None, int] = {}
     for number, line in enumerate(lines, 1):
         observation = parse_line(line, f"{name}:{number}")
         if observation is None:
             continue
-        if observations and observation.at < observations[-1].at:
-            raise TraceError(f"{name}:{number}: goes back in time; observations must be in time order")
+        if observation.at < last.get(observation.account, 0):
+            whose = f" of account {observation.account!r}" if observation.account is not None else ""
+            raise TraceError(f"{name}:{number}: goes back in time; observations{whose} must be in time order")
+        last[observation.account] = observation.at
         observations.append(observation)
     return observations
+
+
+def by_account(observations: Iterable[Observation]) -> dict[str | None, list[Observation]]:
+    """Given observations, return them by account (None: unnamed), in order of first appearance."""
+    groups: dict[str | None, list[Observation]] = {}
+    for observation in observations:
+        groups.setdefault(observation.account, []).append(observation)
+    return groups
+
+
+def config_for(config: Config, account: str | None) -> Config:
+    """Given the config and an account a trace names, return the settings to replay it with:
+    the account's own, or the config's own (named after the account) when it has no such one."""
+    if account is None:
+        return config
+    for entry in config.accounts:
+        if entry.name == account:
+            return entry.config
+    return dataclasses.replace(config, account=account)
 
 
 # --- replaying -------------------------------------------------------------------------------
@@ -170,12 +203,38 @@ def replay(observations: Iterable[Observation], config: Config, state: State | N
         for alert in decision.send:  # held ones stay due in the state
             notifications.append(
                 Notification(
-                    observation.at, alert.meter_id, alert.kind, alert.severity, alert.title, alert.body
+                    observation.at,
+                    alert.meter_id,
+                    alert.kind,
+                    alert.severity,
+                    alert.title,
+                    alert.body,
+                    config.account,
                 )
             )
             for channel_id in alert.channels:
                 state = record_delivery(state, alert.key, channel_id, now)
     return Replay(tuple(notifications), count, tuple(skipped), state)
+
+
+def replay_each(observations: Iterable[Observation], config: Config) -> Replay:
+    """Given a trace's observations and the config, replay each account the trace names on
+    its own, with its own settings (:func:`config_for`); return all their notifications in
+    time order. The state returned is the last account's."""
+    groups = by_account(observations)
+    if len(groups) <= 1:
+        account, group = next(iter(groups.items()), (None, []))
+        return replay(group, config_for(config, account))
+    notes: list[Notification] = []
+    skipped: list[str] = []
+    count, state = 0, State()
+    for account, group in groups.items():
+        result = replay(group, config_for(config, account))
+        notes.extend(result.notifications)
+        skipped.extend(f"account {account or '(unnamed)'}: {why}" for why in result.skipped)
+        count, state = count + result.observations, result.state
+    notes.sort(key=lambda note: note.at)  # stable: at the same time, in the accounts' order
+    return Replay(tuple(notes), count, tuple(skipped), state)
 
 
 def render(result: Replay) -> str:

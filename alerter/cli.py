@@ -343,7 +343,7 @@ SAMPLE_MONTH = "sample-month.jsonl"  # shipped in the package: `backtest --examp
 
 def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Replay a trace through the evaluation and print what would have been sent."""
-    from alerter.backtest import TraceError, read_trace, render, replay
+    from alerter.backtest import TraceError, read_trace, render, replay_each
 
     if (args.trace is None) == (not args.example):
         raise ConfigError("backtest: give a TRACE file ('-' for stdin) or --example, not both")
@@ -363,7 +363,14 @@ def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise TraceError(f"{name}: cannot read the trace ({why})") from None
     except UnicodeDecodeError:
         raise TraceError(f"{name}: not a text file (expected JSON Lines)") from None
-    result = replay(read_trace(text.split("\n"), name), config)
+    observations = read_trace(text.split("\n"), name)
+    known = {account.name for account in config.accounts}
+    for account in dict.fromkeys(o.account for o in observations if o.account is not None):
+        if account not in known:
+            log.warning(
+                "%s: no account %r in the config; replayed with the top-level settings", name, account
+            )
+    result = replay_each(observations, config)
     for reason in result.skipped:
         log.warning("%s: %s", name, reason)
     if args.json:

@@ -507,3 +507,36 @@ def test_every_log_line_of_an_account_is_named_also_from_the_threads_it_starts()
         [f"[{n}] in the run of {n}" for n in ("home", "work", "home")]
         + [f"[{n}] worker of {n}" for n in ("home", "work", "home")]
     )
+
+
+def test_backtest_replays_each_account_of_an_exported_history_with_its_own_settings(app, receiver, tmp_path):
+    served = two_accounts(app, receiver, thresholds={"default": [30]})
+    start = time.time()
+    end = start + 4.5 * HOUR
+    for hour, (home, work) in enumerate([(10, 10), (40, 25), (55, 35), (70, 45)]):
+        app.now = start + hour * 3600
+        served.replies[KEYS["home"]] = limits_at(home, end)
+        served.replies[KEYS["work"]] = limits_at(work, end)
+        assert app("run", "-q").code == EXIT_OK
+    arrived = titles(receiver)
+    assert "[work] Factory standard.5h at 35% (past 30%)" in arrived  # work's own threshold
+    app.now = None
+    trace = tmp_path / "both.jsonl"
+    trace.write_text(app("history", "--jsonl").out)
+    result = app("backtest", str(trace), "--json")
+    assert result.code == EXIT_OK, result.err
+    replayed = json.loads(result.out)["notifications"]
+    for name in ("home", "work"):
+        own = [n["title"] for n in replayed if n["account"] == name]
+        assert own == [t for t in arrived if t.startswith(f"[{name}] ")] and own, (name, own, arrived)
+    # An account the config does not have is replayed with the top-level settings, and said so.
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    renamed = [line | {"account": "gone"} if line["account"] == "work" else line for line in lines]
+    trace.write_text("".join(json.dumps(line) + "\n" for line in renamed))
+    result = app("backtest", str(trace), "--json")
+    assert result.code == EXIT_OK and "no account 'gone' in the config" in result.err, result.err
+    notes = json.loads(result.out)["notifications"]
+    home = [t for t in arrived if t.startswith("[home] ")]
+    assert [n["title"] for n in notes if n["account"] == "home"] == home
+    gone = [n["title"] for n in notes if n["account"] == "gone"]
+    assert all(t.startswith("[gone] ") and "past 30%" not in t for t in gone), gone

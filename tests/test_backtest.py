@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,7 @@ def test_a_bad_trace_line_is_one_clean_error_naming_the_line(app, tmp_path):
         ('{"at": 1764000000, "usage": {}}', "looks like seconds"),
         ('{"at": 1764000000000}', 'exactly one of "usage", "limits" or "error"'),
         ('{"at": 1700000000000, "usage": {}}', "goes back in time"),
+        ('{"at": 1800000000000, "account": 7, "usage": {}}', '"account" must be the name of an account'),
     ]:
         trace.write_text(good + "\n" + bad + "\n")
         result = app("backtest", str(trace))
@@ -100,6 +102,16 @@ def test_a_bad_trace_line_is_one_clean_error_naming_the_line(app, tmp_path):
         assert expected in result.err and result.err.count("\n") == 1, result.err
     result = app("backtest", str(tmp_path / "missing.jsonl"))
     assert result.code == 2 and "cannot read the trace" in result.err
+
+
+def test_each_account_of_a_trace_is_in_time_order_on_its_own():
+    def line(at: int, account: str) -> str:
+        return json.dumps({"at": at, "account": account, "error": "down"})
+
+    ok = [line(1800000000000, "a"), line(1800000060000, "a"), line(1800000000000, "b")]
+    assert [(o.account, o.at) for o in read_trace(ok, "t")][2] == ("b", 1800000000000)
+    with pytest.raises(TraceError, match="t:4: goes back in time; observations of account 'a'"):
+        read_trace([*ok, line(1800000030000, "a")], "t")
 
 
 def test_whole_answers_are_accepted_as_well_as_the_documented_objects():
