@@ -323,6 +323,26 @@ def test_a_run_killed_around_the_renewal_leaves_a_live_login(rig, point, signame
         assert_droid_loads(rig, rig.stored()["access_token"])
 
 
+def test_a_stop_signal_while_taking_the_reclaim_directory_waits_for_its_owner_record(
+    rig, default_stop_signals
+):
+    # A lock left by a writer that is gone: the run reclaims it, taking droid's reclaim
+    # directory droid's way (mkdir, then the owner record). Stopped between the two, it
+    # would leave a reclaim directory without an owner, which keeps droid waiting 10 s.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    lock = rig.store / "auth.v2.write.lock"
+    lock.mkdir(mode=0o700)
+    (lock / "owner.json").write_text(json.dumps({"token": "t", "pid": int(gone.stdout)}))
+    killed = rig.run(FAULT_AT="after:mkdir#1", FAULT_SIGNAL="SIGTERM")
+    assert killed.code == -signal.SIGTERM, killed.err
+    reclaim = rig.store / "auth.v2.write.lock.reclaim"
+    owner = json.loads((reclaim / "owner.json").read_text())
+    assert owner["pid"] > 0 and owner["token"]  # whole: a stale one the next run clears
+    recovered = rig.run()
+    assert recovered.code == 0, recovered.err
+    assert_live_and_tidy(rig)
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_stop_signal_while_workos_answers_waits_until_the_pair_is_installed(
     rig, signame, default_stop_signals

@@ -6,13 +6,16 @@ droid 0.225.2 serialises every write to the store with a lock directory:
    ``{"token": <uuid>, "pid": <pid>}`` (mode 0600); this job fills it under a name of its
    own that carries its pid (``.auth.v2.write.<pid>.<32 hex>.scratch``) and renames it
    into place, and renames a lock directory to such a name before deleting it: whatever
-   moment a kill comes at, no directory is left without its owner record, which no one
-   could tell from one being created;
+   moment a kill comes at, no pending or lock directory is left without its owner record,
+   which no one could tell from one being created, and what is left names a process;
 2. ``rename()`` it to ``auth.v2.write.lock``; the rename fails (EEXIST/ENOTEMPTY) while
    someone holds the lock: poll every 15 ms, for up to 12 s;
 3. a lock is stale when its owner pid is dead, or, with no readable owner, when it is over
    10 s old; a stale lock is removed only by whoever holds the sibling
-   ``auth.v2.write.lock.reclaim`` directory (taken the same way, by mkdir);
+   ``auth.v2.write.lock.reclaim`` directory (taken by mkdir, then its owner record: it
+   cannot be filled elsewhere, as rename() would replace another's reclaim directory still
+   empty; a stop signal waits until the record is written, and only SIGKILL between the
+   two leaves one without, stale after 10 s for droid and the job alike);
 4. release: remove the lock only if ``owner.json`` still holds our token.
 
 Doing exactly what droid does is the point: a droid running at the same moment must see
@@ -42,6 +45,7 @@ from alerter.credentials.lock_names import (
     scratch_name,
     scratch_pid,
 )
+from alerter.credentials.stopping import stop_deferred
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ OWNER_FILE = "owner.json"
 STALE_SECONDS = 10.0
 WAIT_SECONDS = 12.0
 POLL_SECONDS = 0.015
+
+# The scratch names this process made (its threads share its pid): see clear_abandoned.
+_made_here: set[str] = set()
 
 # rename()/mkdir() onto a lock that exists fails with one of these, depending on the OS.
 _HELD = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
@@ -82,6 +89,7 @@ def prepare(home: Path) -> Ticket:
     # Filled under a name that says whose it is, then renamed: droid's pending name never
     # exists without its owner record, whatever moment a kill comes at.
     scratch = home / scratch_name(os.getpid(), digest)
+    _made_here.add(scratch.name)
     _make_owned_dir(scratch, token)
     try:
         os.rename(scratch, pending)
@@ -179,19 +187,36 @@ def clear_abandoned(home: Path) -> None:
     """
     try:
         names = [entry.name for entry in os.scandir(home) if is_lock_entry(entry.name)]
-        for name in names:
+    except OSError as exc:
+        log.debug("cannot look for abandoned lock directories in %s (%s)", home, exc.strerror)
+        return
+    for name in names:
+        try:
             if name.endswith(SCRATCH_MARK):
-                pid = scratch_pid(name)
-                if pid is not None and not pid_alive(pid):
-                    _remove_tree(home / name)
+                if _abandoned_scratch(name):
+                    _dispose(home / name)
             elif name.endswith(".pending"):
                 owner = read_owner(home / name)
                 if owner is not None and not pid_alive(owner["pid"]):
                     _dispose(home / name)
-        if LOCK_NAME in names:
-            _remove_if_stale(home / LOCK_NAME)
-    except OSError as exc:  # tidying only: what cannot be removed now stays
-        log.debug("cannot clear abandoned lock directories in %s (%s)", home, exc.strerror)
+            elif name == LOCK_NAME:
+                _remove_if_stale(home / LOCK_NAME)
+        except OSError as exc:  # tidying only: what cannot be removed now stays, the rest goes
+            log.debug("cannot remove %s in %s (%s)", name, home, exc.strerror or exc)
+
+
+def _abandoned_scratch(name: str) -> bool:
+    """Given a scratch directory's name, say whether the process that made it is gone.
+
+    Its pid is dead, or it is this process's pid but this process did not make it (a run
+    before this one had the same pid: in a container, the job may be pid 1 every time).
+    """
+    pid = scratch_pid(name)
+    if pid is None:
+        return False  # not a name this job makes
+    if pid == os.getpid():
+        return name not in _made_here
+    return not pid_alive(pid)
 
 
 def describe_holder(lock_path: Path) -> str:
@@ -236,11 +261,13 @@ def read_owner(path: Path) -> dict | None:
 
 def pid_alive(pid: int) -> bool:
     """Given a pid, return False only when it certainly does not exist."""
+    if pid > 0xFFFFFFFF:
+        return False  # larger than any process id of any system
     if sys.platform == "win32":
         return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such pid, or none could be that large
         return False
     except OSError:
         return True  # e.g. EPERM: it exists, it is just not ours
@@ -307,7 +334,10 @@ def _take_reclaim(reclaim_path: Path) -> str | None:
     while True:
         token = _owner_token()
         try:
-            _make_owned_dir(reclaim_path, token)
+            # droid's way is mkdir, then the owner record; a stop signal between the two
+            # would leave a reclaim directory that keeps droid waiting 10 s. It waits.
+            with stop_deferred("taking droid's reclaim directory"):
+                _make_owned_dir(reclaim_path, token)
             return token
         except OSError as exc:
             if exc.errno not in _HELD:
@@ -351,6 +381,7 @@ def _dispose(path: Path) -> None:
     a kill leaves names a process that is gone, and the next run removes it.
     """
     gone = path.with_name(scratch_name(os.getpid(), os.urandom(16).hex()))
+    _made_here.add(gone.name)
     try:
         os.rename(path, gone)
     except FileNotFoundError:
@@ -362,7 +393,11 @@ def _dispose(path: Path) -> None:
 
 
 def _remove_tree(path: Path) -> None:
-    """Remove a lock directory (or file); it being gone already is fine."""
+    """Remove a lock directory (or file, or a symbolic link, not what it points to); it
+    being gone already is fine."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+        return
     try:
         shutil.rmtree(path)
     except NotADirectoryError:

@@ -27,6 +27,12 @@ def scratch_pid(name: str) -> int | None:
     if not (name.startswith("." + LOCK_STEM + ".") and name.endswith(SCRATCH_MARK)):
         return None
     parts = name[len(LOCK_STEM) + 2 : -len(SCRATCH_MARK)].split(".")
-    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0:
+    return parse_pid(parts[0]) if len(parts) == 2 else None
+
+
+def parse_pid(text: str) -> int | None:
+    """Given the digits of a process id in a file name, return it; None unless it is one
+    (ASCII digits, no leading zero, at most 10 of them)."""
+    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit() and text[0] != "0"):
         return None
-    return int(parts[0])
+    return int(text)

@@ -25,10 +25,8 @@ import contextlib
 import logging
 import os
 import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 from alerter import http
 from alerter.credentials import lock, writeback
 from alerter.credentials.identity import CredentialSettings, fingerprint, token_expiry
+from alerter.credentials.stopping import stop_deferred
 from alerter.credentials.store import StoredLogin, describe, encode, read_store
 from alerter.errors import AuthError, UpstreamError
 
@@ -190,7 +189,7 @@ def _renew_prepared(
             return current
         attempts += 1
         staged: list[Path | None] = []
-        with _termination_deferred():
+        with stop_deferred("the renewal"):
             try:
                 pair = request_new_tokens(
                     settings.workos_url,
@@ -305,29 +304,6 @@ def _login_ended(stored: StoredLogin, why: str) -> AuthError:
         permanent=True,
         dead_refresh=fingerprint(stored.refresh_token or ""),
     )
-
-
-@contextlib.contextmanager
-def _termination_deferred() -> Iterator[None]:
-    """Hold SIGTERM, SIGINT and SIGHUP until the block ends, then act on them.
-
-    From the moment a renewal request leaves until its answer is on disk, dying would
-    log droid out. SIGKILL cannot be held; that window is kept as short as it can be.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    held = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda number, frame: caught.append(number)) for sig in held}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if caught:
-            log.info("finishing the renewal before stopping (signal %d)", caught[0])
-            signal.raise_signal(caught[0])
 
 
 def _error_code(answer: http.Answer) -> str:

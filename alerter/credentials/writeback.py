@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alerter.credentials.identity import fingerprint
-from alerter.credentials.lock_names import is_lock_entry
+from alerter.credentials.lock_names import is_lock_entry, parse_pid
 from alerter.credentials.store import FILE_MODE, StoredLogin, StoreFormatError, decode, describe, read_store
 
 if TYPE_CHECKING:  # droid's lock module is imported only when a store is written
@@ -207,7 +207,8 @@ def _recover_reserved(stored: StoredLogin, path: Path, suffix: str, deadline: fl
     pid_text, _, rest = suffix.partition("-")
     from alerter.credentials.lock import pid_alive
 
-    if not pid_text.isdigit() or pid_alive(int(pid_text)):
+    pid = parse_pid(pid_text)
+    if pid is None or pid_alive(pid):
         return stored
     spent_fp = rest.rpartition("-")[2]
     spent = stored.refresh_token

@@ -206,9 +206,12 @@ def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
         pending.mkdir()
         (pending / "owner.json").write_text(json.dumps({"token": name, "pid": pid}))
     (home / "auth.v2.write.unowned.pending").mkdir()  # droid's, being created: no owner yet
-    # This job's pending directories while they are filled: their name carries the pid.
-    for pid in (gone, os.getpid()):
-        (home / scratch_name(pid, "0123456789abcdef0123456789abcdef")).mkdir()
+    # This job's lock directories while they are filled or deleted: their name carries the
+    # pid. One of a live process stays; one of this pid that this process did not make is
+    # an earlier run's that had the same pid (a container's pid 1, say).
+    hexes = "0123456789abcdef0123456789abcdef"
+    for pid in (gone, os.getppid(), os.getpid()):
+        (home / scratch_name(pid, hexes)).mkdir()
     (home / ".auth.v2.write.x.0123.scratch").mkdir()  # not a name this job makes: not touched
     make_lock(home, {"token": "t3", "pid": gone})
 
@@ -216,7 +219,7 @@ def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
     assert sorted(p.name for p in home.iterdir()) == sorted(
         [
             ".auth.v2.write.x.0123.scratch",
-            scratch_name(os.getpid(), "0123456789abcdef0123456789abcdef"),
+            scratch_name(os.getppid(), hexes),
             "auth.v2.write.live.pending",
             "auth.v2.write.unowned.pending",
         ]
@@ -250,3 +253,69 @@ def test_the_name_a_pending_directory_is_filled_under_tells_its_pid_and_is_a_loc
     ):
         assert scratch_pid(other) is None, other
     assert not is_lock_entry(".auth.v2.file.reserve-1") and not is_lock_entry("auth.v2.file")
+
+
+def test_odd_entries_beside_the_store_neither_stop_a_run_nor_keep_the_others(home, tmp_path):
+    gone = dead_pid()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the job's")
+    odd = [
+        ".auth.v2.write.\u00b2.abab.scratch",  # a digit int() cannot read
+        ".auth.v2.write.99999999999.abab.scratch",  # 11 digits: no process id
+        ".auth.v2.write.007.abab.scratch",  # not a pid as this job writes one
+    ]
+    for name in odd:
+        (home / name).mkdir()
+    huge = home / scratch_name(9_999_999_999, "abab")  # no system has such a pid: gone
+    huge.mkdir()
+    (home / scratch_name(gone, "link")).symlink_to(elsewhere, target_is_directory=True)
+    for name, pid in (("huge", 2**40), ("dead", gone)):
+        pending = home / f"auth.v2.write.{name}.pending"
+        pending.mkdir()
+        (pending / "owner.json").write_text(json.dumps({"token": name, "pid": pid}))
+    make_lock(home, {"token": "t", "pid": gone})
+
+    clear_abandoned(home)
+    assert sorted(p.name for p in home.iterdir()) == sorted(odd)
+    assert (elsewhere / "keep.txt").read_text() == "not the job's"  # a link goes, not its target
+
+
+def test_an_entry_that_cannot_be_removed_leaves_the_others_to_be_cleared(home, monkeypatch):
+    from alerter.credentials import lock
+
+    gone = dead_pid()
+    stuck = home / scratch_name(gone, "stuck")
+    stuck.mkdir()
+    pending = home / "auth.v2.write.dead.pending"
+    pending.mkdir()
+    (pending / "owner.json").write_text(json.dumps({"token": "d", "pid": gone}))
+    make_lock(home, {"token": "t", "pid": gone})
+    real_rename = os.rename
+
+    def refuse(src, dst):
+        if os.fspath(src) == os.fspath(stuck):
+            raise PermissionError(13, "Permission denied")
+        return real_rename(src, dst)
+
+    real_scandir = os.scandir
+
+    def stuck_first(path=".", *args):  # whatever order the file system lists them in
+        if not isinstance(path, (str, os.PathLike)) or os.fspath(path) != os.fspath(home):
+            return real_scandir(path, *args)
+        return sorted(real_scandir(path), key=lambda entry: entry.name != stuck.name)
+
+    monkeypatch.setattr(lock.os, "rename", refuse)
+    monkeypatch.setattr(lock.os, "scandir", stuck_first)
+    monkeypatch.setattr(lock.shutil, "rmtree", _refusing_rmtree(stuck, lock.shutil.rmtree))
+    clear_abandoned(home)
+    assert [p.name for p in home.iterdir()] == [stuck.name]
+
+
+def _refusing_rmtree(stuck, rmtree):
+    def remove(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(stuck):
+            raise PermissionError(13, "Permission denied")
+        return rmtree(path, *args, **kwargs)
+
+    return remove
