@@ -42,6 +42,9 @@ STAGED_MARK = ".renewed-"
 RESERVE_MARK = ".reserve-"
 RESERVE_MIN_BYTES = 16 * 1024
 
+# The reservations this process made (its threads share its pid): see _recover_reserved.
+_reserved_here: set[str] = set()
+
 
 class StoreNotWritable(OSError):
     """droid's store cannot be replaced (read-only, full, not ours): nothing was spent."""
@@ -85,6 +88,7 @@ def reserve(stored: StoredLogin) -> Reservation:
     # after the new store was written but before it was renamed (see recover()).
     spent = fingerprint(stored.refresh_token or "")
     path = target.with_name(f".{target.name}{RESERVE_MARK}{os.getpid()}-{secrets.token_hex(4)}-{spent}")
+    _reserved_here.add(path.name)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:
@@ -208,7 +212,10 @@ def _recover_reserved(stored: StoredLogin, path: Path, suffix: str, deadline: fl
     from alerter.credentials.lock import pid_alive
 
     pid = parse_pid(pid_text)
-    if pid is None or pid_alive(pid):
+    # This process's pid on a reservation it did not make: an earlier run's with the same
+    # pid (in a container the job may be pid 1 every time).
+    gone = pid is not None and (path.name not in _reserved_here if pid == os.getpid() else not pid_alive(pid))
+    if not gone:
         return stored
     spent_fp = rest.rpartition("-")[2]
     spent = stored.refresh_token

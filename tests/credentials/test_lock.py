@@ -199,6 +199,18 @@ def test_a_pending_lock_directory_left_by_a_killed_run_is_removed_by_the_next(ho
     assert alive.exists()  # a live process's ticket is its own business
 
 
+def test_a_reservation_of_this_pid_that_this_process_did_not_make_is_an_earlier_runs(home, settings, workos):
+    write_keyfile_store(home, login_data(SOON))
+    mine = home / f".auth.v2.file.reserve-{os.getpid()}-0a0b0c0d-fp"  # a container's pid 1, say
+    live = home / f".auth.v2.file.reserve-{os.getppid()}-0a0b0c0d-fp"
+    odd = home / ".auth.v2.file.reserve-\u00b3-0a0b0c0d-fp"  # not a pid: left alone, no crash
+    for path in (mine, live, odd):
+        path.write_bytes(b"\0" * 64)
+    open_login(settings, env={}, key_lookup=no_keyring)
+    assert not mine.exists()
+    assert live.exists() and odd.exists()
+
+
 def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
     gone = dead_pid()
     for name, pid in (("dead", gone), ("live", os.getpid())):
