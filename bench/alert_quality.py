@@ -45,7 +45,8 @@ do: projected use at reset = used / elapsed x window length, one alert each time
 projection crosses 100 % (before the window runs out).
 
     python bench/alert_quality.py [--part training|held-out|both] [--kinds ...]
-                                  [--per-shape N] [--by-shape] [--by-total] [--config PATH]
+                                  [--per-shape N] [--by-shape] [--by-total] [--by-noise]
+                                  [--config PATH]
 
 prints markdown tables and exits 1 when the forecast misses a target on the part(s) run.
 """
@@ -153,6 +154,7 @@ PARTS = {
 }
 TIMER_DELAY = 120  # seconds: each run starts up to this late (the timers' RandomizedDelaySec)
 NOISE = (0.2, 0.6, 1.2)  # sigma of the per-step lognormal noise: light, medium, heavy
+NOISE_NAMES = dict(zip(NOISE, ("light", "medium", "heavy"), strict=True))
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class Window:
     exhausted_at: float | None  # unix seconds, None when it lasts to the reset
     changed_at: float  # when the pace last changed before it ran out (the start if never)
     total: float  # used fraction at the reset, had nothing stopped it
+    noise: float = 0.0  # sigma of its per-step noise (one of NOISE)
 
     def answer(self, i: int) -> dict:
         """Return the body Factory would answer at the i-th run."""
@@ -291,6 +294,7 @@ def generate(kind_name: str, shape: str, rng: random.Random) -> Window:
         exhausted,
         start + changed * kind.tick,
         round(total, 6),
+        sigma,
     )
 
 
@@ -486,6 +490,15 @@ def total_table(kind_name: str, part: str, picked: Sequence[Window], ours, naive
     return _grouped(title, "total", [g for g in groups if g[1]], picked, ours, naive)
 
 
+def noise_table(kind_name: str, part: str, picked: Sequence[Window], ours, naive) -> str:
+    """Return one kind's measures by the strength of its windows' noise, forecast / naive."""
+    groups = [
+        (name, [i for i, w in enumerate(picked) if w.noise == sigma]) for sigma, name in NOISE_NAMES.items()
+    ]
+    title = f"{kind_name}, {part}: forecast / naive by noise (sigma 0.2 / 0.6 / 1.2 per step)"
+    return _grouped(title, "noise", [g for g in groups if g[1]], picked, ours, naive)
+
+
 def _grouped(title: str, label: str, groups, picked: Sequence[Window], ours, naive) -> str:
     """Return the measures of each group (name, window indexes), forecast / naive, as markdown."""
     lines = [
@@ -552,6 +565,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument(
         "--by-total", action="store_true", help="also show each kind by how near the limit its windows end"
     )
+    parser.add_argument(
+        "--by-noise", action="store_true", help="also show each kind by the strength of its noise"
+    )
     parser.add_argument("--config", metavar="PATH", help="a config file whose forecast settings to measure")
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
@@ -580,6 +596,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
             shapes.append(shape_table(kind, part, ws, ours, naive))
         if args.by_total:
             shapes.append(total_table(kind, part, ws, ours, naive))
+        if args.by_noise:
+            shapes.append(noise_table(kind, part, ws, ours, naive))
     if args.json:
         out(json.dumps(data, indent=1))
     else:

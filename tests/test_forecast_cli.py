@@ -99,10 +99,11 @@ def test_the_benchmark_runs_every_window_kind_and_prints_its_tables(monkeypatch)
     """A small run of bench/alert_quality.py: every kind, both parts, per shape; no target judged."""
     bench = load_bench(monkeypatch)
     printed = []
-    argv = ["--smoke", "--per-shape", "1", "--jobs", "1", "--by-shape", "--by-total"]
+    argv = ["--smoke", "--per-shape", "1", "--jobs", "1", "--by-shape", "--by-total", "--by-noise"]
     assert bench.main(argv, out=printed.append) == 0
     out = "\n".join(printed)
     assert out.count("held-out: forecast / naive by total at the reset") == 4
+    assert out.count("held-out: forecast / naive by noise") == 4
     for kind in ("period", "monthly", "weekly", "5h"):
         for part in ("training", "held-out"):
             assert f"| {kind} | {part} |" in out
@@ -132,6 +133,26 @@ def test_the_benchmark_tells_windows_apart_by_how_near_the_limit_they_end(monkey
         "| runs out at 105-115 % | 1 / 0 / 0 | 100.0% / 100.0% | 36 h / 132 h | - / - | 1 / 1 |",
         "| runs out above 115 % | 1 / 0 / 0 | 0.0% / 100.0% | 144 min / 72 h | - / - | 1 / 1 |",
     ]
+
+
+def test_the_benchmark_tells_windows_apart_by_the_strength_of_their_noise(monkeypatch):
+    bench = load_bench(monkeypatch)
+    day = 86400.0
+
+    def window(noise: float, exhausted: float | None) -> object:
+        times = (0.0,)
+        return bench.Window("weekly", "steady", 0.0, 7 * day, times, (0.0,), exhausted, 0.0, 0.9, noise)
+
+    picked = [window(0.2, None), window(1.2, None), window(1.2, 6 * day), window(1.2, None)]
+    ours = [[], [5 * day], [4 * day], []]
+    naive = [[1 * day]] * 4
+    rows = bench.noise_table("weekly", "held-out", picked, ours, naive).splitlines()[4:]
+    assert rows == [
+        "| light | 0 / 1 / 0 | - / - | - / - | 0.0% / 100.0% | 0 / 1 |",
+        "| heavy | 1 / 2 / 0 | 100.0% / 100.0% | 48 h / 120 h | 50.0% / 100.0% | 1 / 1 |",
+    ]
+    # Every window the generator makes has one of the three strengths.
+    assert {w.noise for w in bench.windows("5h", "training", 2)} <= set(bench.NOISE)
 
 
 def test_the_same_answer_at_the_same_time_gives_the_same_forecast_everywhere_every_time(app, tmp_path):
