@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from alerter.config import Config
+from alerter.config import Config, is_account_name
 from alerter.decide import Failure, decide
 from alerter.decide import Observation as Observed
 from alerter.errors import ConfigError
@@ -125,8 +125,8 @@ def parse_line(text: str, where: str) -> Observation | None:
         hint = " (it looks like seconds)" if 1e9 <= at < 1e11 else ""
         raise TraceError(f'{where}: "at" is not a time in unix milliseconds{hint}: {at!r}')
     account = data.get("account")
-    if account is not None and not (isinstance(account, str) and account.strip()):
-        raise TraceError(f'{where}: "account" must be the name of an account')
+    if account is not None and not is_account_name(account):
+        raise TraceError(f'{where}: "account" must be an account\'s name (letters, digits, ".", "_", "-")')
     kinds = [key for key in ("usage", "limits", "error") if key in data]
     if len(kinds) != 1:
         raise TraceError(f'{where}: needs exactly one of "usage", "limits" or "error"')

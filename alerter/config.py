@@ -539,7 +539,14 @@ ACCOUNT_KEYS = {
     "factory",
     "extra_usage",
 }
-_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+def is_account_name(name: object) -> bool:
+    """Given a value, say whether it can name an account (it names a state file too)."""
+    return isinstance(name, str) and _ACCOUNT_NAME.fullmatch(name) is not None
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -571,7 +578,7 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
             continue
         v.keys(entry, where + ".", ACCOUNT_KEYS)
         name = entry.get("name")
-        if not isinstance(name, str) or not _ACCOUNT_NAME.match(name):
+        if not is_account_name(name):
             v.problem(
                 where + ".name",
                 "must be a short name of letters, digits, '.', '_' or '-' (it names the state file), "

@@ -212,6 +212,7 @@ def test_check_config_names_each_account_and_its_login_masked(app, receiver, tmp
         ([{"name": "a"}], "At 'accounts[0]': needs exactly one login"),
         ([{"name": "a", "api_key_env": "fk-abc"}], "the key itself never goes into the config"),
         ([{"name": "a b", "api_key_env": "K"}], "At 'accounts[0].name'"),
+        ([{"name": "a\n", "api_key_env": "K"}], "At 'accounts[0].name'"),  # names a state file
         ([{"name": "a", "api_key_env": "K"}, {"name": "a", "api_key_env": "L"}], "names another account"),
         ([{"name": "a", "api_key_env": "K", "thresholds": {"default": [0]}}], "At 'accounts[0].thresholds"),
         ([{"name": "a", "api_key_env": "K", "factory": {"home": "/x"}}], "At 'accounts[0].factory.home'"),

@@ -94,7 +94,8 @@ def test_a_bad_trace_line_is_one_clean_error_naming_the_line(app, tmp_path):
         ('{"at": 1764000000, "usage": {}}', "looks like seconds"),
         ('{"at": 1764000000000}', 'exactly one of "usage", "limits" or "error"'),
         ('{"at": 1700000000000, "usage": {}}', "goes back in time"),
-        ('{"at": 1800000000000, "account": 7, "usage": {}}', '"account" must be the name of an account'),
+        ('{"at": 1800000000000, "account": 7, "usage": {}}', "must be an account's name"),
+        ('{"at": 1800000000000, "account": "a\\u001b[2J", "usage": {}}', "must be an account's name"),
     ]:
         trace.write_text(good + "\n" + bad + "\n")
         result = app("backtest", str(trace))
