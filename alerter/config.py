@@ -547,7 +547,7 @@ def is_account_name(name: object) -> bool:
     return isinstance(name, str) and _ACCOUNT_NAME.fullmatch(name) is not None
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Mapping[str, str]) -> tuple:
@@ -596,7 +596,7 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
                 "needs exactly one login: `api_key_env` (a variable holding an fk- key) or `factory_home`",
             )
             continue
-        if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+        if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env)):
             hint = (
                 " (the key itself never goes into the config)"
                 if isinstance(key_env, str) and key_env.startswith("fk-")
@@ -978,7 +978,7 @@ class _Validator:
 
     def url(self, data: Mapping[str, Any], key: str, default: Any) -> Any:
         value = data.get(key.rsplit(".", 1)[-1], default)
-        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+\S*$", value):
+        if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/]+\S*", value):
             self.problem(key, f"must be an http(s) URL, not {_shown(value)}")
             return default
         if value.startswith("http://") and not is_loopback_url(value):

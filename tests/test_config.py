@@ -85,6 +85,7 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
         ("factory:\n  timeout_seconds: fast\n", "At 'factory.timeout_seconds': must be a number"),
         ("factory:\n  endpoint: magic\n", "At 'factory.endpoint': must be one of auto, limits, allowance"),
         ("factory:\n  base_url: api.factory.ai\n", "At 'factory.base_url': must be an http(s) URL"),
+        ('factory:\n  base_url: "https://api.factory.ai\\n"\n', "At 'factory.base_url': must be an http"),
         ("notify:\n  urls: [not-a-url]\n", "At 'notify.urls[0]': is not an apprise URL"),
         ("notify:\n  urls: json://x\n", "At 'notify.urls': must be a list"),
         (

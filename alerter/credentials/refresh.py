@@ -48,7 +48,7 @@ BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DROID_SAVE_WAIT_SECONDS = 5.0
 DROID_SAVE_POLL_SECONDS = 0.1
 MAX_ANSWER_BYTES = 64 * 1024  # a token pair and a user record: a few KB
-_SAFE_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SAFE_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ def _error_code(answer: http.Answer) -> str:
     except ValueError:
         return ""
     code = body.get("error") if isinstance(body, dict) else None
-    return f", {code}" if isinstance(code, str) and _SAFE_ERROR_CODE.match(code) else ""
+    return f", {code}" if isinstance(code, str) and _SAFE_ERROR_CODE.fullmatch(code) else ""
 
 
 def _format_time(unix: float | None) -> str:

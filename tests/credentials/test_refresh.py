@@ -164,6 +164,15 @@ def test_rejected_refresh_token_is_permanent_and_store_untouched(home, settings,
     assert len(workos.requests) == 1
 
 
+def test_an_error_code_with_a_line_break_is_not_repeated_in_the_one_line_error(home, settings, workos):
+    write_keyfile_store(home, login_data(SOON))
+    workos.script = [(400, {"error": "invalid_grant\n"})]  # a pattern's $ matches before it
+    with pytest.raises(AuthError) as err:
+        open_login(settings, env={}, key_lookup=no_keyring)
+    said = str(err.value)
+    assert "\n" not in said and "invalid_grant" not in said
+
+
 def test_rate_limit_is_retried_then_succeeds(home, settings, workos):
     write_keyfile_store(home, login_data(SOON))
     workos.script = [(429, {"error": "slow_down"}, {"Retry-After": "0"})]
