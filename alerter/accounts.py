@@ -266,8 +266,6 @@ def describe_login(account: Account, env: Mapping[str, str]) -> str:
 
 def describe_droid_home(home: Path, how_to_log_in: str) -> str:
     """Given a droid home, return what login the job would find there (file names only)."""
-    if not home.is_dir():
-        return f"droid's login in {home} (no such directory; {how_to_log_in})"
     from alerter.credentials import store
 
     files = (
@@ -277,7 +275,14 @@ def describe_droid_home(home: Path, how_to_log_in: str) -> str:
         store.LEGACY_FILE,
         store.PLAIN_FILE,
     )
-    found = [name for name in files if (home / name).exists()]
+    try:
+        if not home.exists():
+            return f"droid's login in {home} (no such directory; {how_to_log_in})"
+        if not home.is_dir():
+            return f"droid's login in {home} (not a directory)"
+        found = [name for name in files if (home / name).exists()]
+    except OSError as exc:
+        return f"droid's login in {home} (cannot be looked into: {store.describe(exc)})"
     what = f"found {', '.join(found)}" if found else f"no login found there; {how_to_log_in}"
     return f"droid's login in {home} ({what})"
 

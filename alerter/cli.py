@@ -365,8 +365,13 @@ def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise TraceError(f"{name}: not a text file (expected JSON Lines)") from None
     observations = read_trace(text.split("\n"), name)
     known = {account.name for account in config.accounts}
-    for account in dict.fromkeys(o.account for o in observations if o.account is not None):
-        if account not in known:
+    for account in dict.fromkeys(o.account for o in observations):
+        if account is None and known:
+            unnamed = sum(1 for o in observations if o.account is None)
+            log.warning(
+                "%s: %d observations name no account; replayed with the top-level settings", name, unnamed
+            )
+        elif account is not None and account not in known:
             log.warning(
                 "%s: no account %r in the config; replayed with the top-level settings", name, account
             )

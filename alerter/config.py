@@ -570,6 +570,7 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
         entries = []
     accounts: list[Account] = []
     seen: set[str] = set()
+    homes: dict[Path, str] = {}  # droid home -> the account that reads it
     top = {k: val for k, val in data.items() if k != "accounts"}
     for i, entry in enumerate(entries):
         where = f"accounts[{i}]"
@@ -609,6 +610,12 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
         home = v.path(entry, where + ".factory_home") if home_dir is not None else None
         if home_dir is not None and home is None:
             continue
+        if home is not None:
+            same = homes.setdefault(Path(os.path.abspath(home)), name)
+            if same != name:
+                # One droid login, renewed by two runs at once, and every alert told twice.
+                v.problem(where + ".factory_home", f"is account {same!r}'s droid home too; give each its own")
+                continue
         merged = dict(top)
         for section in ("thresholds", "forecast", "extra_usage"):
             if section in entry:

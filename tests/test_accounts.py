@@ -7,13 +7,18 @@ own key is what decides what it reads; a real json:// receiver gets the notifica
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from alerter.config import build_config
 from alerter.errors import EXIT_AUTH, EXIT_OK, EXIT_UPSTREAM, ConfigError
-from tests.conftest import LIMITS_PATH, USAGE_PATH
+from tests.conftest import LIMITS_PATH, USAGE_PATH, python_path, same_clock
 from tests.standins import Recorded, Reply
 from tests.test_limits import HOUR, limits_body, window
 
@@ -214,6 +219,10 @@ def test_check_config_names_each_account_and_its_login_masked(app, receiver, tmp
         ([{"name": "a b", "api_key_env": "K"}], "At 'accounts[0].name'"),
         ([{"name": "a\n", "api_key_env": "K"}], "At 'accounts[0].name'"),  # names a state file
         ([{"name": "a", "api_key_env": "K"}, {"name": "a", "api_key_env": "L"}], "names another account"),
+        (
+            [{"name": "a", "factory_home": "/h"}, {"name": "b", "factory_home": "/h/../h/"}],
+            "At 'accounts[1].factory_home': is account 'a''s droid home too",
+        ),
         ([{"name": "a", "api_key_env": "K", "thresholds": {"default": [0]}}], "At 'accounts[0].thresholds"),
         ([{"name": "a", "api_key_env": "K", "factory": {"home": "/x"}}], "At 'accounts[0].factory.home'"),
         ([{"name": "a", "api_key_env": "K", "colour": 1}], "At 'accounts[0].colour'"),
@@ -456,6 +465,51 @@ def test_a_droid_home_account_without_a_login_is_told_how_to_log_in_there(app, t
     assert "(no login found there; log in there with" in app("check-config").out
 
 
+SETPRIV = shutil.which("setpriv")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(
+    SETPRIV is None or os.geteuid() != 0,
+    reason="needs root and setpriv (util-linux) to run the job without reading through file modes",
+)
+def test_a_droid_home_that_cannot_be_looked_into_is_said_so_not_a_crash(tmp_path):
+    # Another user's droid home: the job runs as root without the capabilities that read
+    # through file modes, so the directory's mode 000 denies it as it would deny anyone.
+    locked = tmp_path / "other-user" / ".factory"
+    locked.mkdir(parents=True)
+    locked.chmod(0)
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": python_path(str(ROOT)),
+        "FACTORY_HOME_OVERRIDE": str(locked.parent),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        **same_clock(),
+    }
+
+    def job(*args: str) -> subprocess.CompletedProcess:
+        caps = "--bounding-set=-dac_override,-dac_read_search"
+        argv = [SETPRIV, caps, sys.executable, "-m", "alerter", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+    shown = job("check-config")
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert f"login: droid's login in {locked} (cannot be looked into: Permission denied)" in shown.stdout
+    ran = job("run")
+    assert ran.returncode == EXIT_AUTH, ran.stderr
+    assert f"cannot look into droid's store {locked} (Permission denied)" in ran.stderr
+    assert "Traceback" not in ran.stderr and "internal error" not in ran.stderr
+
+
+def test_a_droid_home_that_is_a_file_is_said_so(app, tmp_path):
+    app.env.pop("FACTORY_API_KEY")
+    app.env["FACTORY_HOME_OVERRIDE"] = str(tmp_path)
+    (tmp_path / ".factory").write_text("")
+    assert f"login: droid's login in {tmp_path / '.factory'} (not a directory)" in app("check-config").out
+
+
 def test_check_config_says_which_login_a_run_would_use(app, tmp_path):
     from tests.credentials.helpers import login_data, write_keyfile_store
 
@@ -514,7 +568,7 @@ def test_backtest_replays_each_account_of_an_exported_history_with_its_own_setti
     served = two_accounts(app, receiver, thresholds={"default": [30]})
     start = time.time()
     end = start + 4.5 * HOUR
-    for hour, (home, work) in enumerate([(10, 10), (40, 25), (55, 35), (70, 45)]):
+    for hour, (home, work) in enumerate([(10, 10), (40, 25), (55, 35), (85, 55)]):
         app.now = start + hour * 3600
         served.replies[KEYS["home"]] = limits_at(home, end)
         served.replies[KEYS["work"]] = limits_at(work, end)
@@ -527,6 +581,8 @@ def test_backtest_replays_each_account_of_an_exported_history_with_its_own_setti
     result = app("backtest", str(trace), "--json")
     assert result.code == EXIT_OK, result.err
     replayed = json.loads(result.out)["notifications"]
+    assert [n["at"] for n in replayed] == sorted(n["at"] for n in replayed)  # one story, in time order
+    assert {n["account"] for n in replayed} == {"home", "work"}
     for name in ("home", "work"):
         own = [n["title"] for n in replayed if n["account"] == name]
         assert own == [t for t in arrived if t.startswith(f"[{name}] ")] and own, (name, own, arrived)
@@ -539,5 +595,11 @@ def test_backtest_replays_each_account_of_an_exported_history_with_its_own_setti
     notes = json.loads(result.out)["notifications"]
     home = [t for t in arrived if t.startswith("[home] ")]
     assert [n["title"] for n in notes if n["account"] == "home"] == home
-    gone = [n["title"] for n in notes if n["account"] == "gone"]
-    assert all(t.startswith("[gone] ") and "past 30%" not in t for t in gone), gone
+    gone = [n["title"] for n in notes if n["account"] == "gone" and n["kind"] == "threshold"]
+    assert gone == ["[gone] Factory standard.5h at 55% (past 50%)"], gone  # not work's own 30 %
+    # Lines that name no account, with a config of accounts: the top-level settings, said so.
+    home_lines = [line for line in lines if line["account"] == "home"]
+    unnamed = [{k: v for k, v in line.items() if k != "account"} for line in home_lines]
+    trace.write_text("".join(json.dumps(line) + "\n" for line in unnamed))
+    result = app("backtest", str(trace), "--json")
+    assert result.code == EXIT_OK and "observations name no account" in result.err, result.err

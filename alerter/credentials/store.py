@@ -215,8 +215,19 @@ def find_stored_login(
     unit: no session bus), an older file store beside it is not used: droid stopped
     renewing it when the login moved to the keyring, and it may belong to another login.
     Raise AuthError then, and when ``auth.v2.file`` or ``auth.json`` exists but cannot be
-    used: droid's own store being broken is something the user must hear about.
+    used: droid's own store being broken is something the user must hear about, and when
+    the directory cannot be looked into at all (another user's, say).
     """
+    try:
+        return _find_stored_login(home, key_lookup, platform)
+    except OSError as exc:
+        raise AuthError(
+            f"cannot look into droid's store {home} ({describe(exc)}); run the job as the user who "
+            "runs droid, or set FACTORY_API_KEY"
+        ) from None
+
+
+def _find_stored_login(home: Path, key_lookup: KeyLookup | None, platform: str) -> StoredLogin | None:
     unreachable: list[Path] = []
     if key_lookup is not None:
         keyring_stores = [(KEYRING_FILE, KEYRING_ACCOUNT)]

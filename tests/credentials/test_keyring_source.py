@@ -74,3 +74,31 @@ def test_real_secret_service_absent_is_quiet(monkeypatch, caplog):
     ours = [r for r in caplog.records if r.name == keyring_source.log.name]
     assert [r.levelno for r in ours] == [logging.DEBUG]
     assert ours[0].getMessage().startswith("OS keyring lookup failed")
+
+
+def test_what_the_lookup_logs_is_named_after_the_account_it_runs_for(linux_with_session_bus, monkeypatch):
+    import types
+
+    from alerter.accounts import each_account
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    def locked(account):  # runs in the lookup's own worker thread
+        raise RuntimeError("org.freedesktop.Secret.Error.IsLocked")
+
+    monkeypatch.setattr(keyring_source, "_secret_service_lookup", locked)
+    logger = logging.getLogger("alerter")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        accounts = (types.SimpleNamespace(name="home"), types.SimpleNamespace(name="work"))
+        each_account(accounts, lambda account: keyring_source.lookup_key("auth-encryption-key"))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert sorted(lines) == [f"[{n}] OS keyring lookup failed: RuntimeError" for n in ("home", "work")]

@@ -211,6 +211,24 @@ def test_a_reservation_of_this_pid_that_this_process_did_not_make_is_an_earlier_
     assert live.exists() and odd.exists()
 
 
+def test_a_reservation_this_process_holds_survives_another_accounts_recovery(home):
+    # A run looking at a store while another part of the same process (a thread) holds a
+    # reservation beside it must leave it alone, though its pid is its own. (The config
+    # refuses two accounts of one droid home; this holds whatever the way there.)
+    from alerter.credentials import writeback
+    from alerter.credentials.store import find_stored_login
+
+    write_keyfile_store(home, login_data(SOON))
+    stored = find_stored_login(home, None)
+    held = writeback.reserve(stored)
+    try:
+        writeback.recover(stored, None)
+        assert held.path.exists()
+    finally:
+        held.release()
+    assert not held.path.exists()
+
+
 def test_lock_directories_of_writers_that_are_gone_are_cleared(home):
     gone = dead_pid()
     for name, pid in (("dead", gone), ("live", os.getpid())):
