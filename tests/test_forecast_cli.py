@@ -176,3 +176,44 @@ def test_the_same_answer_at_the_same_time_gives_the_same_forecast_everywhere_eve
     metrics = dict(line.rsplit(" ", 1) for line in prom.read_text().splitlines() if not line.startswith("#"))
     at_reset = float(metrics['factory_usage_projected_ratio_at_reset{meter="standard"}'])
     assert round(at_reset * 100, 1) == round(forecast["projected_percent_at_reset"], 1)
+
+
+def test_the_learned_forecast_sees_nothing_after_the_run_it_is_asked_at(monkeypatch):
+    """bench/frontier.py's estimate of the best forecast is fair only if what it learns from
+    at a run is what the job could know then: changing every later sample leaves the
+    features of that run and all earlier ones exactly as they were."""
+    import dataclasses
+    import importlib.util
+    import random
+    import sys
+
+    import pytest
+
+    np = pytest.importorskip("numpy", reason="bench/frontier.py needs the [bench] extra")
+    bench = load_bench(monkeypatch)
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "bench" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "frontier", frontier)
+    spec.loader.exec_module(frontier)
+    for kind in ("period", "weekly", "5h"):
+        window = bench.generate(kind, "steady", random.Random(f"causal/{kind}"))
+        before = frontier.features(window)
+        for k in (0, 3, len(before) // 3, len(before) // 2, len(before) - 2):
+            later = tuple(u if i <= k else u + (1 - u) * 0.5 for i, u in enumerate(window.used))
+            after = frontier.features(dataclasses.replace(window, used=later))
+            assert np.array_equal(before[: k + 1], after[: k + 1]), (kind, k)
+            # A change at run k itself does show (the test can fail).
+            nudged = tuple(u * 0.9 if i == k else u for i, u in enumerate(later))
+            assert not np.array_equal(
+                after[k], frontier.features(dataclasses.replace(window, used=nudged))[k]
+            )
+        assert before.shape[1] == len(frontier.LOOKBACKS) * 2 + len(frontier.HELD_BACK) + 4 + 4 + 5
+        told = frontier.features(window, ("noise", "shape"))
+        assert told.shape == (len(before), before.shape[1] + 1 + len(bench.TRAINING_SHAPES))
+        assert (
+            np.array_equal(told[:, : before.shape[1]], before)
+            and (told[:, before.shape[1]] == window.noise).all()
+        )
+    # The alert is the first run whose chance reaches the threshold, and only that one.
+    assert frontier.fire_times(window, [0.1, 0.95, 0.99], 0.9) == [window.times[1]]
+    assert frontier.fire_times(window, [0.1, 0.2], 0.9) == []
