@@ -402,7 +402,9 @@ def parse_yaml(text: str, file: Path | None) -> dict:
 
     where = str(file) if file else "config"
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader(yaml))  # noqa: S506 - a SafeLoader, see _loader
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: {exc}; keep one (YAML would silently use the last)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
@@ -421,6 +423,36 @@ def parse_yaml(text: str, file: Path | None) -> dict:
             "write the config without them"
         )
     return data
+
+
+class _DuplicateKey(Exception):
+    """A mapping in the config gives one key twice."""
+
+
+def _loader(yaml):  # noqa: ANN001, ANN202 - the yaml module, imported late (it is slow)
+    """Return a SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word, so a second ``thresholds:``
+    further down would silently replace the first. Keys are compared as written, before
+    ``<<`` merges, so a key that overrides a merged one is fine.
+    """
+
+    class Loader(yaml.SafeLoader):
+        def compose_mapping_node(self, anchor):  # noqa: ANN001, ANN202
+            node = super().compose_mapping_node(anchor)
+            seen: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                first = seen.get((key.tag, key.value))
+                if first is not None:
+                    name = redact(key.value, 40)
+                    raise _DuplicateKey(f"the key {name!r} is given twice (lines {first} and {line})")
+                seen[(key.tag, key.value)] = line
+            return node
+
+    return Loader
 
 
 def _too_many_values(data: object, limit: int) -> bool:
