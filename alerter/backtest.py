@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,7 +30,7 @@ from alerter.config import Config, is_account_name
 from alerter.decide import Failure, decide
 from alerter.decide import Observation as Observed
 from alerter.errors import ConfigError
-from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, parse_limits, parse_usage
+from alerter.meters import WINDOW_KEYS, BadAnswer, Reading, is_number, parse_limits, parse_usage
 from alerter.state import State, record_delivery
 
 # Unix milliseconds from 2001 to 2096: anything else is seconds, or not a time at all.
@@ -119,7 +118,7 @@ def parse_line(text: str, where: str) -> Observation | None:
     if not isinstance(data, dict):
         raise TraceError(f"{where}: not a JSON object")
     at = data.get("at")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+    if not is_number(at):
         raise TraceError(f'{where}: "at" must be a time in unix milliseconds')
     if not AT_RANGE[0] <= at <= AT_RANGE[1]:
         hint = " (it looks like seconds)" if 1e9 <= at < 1e11 else ""

@@ -27,8 +27,8 @@ from alerter.forecast import (
     ForecastSettings,
     Rule,
 )
+from alerter.meters import is_number
 from alerter.redact import is_loopback_url, mask_url, redact
-from alerter.state import is_number
 
 CONFIG_ENV = "FACTORY_USAGE_ALERT_CONFIG"
 DEFAULT_BASE_URL = "https://api.factory.ai"
@@ -389,22 +389,88 @@ def _warn_if_exposed(
         _remember_parsed(marker, mark.encode("ascii"))
 
 
+# A config is a few hundred values; aliases that expand to more are a mistake or an attack
+# ("billion laughs": nine lines of aliases make 10**9 values, which the checks would walk).
+MAX_CONFIG_VALUES = 100_000
+
+
 def parse_yaml(text: str, file: Path | None) -> dict:
-    """Given YAML text, return its top-level mapping. Raise ConfigError on bad YAML."""
+    """Given YAML text, return its top-level mapping. Raise ConfigError on bad YAML, on
+    nesting too deep to read, on numbers too long to read, and on aliases that expand to
+    more than MAX_CONFIG_VALUES values."""
     import yaml
 
     where = str(file) if file else "config"
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader(yaml))  # noqa: S506 - a SafeLoader, see _loader
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: {exc}; keep one (YAML would silently use the last)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{where}: not valid YAML{line}; fix the syntax") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ConfigError(f"{where}: nested too deeply to read; fix the syntax") from None
+    except ValueError:  # an integer of over 4300 digits, which int() refuses to read
+        raise ConfigError(f"{where}: holds a number too long to read; fix the value") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of keys, not a {_kind(data)}")
+    if _too_many_values(data, MAX_CONFIG_VALUES):
+        raise ConfigError(
+            f"{where}: its aliases (*name) expand to more than {MAX_CONFIG_VALUES:,} values; "
+            "write the config without them"
+        )
     return data
+
+
+class _DuplicateKey(Exception):
+    """A mapping in the config gives one key twice."""
+
+
+def _loader(yaml):  # noqa: ANN001, ANN202 - the yaml module, imported late (it is slow)
+    """Return a SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word, so a second ``thresholds:``
+    further down would silently replace the first. Keys are compared as written, before
+    ``<<`` merges, so a key that overrides a merged one is fine.
+    """
+
+    class Loader(yaml.SafeLoader):
+        def compose_mapping_node(self, anchor):  # noqa: ANN001, ANN202
+            node = super().compose_mapping_node(anchor)
+            seen: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                first = seen.get((key.tag, key.value))
+                if first is not None:
+                    name = redact(key.value, 40)
+                    raise _DuplicateKey(f"the key {name!r} is given twice (lines {first} and {line})")
+                seen[(key.tag, key.value)] = line
+            return node
+
+    return Loader
+
+
+def _too_many_values(data: object, limit: int) -> bool:
+    """Given parsed YAML, return whether it holds more than ``limit`` values once every alias
+    is expanded (each shared or self-containing part counted as often as it is reached)."""
+    count = 0
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+    return False
 
 
 def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, str]) -> Config:

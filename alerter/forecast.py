@@ -42,7 +42,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from alerter.meters import Meter
+from alerter.meters import Meter, is_number
 from alerter.state import Episode
 
 HOUR = 3600.0
@@ -314,7 +314,7 @@ def clean_history(history: object) -> list[dict]:
 
 
 def _finite(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value) and abs(value) < 1e15
+    return type(value) in (int, float) and is_number(value) and abs(value) < 1e15
 
 
 def _positive(value: object) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 from alerter.config import Config, QuietHours
 from alerter.decide import Decision, Failure, Observation, decide
-from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateError
+from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateBusy, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert
 from alerter.state import State, load_state, locked, record_delivery, save_state, settle
@@ -79,16 +79,20 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
         check_usable(config.state_file)  # what a real run would refuse, found without writing
         readable = state_to_read(config.state_file, config.earlier_state_files)
         return _once(config, shell, clock, load_state(readable, keep_aside=False), dry_run=True)
-    with locked(config.state_file, timeout=config.deadline_seconds):
-        # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
-        shell.ping("start")
-        try:
+    try:
+        with locked(config.state_file, timeout=config.deadline_seconds):
+            # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
+            shell.ping("start")
             carry_over(config.state_file, config.earlier_state_files)  # once, after an upgrade
             decision = _once(config, shell, clock, load_state(config.state_file), dry_run=False)
-        except BaseException:
-            shell.ping("fail")
-            raise
-        shell.ping("success")
+    except StateBusy:
+        raise
+    except BaseException:
+        # Also when the lock itself cannot be had (a read-only file system, an unsafe
+        # directory): the run failed, and monitoring must hear it, not only miss a ping.
+        shell.ping("fail")
+        raise
+    shell.ping("success")
     return decision
 
 

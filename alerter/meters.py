@@ -24,6 +24,20 @@ UNLIMITED_ALLOWANCE = 1e12  # Factory reports "unlimited" as a huge allowance.
 WINDOW_KEYS = (("fiveHour", "5h"), ("weekly", "weekly"), ("monthly", "monthly"))
 
 
+def is_number(value: object) -> bool:
+    """Given a value read from JSON or YAML, return True for a finite int or float (not a bool).
+
+    An integer too large for any float (JSON and YAML allow thousands of digits) is not a
+    number anyone meant: math.isfinite would raise OverflowError on it.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 class BadAnswer(UpstreamError):
     """Factory answered, but not with something the job can trust."""
 
@@ -75,8 +89,8 @@ def _number(obj: dict, key: str, where: str, *, required: bool = True) -> float 
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadAnswer(f"Factory's answer has a {type(value).__name__} in {where}.{key}, not a number")
-    if not math.isfinite(value) or value < 0 or value > 1e18:
-        raise BadAnswer(f"Factory's answer has an impossible value in {where}.{key}: {value!r}")
+    if not is_number(value) or value < 0 or value > 1e18:
+        raise BadAnswer(f"Factory's answer has an impossible value in {where}.{key}: {_shown(value)}")
     return float(value)
 
 
@@ -159,6 +173,14 @@ def parse_usage(body: Any) -> Reading:
     return Reading(endpoint="allowance", meters=tuple(meters), plan=plan)
 
 
+def _shown(value: float | str) -> str:
+    """Given a number (or digits) from an answer, return it short enough for a one-line error."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr refuses over 4300 digits
+        return "a number of over 19 digits"
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
 
@@ -173,12 +195,14 @@ def parse_time(value: Any, where: str) -> float | None:
     if isinstance(value, bool):
         raise BadAnswer(f"Factory's answer has true/false in {where}, not a time")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0 or value > 1e15:
-            raise BadAnswer(f"Factory's answer has an impossible time in {where}: {value!r}")
+        if not is_number(value) or value < 0 or value > 1e15:
+            raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(value)}")
         return value / 1000.0 if value > 1e11 else float(value)
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int()
+            if len(text) > 20:  # int() refuses over 4300 digits (ValueError); no time has 20
+                raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(text)}")
             return parse_time(int(text), where)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -233,7 +257,7 @@ def parse_limits(body: Any, now: float) -> Reading:
     cents = None
     for obj in (body, limits):
         value = obj.get("extraUsageBalanceCents")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if is_number(value):
             cents = int(value)
     allowed = next(
         (o["extraUsageAllowed"] for o in (body, limits) if isinstance(o.get("extraUsageAllowed"), bool)), None

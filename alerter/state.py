@@ -48,7 +48,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import shlex
 import time
@@ -57,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from alerter.errors import StateBusy, StateError
+from alerter.meters import is_number
 from alerter.statefile import ensure_private_dir, locked, read_private, write_atomic
 
 STATE_VERSION = 2
@@ -391,11 +391,6 @@ class _Reader:
         if len(good) != len(items):
             self.drop(where)
         return good
-
-
-def is_number(value: object) -> bool:
-    """Given a value read from JSON or YAML, return True for a finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load(data: object) -> tuple[State, list[str]]:

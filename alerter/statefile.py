@@ -22,6 +22,7 @@ until then the commands that change nothing read it (``state_to_read``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -303,10 +304,13 @@ def _open_regular(path: Path, flags: int, what: str) -> int:
             mode = None
         if mode is not None and not stat.S_ISREG(mode):
             raise _odd_file(path, what, mode) from None
-        raise StateError(
-            f"{path}: cannot open the {what} ({exc.strerror}); check its owner and mode "
-            f"(`chown {_me()} {shlex.quote(str(path))}`)"
-        ) from None
+        if exc.errno == errno.EROFS:
+            fix = f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
+        elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free some space on the file system of {shlex.quote(str(path.parent))}"
+        else:
+            fix = f"check its owner and mode (`chown {_me()} {shlex.quote(str(path))}`)"
+        raise StateError(f"{path}: cannot open the {what} ({exc.strerror}); {fix}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

@@ -107,6 +107,64 @@ def test_each_mistake_names_the_file_the_key_and_the_problem(tmp_path, text, exp
     assert "\n" not in message
 
 
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)
+)  # seven lines that expand to 9**7 values
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("thresholds:\n  default: [1" + "0" * 400 + "]\n", "At 'thresholds.default': "),
+        ("factory:\n  deadline_seconds: 1" + "0" * 400 + "\n", "At 'factory.deadline_seconds': "),
+        ("thresholds:\n  default: [1" + "0" * 5000 + "]\n", "holds a number too long to read"),
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to read"),
+        (BOMB, "aliases (*name) expand to more than"),
+        ("thresholds:\n  default: &a [50, *a]\n", "aliases (*name) expand to more than"),
+    ],
+)
+def test_a_config_too_big_or_deep_to_use_is_a_config_error_not_a_bug_or_a_hang(tmp_path, text, expected):
+    file = tmp_path / "config.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file), {"HOME": str(tmp_path)})
+    assert expected in str(info.value)
+
+
+def test_aliases_within_reason_are_fine(tmp_path):
+    file = tmp_path / "config.yaml"
+    file.write_text("thresholds:\n  default: &t [50, 90]\n  standard: *t\n")
+    assert load_config(str(file), {"HOME": str(tmp_path)}).thresholds["standard"] == (50.0, 90.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "thresholds:\n  default: [50]\nthresholds:\n  default: [60]\n",
+            "'thresholds' is given twice (lines 1 and 3)",
+        ),
+        ("thresholds: {default: [50], default: [60]}\n", "'default' is given twice (lines 1 and 1)"),
+    ],
+)
+def test_a_key_given_twice_is_an_error_not_silently_the_last(tmp_path, text, expected):
+    file = tmp_path / "config.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file), {"HOME": str(tmp_path)})
+    assert expected in str(info.value)
+
+
+def test_a_key_may_override_one_merged_from_an_alias(tmp_path):
+    file = tmp_path / "config.yaml"
+    file.write_text("thresholds:\n  default: &t [50, 90]\n  standard: *t\n  premium: *t\n")
+    assert load_config(str(file), {"HOME": str(tmp_path)}).thresholds["premium"] == (50.0, 90.0)
+    file.write_text(
+        "notify:\n  channels:\n    - &c {name: a, url: 'json://h/x'}\n    - {<<: *c, name: b, url: 'json://h/y'}\n"
+    )
+    assert [ch.label for ch in load_config(str(file), {"HOME": str(tmp_path)}).channels] == ["a", "b"]
+
+
 def test_all_problems_are_reported_at_once(tmp_path):
     file = tmp_path / "config.yaml"
     file.write_text("thresholds:\n  standard: [5000]\nfactory:\n  endpoint: x\nbogus: 1\n")

@@ -210,3 +210,36 @@ def test_tls_is_verified_and_ca_bundle_serves_a_private_ca(app, tmp_path):
         assert "past 80%" in result.out
     finally:
         tls.stop()
+
+
+# JSON and YAML read integers of up to 4300 digits; no float holds one of 400, and
+# math.isfinite raises OverflowError on it.
+HUGE = "1" + "0" * 400
+
+
+def test_a_state_file_with_a_number_no_float_holds_drops_that_part_not_the_run(app):
+    app.serve_usage(usage_body(17 * M))
+    app.state_path.parent.mkdir(mode=0o700)
+    for text in (
+        '{"version": %s}',
+        '{"version": 2, "health": {"failures": %s}}',
+        '{"version": 2, "meters": {"standard": {"peak": %s}}}',
+        '{"version": 2, "ledger": [{"meter": "standard", "kind": "threshold", "window": 1, "level": %s}]}',
+    ):
+        app.state_path.write_text(text % HUGE)
+        app.state_path.chmod(0o600)
+        result = app("run")
+        assert result.code == 0, (text, result.err)
+        assert "state.json" in result.err  # the part (or the file) is named as not understood
+
+
+def test_an_answer_with_a_number_no_float_holds_is_unusable_not_a_bug(app):
+    body = json.dumps(usage_body(17 * M)).replace(
+        '"orgTotalTokensUsed": 17000000', '"orgTotalTokensUsed": ' + HUGE
+    )
+    assert HUGE in body
+    app.serve_usage(Reply(200, body.encode(), headers={"Content-Type": "application/json"}))
+    result = app("run")
+    assert result.code == 4, result.err
+    assert "impossible value in usage.standard.orgTotalTokensUsed" in result.err
+    assert HUGE not in result.err  # one short line, not 400 digits

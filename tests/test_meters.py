@@ -153,3 +153,17 @@ def test_a_window_end_of_unicode_digits_is_a_bad_answer_not_a_crash():
     # "²" is a digit to str.isdigit but not to int() (found by hypothesis).
     with pytest.raises(BadAnswer):
         parse_limits({"limits": {"standard": {"fiveHour": {"usedPercent": 1, "windowEnd": "²"}}}}, 0.0)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"usedPercent": 10**400, "windowEnd": "2030-01-01T00:00:00Z"},
+        {"usedPercent": 1, "windowEnd": 10**400},
+        {"usedPercent": 1, "windowEnd": "1" * 5000},  # int() refuses over 4300 digits
+    ],
+)
+def test_a_number_no_float_holds_is_a_bad_answer_in_one_short_line(window):
+    with pytest.raises(BadAnswer) as info:
+        parse_limits({"limits": {"standard": {"fiveHour": window}}}, 0.0)
+    assert len(str(info.value)) < 200

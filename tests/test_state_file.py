@@ -25,6 +25,7 @@ from alerter.errors import EXIT_BUSY, EXIT_STATE, StateError
 from alerter.state import State, load_state, locked, save_state
 from alerter.statefile import check_usable, ensure_private_dir, lock_path
 from tests.conftest import python_path, same_clock, usage_body
+from tests.standins import Reply, StandIn
 
 M = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -410,6 +411,33 @@ def test_a_read_only_state_directory_is_reported_before_anything_is_fetched(app)
         assert str(directory) in line and words in line
     assert app.factory.calls() == []
     assert snapshot(app.home) == before
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare(1) for a read-only bind mount")
+def test_a_run_on_a_read_only_state_directory_pings_fail_and_names_the_fix_that_helps(app):
+    # The lock is the first file a run writes: its failure is the run's failure, which
+    # monitoring must hear of (README: exit 6 and a failure ping), and chown cannot help.
+    health = StandIn().start()
+    try:
+        for path in ("/check", "/check/start", "/check/fail"):
+            health.route("GET", path, Reply(200, b"OK"))
+        app.write_config({"healthcheck_url": f"{health.url}/check"})
+        app.serve_usage(usage_body(17 * M))
+        directory = app.state_path.parent
+        directory.mkdir(mode=0o700)
+        app.state_path.write_bytes(VALID)
+        for lock_there in (False, True):
+            if lock_there:
+                lock_path(app.state_path).write_bytes(b"")
+            result = run_with_read_only(app, directory, "run")
+            assert result.returncode == EXIT_STATE, result.stderr
+            line = one_error_line(result.stderr)
+            assert "Read-only file system" in line and "chown" not in line, line
+            assert f"make {directory} writable" in line
+        assert [c.path for c in health.calls()] == ["/check/fail", "/check/fail"]
+        assert app.factory.calls() == []
+    finally:
+        health.stop()
 
 
 @pytest.mark.skipif(IS_ROOT, reason="root writes through a directory's mode; see the read-only mount test")
