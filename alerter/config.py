@@ -396,8 +396,8 @@ MAX_CONFIG_VALUES = 100_000
 
 def parse_yaml(text: str, file: Path | None) -> dict:
     """Given YAML text, return its top-level mapping. Raise ConfigError on bad YAML, on
-    nesting too deep to read, on numbers too long to read, and on aliases that expand to
-    more than MAX_CONFIG_VALUES values."""
+    nesting too deep to read, on a number too long or a date impossible to read, and on
+    aliases that expand to more than MAX_CONFIG_VALUES values."""
     import yaml
 
     where = str(file) if file else "config"
@@ -411,8 +411,11 @@ def parse_yaml(text: str, file: Path | None) -> dict:
         raise ConfigError(f"{where}: not valid YAML{line}; fix the syntax") from None
     except RecursionError:  # the parser recurses once per level of nesting
         raise ConfigError(f"{where}: nested too deeply to read; fix the syntax") from None
-    except ValueError:  # an integer of over 4300 digits, which int() refuses to read
-        raise ConfigError(f"{where}: holds a number too long to read; fix the value") from None
+    except ValueError:  # an integer of over 4300 digits (int() refuses it), a date that is none
+        raise ConfigError(
+            f"{where}: holds a value YAML cannot read (a number thousands of digits long, or a date "
+            "that does not exist); fix the value"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

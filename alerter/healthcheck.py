@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from alerter import http
 from alerter.redact import mask_url
@@ -27,8 +28,13 @@ log = logging.getLogger(__name__)
 
 
 def ping_url(base_url: str, event: str) -> str:
-    """Given the configured check URL and an event (start, success, fail), return the URL to GET."""
-    return base_url.rstrip("/") + EVENTS[event]
+    """Given the configured check URL and an event (start, success, fail), return the URL to GET.
+
+    The event goes at the end of the path, before a query (healthchecks.io's
+    ``<ping key>/<slug>?create=1``), never after it.
+    """
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + EVENTS[event]))
 
 
 def budget(event: str, deadline: float | None, now: float, timeout: float = TIMEOUT_SECONDS) -> float:

@@ -117,7 +117,8 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     [
         ("thresholds:\n  default: [1" + "0" * 400 + "]\n", "At 'thresholds.default': "),
         ("factory:\n  deadline_seconds: 1" + "0" * 400 + "\n", "At 'factory.deadline_seconds': "),
-        ("thresholds:\n  default: [1" + "0" * 5000 + "]\n", "holds a number too long to read"),
+        ("thresholds:\n  default: [1" + "0" * 5000 + "]\n", "a number thousands of digits long"),
+        ("thresholds:\n  default: [50]\nnote: 2026-13-45\n", "or a date that does not exist"),
         ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to read"),
         (BOMB, "aliases (*name) expand to more than"),
         ("thresholds:\n  default: &a [50, *a]\n", "aliases (*name) expand to more than"),

@@ -174,6 +174,19 @@ def test_healthcheck_pings_start_and_success_or_fail(app, healthchecks):
     assert [c.path for c in healthchecks.calls()][2:] == ["/ping/abc/start", "/ping/abc/fail"]
 
 
+def test_a_healthcheck_url_with_a_query_gets_the_event_in_its_path(app, healthchecks):
+    """healthchecks.io takes `<ping key>/<slug>?create=1`: /start and /fail belong to the
+    path; appended after the query they would ping the success URL with an odd query."""
+    app.write_config({"healthcheck_url": healthchecks.url + "/ping/key/my-job/?create=1"})
+    app.serve_usage(usage_body(1 * M))
+    assert app("run").code == 0
+    app.serve_usage(DOWN)
+    assert app("run").code == 4
+    calls = [(c.path, c.query) for c in healthchecks.calls()]
+    paths = ["/ping/key/my-job/start", "/ping/key/my-job", "/ping/key/my-job/start", "/ping/key/my-job/fail"]
+    assert calls == [(path, {"create": "1"}) for path in paths]
+
+
 def test_dry_run_does_not_ping(app, healthchecks):
     app.write_config({"healthcheck_url": healthchecks.url + "/ping/abc"})
     app.serve_usage(usage_body(1 * M))
