@@ -260,9 +260,15 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Fetch usage, send the alerts that are due, remember what was delivered."""
     from alerter import job
 
+    textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
+    if textfile is not None and textfile.suffix != ".prom":
+        # node_exporter would skip the file without a word: refuse it before fetching anything
+        raise ConfigError(
+            f"--prometheus-textfile {textfile}: the name must end in .prom "
+            "(node_exporter's textfile collector reads only those)"
+        )
     config = load_config(args.config, env, remember_parsed=not args.dry_run)
     deadline = time.monotonic() + config.deadline_seconds
-    textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
     textfile = textfile or config.prometheus_textfile
     if config.accounts:
         from alerter.accounts import run_all

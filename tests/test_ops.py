@@ -350,6 +350,16 @@ def test_prometheus_textfile_carries_the_forecast(app, tmp_path):
     assert to_exhaustion == pytest.approx(17 * DAY, rel=0.02)  # 68 % left at 4 %/day
 
 
+def test_a_textfile_not_named_prom_is_refused_on_the_command_line_too(app, tmp_path):
+    """node_exporter skips any other name without a word: say so, as the config key does."""
+    app.serve_usage(usage_body(1 * M))
+    result = app("run", "--prometheus-textfile", str(tmp_path / "factory_usage.txt"))
+    assert result.code == 2
+    assert "must end in .prom" in result.err and len(result.err.splitlines()) == 1
+    assert not (tmp_path / "factory_usage.txt").exists()
+    assert app.factory.calls() == []  # refused before fetching anything
+
+
 def test_an_unwritable_textfile_is_a_warning_not_a_failure(app, tmp_path):
     app.serve_usage(usage_body(1 * M))
     result = app("run", "--prometheus-textfile", str(tmp_path / "missing-dir" / "x.prom"))
