@@ -351,7 +351,9 @@ def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Replay a trace through the evaluation and print what would have been sent."""
     from alerter.backtest import TraceError, read_trace, render, replay_each
 
-    if (args.trace is None) == (not args.example):
+    if args.trace is None and not args.example:
+        raise ConfigError("backtest: give a TRACE file ('-' for stdin), or --example for the sample month")
+    if args.trace is not None and args.example:
         raise ConfigError("backtest: give a TRACE file ('-' for stdin) or --example, not both")
     config = load_config(args.config, env)
     name = "stdin" if args.trace == "-" else args.trace or SAMPLE_MONTH
