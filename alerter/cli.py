@@ -557,6 +557,7 @@ def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Write the commented starter config (mode 0600) at the config path; never overwrite."""
+    import shlex
     from importlib.resources import files
 
     file = _config_file(args, env)
@@ -575,7 +576,12 @@ def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     print(f"wrote {file}")
-    print(f"next: add your apprise URLs under notify:, then `{PROG} check-config` and `{PROG} test-notify`")
+    # The next commands must read the file just written: name it unless they find it anyway.
+    given = f" --config {shlex.quote(str(file))}" if args.config else ""
+    print(
+        f"next: add your apprise URLs under notify:, then `{PROG}{given} check-config` "
+        f"and `{PROG}{given} test-notify`"
+    )
     return EXIT_OK
 
 

@@ -488,9 +488,13 @@ def test_init_writes_a_private_starter_config_once(app):
 
 
 def test_init_honours_config(app, tmp_path):
-    target = tmp_path / "elsewhere" / "alert.yaml"
-    assert app("init", "--config", str(target)).code == 0
+    target = tmp_path / "elsewhere dir" / "alert.yaml"
+    result = app("init", "--config", str(target))
+    assert result.code == 0
     assert target.exists()
+    # The next steps it names must read the file it wrote, not the default one.
+    assert f"factory-usage-alert --config '{target}' check-config" in result.out
+    assert f"factory-usage-alert --config '{target}' test-notify" in result.out
 
 
 def test_starter_config_loads_without_problems():
