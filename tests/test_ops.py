@@ -64,6 +64,10 @@ def test_api_down_three_runs_sends_one_not_working_and_one_working_again(app, re
         assert result.code == 4, result.err
         assert "HTTP 500" in result.err
         assert len(receiver.messages()) == (1 if i < 3 else 2), (i, titles(receiver))
+        # the log names what was sent in the words the channel shows, not the ledger's
+        told = 'sent "factory-usage-alert: usage alerts are not working" to json://'
+        assert (told in result.out) == (i == 3), result.out
+        assert "stale" not in result.out
     stale = receiver.messages()[1]
     assert stale["title"] == "factory-usage-alert: usage alerts are not working"
     assert "Usage alerts are not working: Factory API answered HTTP 500" in stale["message"]
