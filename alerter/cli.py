@@ -260,9 +260,15 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Fetch usage, send the alerts that are due, remember what was delivered."""
     from alerter import job
 
+    textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
+    if textfile is not None and textfile.suffix != ".prom":
+        # node_exporter would skip the file without a word: refuse it before fetching anything
+        raise ConfigError(
+            f"--prometheus-textfile {textfile}: the name must end in .prom "
+            "(node_exporter's textfile collector reads only those)"
+        )
     config = load_config(args.config, env, remember_parsed=not args.dry_run)
     deadline = time.monotonic() + config.deadline_seconds
-    textfile = Path(args.prometheus_textfile).expanduser() if args.prometheus_textfile else None
     textfile = textfile or config.prometheus_textfile
     if config.accounts:
         from alerter.accounts import run_all
@@ -345,7 +351,9 @@ def cmd_backtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Replay a trace through the evaluation and print what would have been sent."""
     from alerter.backtest import TraceError, read_trace, render, replay_each
 
-    if (args.trace is None) == (not args.example):
+    if args.trace is None and not args.example:
+        raise ConfigError("backtest: give a TRACE file ('-' for stdin), or --example for the sample month")
+    if args.trace is not None and args.example:
         raise ConfigError("backtest: give a TRACE file ('-' for stdin) or --example, not both")
     config = load_config(args.config, env)
     name = "stdin" if args.trace == "-" else args.trace or SAMPLE_MONTH
@@ -549,6 +557,7 @@ def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Write the commented starter config (mode 0600) at the config path; never overwrite."""
+    import shlex
     from importlib.resources import files
 
     file = _config_file(args, env)
@@ -567,7 +576,12 @@ def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
     print(f"wrote {file}")
-    print(f"next: add your apprise URLs under notify:, then `{PROG} check-config` and `{PROG} test-notify`")
+    # The next commands must read the file just written: name it unless they find it anyway.
+    given = f" --config {shlex.quote(str(file))}" if args.config else ""
+    print(
+        f"next: add your apprise URLs under notify:, then `{PROG}{given} check-config` "
+        f"and `{PROG}{given} test-notify`"
+    )
     return EXIT_OK
 
 

@@ -986,6 +986,27 @@ def _shown(value: Any) -> str:
     return _kind(value)
 
 
+# A key named like a credential: a new user's first guess at where the API key goes.
+_CREDENTIAL_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password)$", re.IGNORECASE)
+
+
+def _unknown_key(key: str, allowed: set[str]) -> str:
+    """Given a key that is not allowed and the keys that are, return what to say about it:
+    the nearest allowed key when one is close (a typo), where a key belongs if it is named
+    like a credential (never in the config), and every allowed key."""
+    import difflib  # only on the error path
+
+    choices = ", ".join(sorted(allowed))
+    hint = ""
+    if _CREDENTIAL_KEY.search(key) and "api_key_env" not in allowed:
+        hint = "; an API key goes in the environment ($FACTORY_API_KEY), never in the config"
+    elif _CREDENTIAL_KEY.search(key):
+        hint = "; api_key_env names the environment variable that holds the key, never the key"
+    near = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.8)
+    guess = f" (did you mean '{near[0]}'?)" if near else ""
+    return f"unknown key{guess}{hint}; expected one of: {choices}"
+
+
 class _Validator:
     """Collects every problem instead of stopping at the first."""
 
@@ -998,8 +1019,7 @@ class _Validator:
     def keys(self, section: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
         for key in section:
             if key not in allowed:
-                choices = ", ".join(sorted(allowed))
-                self.problem(f"{prefix}{redact(str(key), 60)}", f"unknown key; expected one of: {choices}")
+                self.problem(f"{prefix}{redact(str(key), 60)}", _unknown_key(str(key), allowed))
 
     def mapping(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = data.get(key.rsplit(".", 1)[-1])

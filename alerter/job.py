@@ -194,7 +194,8 @@ def _deliver(
             if send(channel, alert):
                 state = record_delivery(state, alert.key, channel_id, now)
                 if channel.url is not None:  # on stdout the alert itself is what was said
-                    log.info("sent %s alert for %s to %s", alert.kind, alert.meter_id, channel.label)
+                    # The title the channel shows, not the ledger's words ("stale alert for health")
+                    log.info('sent "%s" to %s', alert.title, channel.label)
             else:
                 failed.add(channel.label)
     return state, failed

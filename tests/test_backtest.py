@@ -300,6 +300,8 @@ def test_the_sample_month_ships_with_the_package_and_replays_from_any_directory(
     result = command("backtest", "--example")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().rstrip().endswith("5 notifications from 744 observations")
-    assert command("backtest").returncode == 2  # neither a trace nor --example
+    neither = command("backtest")
+    assert neither.returncode == 2 and b"--example for the sample month" in neither.stderr
+    assert b"not both" not in neither.stderr
     both = command("backtest", "--example", "trace.jsonl")
     assert both.returncode == 2 and b"TRACE file" in both.stderr

@@ -82,6 +82,17 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
         ("thresholds:\n  standard: 80\n", "At 'thresholds.standard': must be a non-empty list"),
         ("thresholds:\n  standrd: [80]\n", "At 'thresholds.standrd': unknown key"),
         ("colour: blue\n", "At 'colour': unknown key"),
+        ("threshold:\n  default: [80]\n", "At 'threshold': unknown key (did you mean 'thresholds'?)"),
+        (
+            "monitor:\n  failure_before_alert: 2\n",
+            "unknown key (did you mean 'failures_before_alert'?)",
+        ),
+        ("factory:\n  api_key: fk-x\n", "an API key goes in the environment ($FACTORY_API_KEY)"),
+        ("FACTORY_API_KEY: fk-x\n", "an API key goes in the environment ($FACTORY_API_KEY)"),
+        (
+            "accounts:\n  - name: w\n    api_key: fk-x\n",
+            "api_key_env names the environment variable that holds the key",
+        ),
         ("factory:\n  timeout_seconds: fast\n", "At 'factory.timeout_seconds': must be a number"),
         ("factory:\n  endpoint: magic\n", "At 'factory.endpoint': must be one of auto, limits, allowance"),
         ("factory:\n  base_url: api.factory.ai\n", "At 'factory.base_url': must be an http(s) URL"),

@@ -201,7 +201,7 @@ def test_a_desktop_notification_reaches_the_session_bus(tmp_path, app, scheme):
             assert "ok     desktop" in tested.stdout.decode()
             ran = command("run")
             assert ran.returncode == 0, ran.stderr.decode()
-            assert "sent threshold alert for standard to desktop" in ran.stdout.decode()
+            assert 'sent "Factory standard at 80% (past 80%)" to desktop' in ran.stdout.decode()
         finally:
             server.stop()
     titles = [body[3] for body in server.received]  # Notify(app, id, icon, summary, body, ...)

@@ -64,6 +64,10 @@ def test_api_down_three_runs_sends_one_not_working_and_one_working_again(app, re
         assert result.code == 4, result.err
         assert "HTTP 500" in result.err
         assert len(receiver.messages()) == (1 if i < 3 else 2), (i, titles(receiver))
+        # the log names what was sent in the words the channel shows, not the ledger's
+        told = 'sent "factory-usage-alert: usage alerts are not working" to json://'
+        assert (told in result.out) == (i == 3), result.out
+        assert "stale" not in result.out
     stale = receiver.messages()[1]
     assert stale["title"] == "factory-usage-alert: usage alerts are not working"
     assert "Usage alerts are not working: Factory API answered HTTP 500" in stale["message"]
@@ -350,6 +354,16 @@ def test_prometheus_textfile_carries_the_forecast(app, tmp_path):
     assert to_exhaustion == pytest.approx(17 * DAY, rel=0.02)  # 68 % left at 4 %/day
 
 
+def test_a_textfile_not_named_prom_is_refused_on_the_command_line_too(app, tmp_path):
+    """node_exporter skips any other name without a word: say so, as the config key does."""
+    app.serve_usage(usage_body(1 * M))
+    result = app("run", "--prometheus-textfile", str(tmp_path / "factory_usage.txt"))
+    assert result.code == 2
+    assert "must end in .prom" in result.err and len(result.err.splitlines()) == 1
+    assert not (tmp_path / "factory_usage.txt").exists()
+    assert app.factory.calls() == []  # refused before fetching anything
+
+
 def test_an_unwritable_textfile_is_a_warning_not_a_failure(app, tmp_path):
     app.serve_usage(usage_body(1 * M))
     result = app("run", "--prometheus-textfile", str(tmp_path / "missing-dir" / "x.prom"))
@@ -478,9 +492,13 @@ def test_init_writes_a_private_starter_config_once(app):
 
 
 def test_init_honours_config(app, tmp_path):
-    target = tmp_path / "elsewhere" / "alert.yaml"
-    assert app("init", "--config", str(target)).code == 0
+    target = tmp_path / "elsewhere dir" / "alert.yaml"
+    result = app("init", "--config", str(target))
+    assert result.code == 0
     assert target.exists()
+    # The next steps it names must read the file it wrote, not the default one.
+    assert f"factory-usage-alert --config '{target}' check-config" in result.out
+    assert f"factory-usage-alert --config '{target}' test-notify" in result.out
 
 
 def test_starter_config_loads_without_problems():
