@@ -112,6 +112,11 @@ class FactoryClient:
                         "behind a corporate proxy, set factory.ca_bundle"
                     ) from None
                 problem = exc.problem
+                if exc.reason == "name not found":  # a typo in base_url, or no network at all
+                    problem = (
+                        f"unreachable (name not found: check the network and factory.base_url "
+                        f"({mask_url(self.base_url)}))"
+                    )
             except http.AnswerTooLarge:
                 # The same answer would come again: refused at once, never retried.
                 raise BadAnswer(

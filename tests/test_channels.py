@@ -116,23 +116,17 @@ def test_a_refused_connection_is_named(app):
     assert SECRET not in result.err + result.out
 
 
-def test_a_dns_failure_is_named(tmp_path):
-    """A host that cannot be resolved, with the resolver pointed at loopback (nothing leaves
-    the machine): run in a private mount namespace whose /etc/resolv.conf names 127.0.0.1."""
+def run_with_loopback_resolver(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run the job with ``config`` and ``args`` in a private mount namespace whose
+    /etc/resolv.conf names 127.0.0.1: a name lookup fails at once, nothing leaves the
+    machine. Skip where such a namespace cannot be had."""
     if shutil.which("unshare") is None:
         pytest.skip("no unshare(1) to give the job a private /etc/resolv.conf")
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.1\n")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "state_file": str(tmp_path / "state" / "state.json"),
-                "notify": {"channels": [{"name": "hook", "url": f"json://{SECRET}.invalid/notify"}]},
-            }
-        )
-    )
-    config.chmod(0o600)
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump({"state_file": str(tmp_path / "state" / "state.json"), **config}))
+    file.chmod(0o600)
     probe = subprocess.run(
         ["unshare", "--mount", "--map-root-user", "mount", "--bind", str(resolv), "/etc/resolv.conf"],
         capture_output=True,
@@ -146,30 +140,36 @@ def test_a_dns_failure_is_named(tmp_path):
         "PYTHONPATH": python_path(str(ROOT)),
         **same_clock(),
     }
-    script = 'mount --bind "$1" /etc/resolv.conf && exec "$2" -m alerter test-notify --config "$3"'
-    proc = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--map-root-user",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(resolv),
-            sys.executable,
-            str(config),
-        ],
+    script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+    command = [sys.executable, "-m", "alerter", *args, "--config", str(file)]
+    return subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "sh", "-c", script, "sh", str(resolv), *command],
         env=env,
         capture_output=True,
         timeout=60,
     )
+
+
+def test_a_dns_failure_is_named(tmp_path):
+    config = {"notify": {"channels": [{"name": "hook", "url": f"json://{SECRET}.invalid/notify"}]}}
+    proc = run_with_loopback_resolver(tmp_path, config, "test-notify")
     err = proc.stderr.decode()
     assert proc.returncode == 5, err
     assert one_line(err, "channel hook").endswith(
         "channel hook: not delivered: DNS lookup failed (check the host name)"
     )
     assert SECRET not in err + proc.stdout.decode()
+
+
+def test_a_factory_host_that_is_not_found_names_the_setting_to_check(tmp_path):
+    config = {"factory": {"base_url": "https://factory-stand-in.invalid", "deadline_seconds": 2}}
+    proc = run_with_loopback_resolver(tmp_path, config, "run")
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    line = one_line(err, "will retry next run")
+    assert "unreachable (name not found" in line
+    assert "check the network and factory.base_url (https://factory-stand-in.invalid)" in line, line
+    assert API_KEY not in err + proc.stdout.decode()
 
 
 # --- a redirect is not a delivery ----------------------------------------------------------------
