@@ -408,7 +408,7 @@ def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                     print(json.dumps(line, separators=(",", ":")))
         else:
             for name, read, lines in kept:
-                print(f"account {name}: {len(lines)} observations in {read}")
+                print(f"account {name}: {_observations(len(lines))} in {read}")
         return EXIT_OK
     read = state_to_read(config.state_file, config.earlier_state_files)
     state = load_state(read, keep_aside=False)
@@ -422,7 +422,7 @@ def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return EXIT_OK
     first, last = (datetime.fromtimestamp(x["at"] / 1000).astimezone() for x in (lines[0], lines[-1]))
     print(
-        f"{len(lines)} observations from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} "
+        f"{_observations(len(lines))} from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} "
         f"in {read}\n(older ones are thinned; `history --jsonl` prints them for `backtest`)"
     )
     return EXIT_OK
@@ -553,6 +553,10 @@ def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if failed:
         raise DeliveryError(f"the test did not reach {', '.join(failed)}; check the URL and the service")
     return EXIT_OK
+
+
+def _observations(count: int) -> str:
+    return f"{count} observation" if count == 1 else f"{count} observations"
 
 
 def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:

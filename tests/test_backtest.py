@@ -183,6 +183,14 @@ def test_history_jsonl_exports_what_run_saw_in_the_trace_format(app):
     assert f"{len(kept)} observations" in app("history").out
 
 
+def test_history_after_one_run_counts_one_observation(app):
+    line = trace_lines()[0]
+    app.now = line["at"] / 1000
+    app.serve_usage({"usage": line["usage"]})
+    assert app("run", "-q").code == 0
+    assert app("history").out.startswith("1 observation from ")
+
+
 def test_history_round_trips_limit_windows():
     config = build_config({}, None, {"HOME": "/nonexistent"})
     start = 1_764_000_000
