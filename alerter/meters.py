@@ -21,6 +21,10 @@ from alerter.errors import UpstreamError
 from alerter.redact import redact
 
 UNLIMITED_ALLOWANCE = 1e12  # Factory reports "unlimited" as a huge allowance.
+# The last second a calendar can show (9999-12-31 23:59:59 UTC): a window said to end
+# later, or to have begun before 1970, is not a time anyone meant, and `status` could not
+# print it.
+LATEST_TIME = 253402300799.0
 WINDOW_KEYS = (("fiveHour", "5h"), ("weekly", "weekly"), ("monthly", "monthly"))
 
 
@@ -141,8 +145,8 @@ def parse_usage(body: Any) -> Reading:
     usage = _object(body, "usage", "")
     start_ms = _number(usage, "startDate", "usage")
     end_ms = _number(usage, "endDate", "usage", required=False)
-    start = start_ms / 1000.0
-    end = end_ms / 1000.0 if end_ms else None
+    start = _checked_time(start_ms / 1000.0, "usage.startDate", usage["startDate"])
+    end = _checked_time(end_ms / 1000.0, "usage.endDate", usage["endDate"]) if end_ms else None
     if end is not None and end <= start:
         end = None  # a period that ends before it starts tells nothing: treat as unknown
     meters = []
@@ -188,8 +192,19 @@ def _int(value: float | None) -> int | None:
 # --- /api/billing/limits --------------------------------------------------------------------
 
 
+def _checked_time(seconds: float, where: str, given: float | str) -> float:
+    """Given unix seconds read from an answer as ``given``, return them. Raise BadAnswer
+    outside 1970..9999."""
+    if not 0 <= seconds <= LATEST_TIME:
+        raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(given)}")
+    return seconds
+
+
 def parse_time(value: Any, where: str) -> float | None:
-    """Given windowEnd as ISO 8601 text or unix ms (or s), return unix seconds or None."""
+    """Given windowEnd as ISO 8601 text or unix ms (or s), return unix seconds or None.
+
+    Raise BadAnswer for anything else, or a time before 1970 or after the year 9999.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -197,7 +212,7 @@ def parse_time(value: Any, where: str) -> float | None:
     if isinstance(value, (int, float)):
         if not is_number(value) or value < 0 or value > 1e15:
             raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(value)}")
-        return value / 1000.0 if value > 1e11 else float(value)
+        return _checked_time(value / 1000.0 if value > 1e11 else float(value), where, value)
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int()
@@ -211,7 +226,7 @@ def parse_time(value: Any, where: str) -> float | None:
             raise BadAnswer(f"Factory's answer has an unreadable time in {where}: {shown!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
+        return _checked_time(parsed.timestamp(), where, redact(text, 40))
     raise BadAnswer(f"Factory's answer has a {type(value).__name__} in {where}, not a time")
 
 

@@ -90,6 +90,24 @@ def test_parse_time_accepts_iso_ms_and_seconds():
         parse_time("next tuesday", "w")
 
 
+@pytest.mark.parametrize(
+    "value", ["9999-12-31T23:59:59-14:00", "1969-12-31T23:00:00Z", 999_999_999_999_999, "300000000000000"]
+)
+def test_a_time_no_calendar_can_show_is_a_bad_answer(value):
+    # `status` prints every window end; past the year 9999 it crashed with a ValueError.
+    with pytest.raises(BadAnswer, match="impossible time in limits.standard.fiveHour.windowEnd"):
+        parse_time(value, "limits.standard.fiveHour.windowEnd")
+    assert parse_time("9999-12-31T23:59:59Z", "w") == 253402300799.0
+
+
+@pytest.mark.parametrize("field", ["startDate", "endDate"])
+def test_a_billing_period_beyond_the_calendar_is_a_bad_answer(field):
+    usage = {"startDate": 1_780_000_000_000, "endDate": 1_782_000_000_000, "standard": {"totalAllowance": 10}}
+    usage[field] = 10**17  # milliseconds: the year 3170843
+    with pytest.raises(BadAnswer, match=f"impossible time in usage.{field}"):
+        parse_usage({"usage": usage})
+
+
 def test_limits_windows_with_seconds_remaining_only():
     body = {
         "limits": {"standard": {"fiveHour": {"usedPercent": 50, "windowEnd": None, "secondsRemaining": 600}}}
