@@ -143,6 +143,7 @@ def after_read(
     the recovered notice, the due reminders and the reset notices still owed.
     """
     alerts, state = after_success(after, config, now)
+    _no_future_deliveries(state, now)
     _note_resets(reading, before, state, config, now)
     _track_peaks(reading, state)
     reminders = _reminders(reading, state, config, now)
@@ -176,6 +177,16 @@ def _track_peaks(reading: Reading, state: State) -> None:
         saved = state.meters.get(meter.id)
         if meter.active and not meter.unlimited and saved is not None:
             saved.peak = max(saved.peak, round(meter.percent, 3))
+
+
+def _no_future_deliveries(state: State, now: float) -> None:
+    """Record a delivery dated after ``now`` as made ``now``: it was made while the clock
+    was fast (it has since been set back), and counting a reminder's hours from that
+    future time would hold it back by as much as the clock was wrong."""
+    for channels in state.ledger.values():
+        for channel, at in channels.items():
+            if at is not None and at > now:
+                channels[channel] = now
 
 
 def _reminders(reading: Reading, state: State, config: Config, now: float) -> list[Alert]:

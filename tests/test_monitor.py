@@ -140,6 +140,23 @@ def test_reminders_every_n_hours_per_channel_until_reset():
     assert kinds == [(m, "reminder", ("ch-a", "ch-b")) for m in (60, 120)]
 
 
+def test_a_clock_stepped_back_delays_a_reminder_by_one_interval_at_most():
+    # The 100 % alert went out while the clock was 4 hours fast; NTP then set it right.
+    # Counting from the delivery's (future) time, no reminder came for 5 hours: the window
+    # reset first and the hourly reminders were lost.
+    cfg = config(reminder_hours=1)
+    end = T0 + 5 * 3600
+    alerts, state = run(limits(100, end), State(), cfg, T0 + 4 * 3600)
+    state = deliver(alerts, state, T0 + 4 * 3600)
+    sent = []
+    for minutes in range(15, 4 * 60 + 1, 15):
+        now = T0 + minutes * 60
+        alerts, state = run(limits(100, end), state, cfg, now)
+        state = deliver(alerts, state, now)
+        sent += [minutes for a in alerts if a.kind == "reminder"]
+    assert sent == [75, 135, 195]  # the first an hour after the clock was seen to go back
+
+
 def test_quiet_hours_hold_all_but_critical_and_never_send_reminders():
     cfg = Config(channels=(A,), quiet_hours=QuietHours(22 * 60, 7 * 60))
     alerts = [
