@@ -220,7 +220,8 @@ def parse_time(value: Any, where: str) -> float | None:
                 raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(text)}")
             return parse_time(int(text), where)
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            # RFC 3339 allows a lower-case "t" and "z"; fromisoformat takes neither.
+            parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
         except ValueError:
             shown = redact(text, 40)
             raise BadAnswer(f"Factory's answer has an unreadable time in {where}: {shown!r}") from None

@@ -90,6 +90,12 @@ def test_parse_time_accepts_iso_ms_and_seconds():
         parse_time("next tuesday", "w")
 
 
+def test_parse_time_takes_rfc_3339_lower_case_t_and_z():
+    # RFC 3339 5.6 allows them; the run failed with "unreadable time" on them.
+    assert parse_time("2027-01-15t12:00:00.000z", "w") == parse_time("2027-01-15T12:00:00Z", "w")
+    assert parse_time("2027-01-15T12:00:00z", "w") == 1_800_014_400.0
+
+
 @pytest.mark.parametrize(
     "value", ["9999-12-31T23:59:59-14:00", "1969-12-31T23:00:00Z", 999_999_999_999_999, "300000000000000"]
 )
