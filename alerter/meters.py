@@ -257,8 +257,10 @@ def parse_limits(body: Any, now: float) -> Reading:
             percent = _number(window, "usedPercent", where, required=False) or 0.0
             end = parse_time(window.get("windowEnd"), where + ".windowEnd")
             if end is None:
-                remaining = _number(window, "secondsRemaining", where, required=False)
-                end = now + remaining if remaining else None
+                remaining = window.get("secondsRemaining")
+                if not (is_number(remaining) and remaining < 0):  # below 0: counted past its end
+                    remaining = _number(window, "secondsRemaining", where, required=False)
+                    end = now + remaining if remaining else None
             active = end is not None and end > now
             meters.append(
                 Meter(

@@ -114,6 +114,15 @@ def test_a_billing_period_beyond_the_calendar_is_a_bad_answer(field):
         parse_usage({"usage": usage})
 
 
+def test_a_window_counted_down_past_its_end_has_ended():
+    # A negative secondsRemaining (no windowEnd) failed the whole run as an impossible value.
+    body = {
+        "limits": {"standard": {"fiveHour": {"usedPercent": 100, "windowEnd": None, "secondsRemaining": -30}}}
+    }
+    (meter,) = parse_limits(body, NOW).meters
+    assert not meter.active and meter.used_ratio == 0.0
+
+
 def test_limits_windows_with_seconds_remaining_only():
     body = {
         "limits": {"standard": {"fiveHour": {"usedPercent": 50, "windowEnd": None, "secondsRemaining": 600}}}
