@@ -143,10 +143,12 @@ def parse_usage(body: Any) -> Reading:
     """Given the JSON body of subscription/usage, return its Reading. Raise BadAnswer."""
     _error_object(body)
     usage = _object(body, "usage", "")
-    start_ms = _number(usage, "startDate", "usage")
-    end_ms = _number(usage, "endDate", "usage", required=False)
-    start = _checked_time(start_ms / 1000.0, "usage.startDate", usage["startDate"])
-    end = _checked_time(end_ms / 1000.0, "usage.endDate", usage["endDate"]) if end_ms else None
+    # Unix ms as Factory sends them; seconds are read as seconds (as in windowEnd), not as
+    # a period in January 1970.
+    start_at = _number(usage, "startDate", "usage")
+    end_at = _number(usage, "endDate", "usage", required=False)
+    start = _checked_time(_unix_seconds(start_at), "usage.startDate", usage["startDate"])
+    end = _checked_time(_unix_seconds(end_at), "usage.endDate", usage["endDate"]) if end_at else None
     if end is not None and end <= start:
         end = None  # a period that ends before it starts tells nothing: treat as unknown
     meters = []
@@ -192,6 +194,11 @@ def _int(value: float | None) -> int | None:
 # --- /api/billing/limits --------------------------------------------------------------------
 
 
+def _unix_seconds(value: float) -> float:
+    """Given unix ms or s, return unix seconds: 1e11 s is the year 5138, 1e11 ms 1973."""
+    return value / 1000.0 if value > 1e11 else float(value)
+
+
 def _checked_time(seconds: float, where: str, given: float | str) -> float:
     """Given unix seconds read from an answer as ``given``, return them. Raise BadAnswer
     outside 1970..9999."""
@@ -212,7 +219,7 @@ def parse_time(value: Any, where: str) -> float | None:
     if isinstance(value, (int, float)):
         if not is_number(value) or value < 0 or value > 1e15:
             raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(value)}")
-        return _checked_time(value / 1000.0 if value > 1e11 else float(value), where, value)
+        return _checked_time(_unix_seconds(value), where, value)
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int()

@@ -106,6 +106,23 @@ def test_a_time_no_calendar_can_show_is_a_bad_answer(value):
     assert parse_time("9999-12-31T23:59:59Z", "w") == 253402300799.0
 
 
+def test_a_billing_period_in_seconds_is_read_as_seconds():
+    # Read as ms, seconds put the period in January 1970: "resets now", no forecast.
+    def body(scale):
+        standard = {"totalAllowance": 10, "orgTotalTokensUsed": 8}
+        return {
+            "usage": {
+                "startDate": 1_780_000_000 * scale,
+                "endDate": 1_782_000_000 * scale,
+                "standard": standard,
+            }
+        }
+
+    (meter,) = parse_usage(body(1)).meters
+    assert (meter.window_start, meter.window_end) == (1_780_000_000.0, 1_782_000_000.0)
+    assert parse_usage(body(1)) == parse_usage(body(1000))
+
+
 @pytest.mark.parametrize("field", ["startDate", "endDate"])
 def test_a_billing_period_beyond_the_calendar_is_a_bad_answer(field):
     usage = {"startDate": 1_780_000_000_000, "endDate": 1_782_000_000_000, "standard": {"totalAllowance": 10}}
