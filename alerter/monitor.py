@@ -146,6 +146,7 @@ def after_read(
     _no_future_deliveries(state, now)
     _note_resets(reading, before, state, config, now)
     _track_peaks(reading, state)
+    _refresh_reset_notices(reading, state, now)
     reminders = _reminders(reading, state, config, now)
     owed, state = stored_notices(state, config)
     return alerts + reminders + owed, state
@@ -170,6 +171,22 @@ def _note_resets(reading: Reading, before: State, state: State, config: Config, 
         key = DeliveryKey(meter.id, "reset", old.window_key, 0.0)
         kept = tuple(n for n in state.notices if not (n.key.kind == "reset" and n.key.meter == meter.id))
         state.notices = (*kept, Notice(key, "info", title, body, channels, now))
+
+
+def _refresh_reset_notices(reading: Reading, state: State, now: float) -> None:
+    """Give each owed reset notice this reading's numbers (one held through quiet hours goes
+    out with them), and drop one whose meter is used up again: "you are back to 2 %" after
+    "used up" would be false, and the used-up alert has said what matters."""
+    meters = {m.id: m for m in reading.meters if not m.unlimited}
+    notices = []
+    for notice in state.notices:
+        meter = meters.get(notice.key.meter)
+        if notice.key.kind != "reset" or meter is None:
+            notices.append(notice)
+        elif not (meter.active and meter.percent >= 100):
+            title, body = reset_message(meter, now, notice.since)
+            notices.append(replace(notice, title=title, body=body))
+    state.notices = tuple(notices)
 
 
 def _track_peaks(reading: Reading, state: State) -> None:

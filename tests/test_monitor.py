@@ -171,6 +171,38 @@ def test_quiet_hours_hold_all_but_critical_and_never_send_reminders():
     assert monitor.hold(alerts, cfg, T0 + 21 * 3600 + 3599) == (alerts, [])
 
 
+def _night(percents_and_ends):
+    """Run decide() at 21:00, 23:00, 03:00 and 07:01 with quiet hours 22:00-07:00; deliver
+    what is sent; return the titles sent at 07:01."""
+    from alerter.decide import decide
+
+    cfg = Config(
+        channels=(A,), quiet_hours=QuietHours(22 * 60, 7 * 60), monitor=MonitorSettings(reset_notice=True)
+    )
+    state = State()
+    evening = T0 - 3 * 3600  # 21:00 local
+    for hours, (percent, end) in zip((0, 2, 6, 10 + 1 / 60), percents_and_ends, strict=True):
+        now = evening + hours * 3600
+        reading = Reading("limits", (Meter("standard.5h", percent / 100, window_end=end, active=end > now),))
+        decision = decide(state, reading, cfg, now)
+        state = deliver(decision.send, decision.state, now)
+    return [a.title for a in decision.send]
+
+
+def test_a_held_reset_notice_goes_out_with_the_numbers_of_the_run_that_sends_it():
+    # It said "you are back to 2%", the number of 23:00, at 07:01 when usage was at 40 %.
+    first, second = T0 - 3600 + 60, T0 + 4 * 3600
+    sent = _night([(100, first), (2, second), (30, second), (40, second + 5 * 3600)])
+    assert sent == ["Factory standard.5h reset, you are back to 40%"]
+
+
+def test_a_held_reset_notice_is_dropped_when_the_window_is_used_up_again():
+    # "you are back to 2%" came at 07:01, after "used up" at 03:00 and while still at 100 %.
+    first, second = T0 - 3600 + 60, T0 + 8 * 3600
+    sent = _night([(100, first), (2, second), (100, second), (100, second)])
+    assert sent == []
+
+
 @given(st.integers(0, 1439), st.integers(0, 1439), st.integers(0, 1439))
 def test_quiet_hours_contain_start_exclude_end_and_wrap_midnight(start, end, minute):
     if start == end:
