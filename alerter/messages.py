@@ -181,11 +181,13 @@ def recovered_message(failures: int, since: float | None, now: float) -> tuple[s
     return f"{APP}: usage alerts are working again", body
 
 
-def reset_message(meter: Meter, now: float) -> tuple[str, str]:
-    """Given a meter whose used-up window has reset, return the notification (title, body)."""
+def reset_message(meter: Meter, now: float, reset_at: float | None = None) -> tuple[str, str]:
+    """Given a meter whose used-up window has reset (at ``reset_at``, default ``now``), return
+    the notification (title, body) with the meter as it is ``now``."""
     back_to = percent(meter.percent) if meter.active else "0%"
     title = f"Factory {meter.id} reset, you are back to {back_to}"
-    lines = [f"The {window_name(meter.id)} that was used up has reset ({local_time(now, now)})."]
+    at = now if reset_at is None else reset_at
+    lines = [f"The {window_name(meter.id)} that was used up has reset ({local_time(at, now)})."]
     if meter.active and meter.window_end is not None:
         lines.append(f"Next reset: {resets(meter, now)[len('resets ') :]}.")
     return title, "\n".join(lines)

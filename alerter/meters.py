@@ -21,6 +21,10 @@ from alerter.errors import UpstreamError
 from alerter.redact import redact
 
 UNLIMITED_ALLOWANCE = 1e12  # Factory reports "unlimited" as a huge allowance.
+# The last second a calendar can show (9999-12-31 23:59:59 UTC): a window said to end
+# later, or to have begun before 1970, is not a time anyone meant, and `status` could not
+# print it.
+LATEST_TIME = 253402300799.0
 WINDOW_KEYS = (("fiveHour", "5h"), ("weekly", "weekly"), ("monthly", "monthly"))
 
 
@@ -139,10 +143,12 @@ def parse_usage(body: Any) -> Reading:
     """Given the JSON body of subscription/usage, return its Reading. Raise BadAnswer."""
     _error_object(body)
     usage = _object(body, "usage", "")
-    start_ms = _number(usage, "startDate", "usage")
-    end_ms = _number(usage, "endDate", "usage", required=False)
-    start = start_ms / 1000.0
-    end = end_ms / 1000.0 if end_ms else None
+    # Unix ms as Factory sends them; seconds are read as seconds (as in windowEnd), not as
+    # a period in January 1970.
+    start_at = _number(usage, "startDate", "usage")
+    end_at = _number(usage, "endDate", "usage", required=False)
+    start = _checked_time(_unix_seconds(start_at), "usage.startDate", usage["startDate"])
+    end = _checked_time(_unix_seconds(end_at), "usage.endDate", usage["endDate"]) if end_at else None
     if end is not None and end <= start:
         end = None  # a period that ends before it starts tells nothing: treat as unknown
     meters = []
@@ -188,8 +194,24 @@ def _int(value: float | None) -> int | None:
 # --- /api/billing/limits --------------------------------------------------------------------
 
 
+def _unix_seconds(value: float) -> float:
+    """Given unix ms or s, return unix seconds: 1e11 s is the year 5138, 1e11 ms 1973."""
+    return value / 1000.0 if value > 1e11 else float(value)
+
+
+def _checked_time(seconds: float, where: str, given: float | str) -> float:
+    """Given unix seconds read from an answer as ``given``, return them. Raise BadAnswer
+    outside 1970..9999."""
+    if not 0 <= seconds <= LATEST_TIME:
+        raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(given)}")
+    return seconds
+
+
 def parse_time(value: Any, where: str) -> float | None:
-    """Given windowEnd as ISO 8601 text or unix ms (or s), return unix seconds or None."""
+    """Given windowEnd as ISO 8601 text or unix ms (or s), return unix seconds or None.
+
+    Raise BadAnswer for anything else, or a time before 1970 or after the year 9999.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -197,7 +219,7 @@ def parse_time(value: Any, where: str) -> float | None:
     if isinstance(value, (int, float)):
         if not is_number(value) or value < 0 or value > 1e15:
             raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(value)}")
-        return value / 1000.0 if value > 1e11 else float(value)
+        return _checked_time(_unix_seconds(value), where, value)
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int()
@@ -205,13 +227,14 @@ def parse_time(value: Any, where: str) -> float | None:
                 raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(text)}")
             return parse_time(int(text), where)
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            # RFC 3339 allows a lower-case "t" and "z"; fromisoformat takes neither.
+            parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
         except ValueError:
             shown = redact(text, 40)
             raise BadAnswer(f"Factory's answer has an unreadable time in {where}: {shown!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
+        return _checked_time(parsed.timestamp(), where, redact(text, 40))
     raise BadAnswer(f"Factory's answer has a {type(value).__name__} in {where}, not a time")
 
 
@@ -241,8 +264,10 @@ def parse_limits(body: Any, now: float) -> Reading:
             percent = _number(window, "usedPercent", where, required=False) or 0.0
             end = parse_time(window.get("windowEnd"), where + ".windowEnd")
             if end is None:
-                remaining = _number(window, "secondsRemaining", where, required=False)
-                end = now + remaining if remaining else None
+                remaining = window.get("secondsRemaining")
+                if not (is_number(remaining) and remaining < 0):  # below 0: counted past its end
+                    remaining = _number(window, "secondsRemaining", where, required=False)
+                    end = now + remaining if remaining else None
             active = end is not None and end > now
             meters.append(
                 Meter(

@@ -143,8 +143,10 @@ def after_read(
     the recovered notice, the due reminders and the reset notices still owed.
     """
     alerts, state = after_success(after, config, now)
+    _no_future_deliveries(state, now)
     _note_resets(reading, before, state, config, now)
     _track_peaks(reading, state)
+    _refresh_reset_notices(reading, state, now)
     reminders = _reminders(reading, state, config, now)
     owed, state = stored_notices(state, config)
     return alerts + reminders + owed, state
@@ -171,11 +173,37 @@ def _note_resets(reading: Reading, before: State, state: State, config: Config, 
         state.notices = (*kept, Notice(key, "info", title, body, channels, now))
 
 
+def _refresh_reset_notices(reading: Reading, state: State, now: float) -> None:
+    """Give each owed reset notice this reading's numbers (one held through quiet hours goes
+    out with them), and drop one whose meter is used up again: "you are back to 2 %" after
+    "used up" would be false, and the used-up alert has said what matters."""
+    meters = {m.id: m for m in reading.meters if not m.unlimited}
+    notices = []
+    for notice in state.notices:
+        meter = meters.get(notice.key.meter)
+        if notice.key.kind != "reset" or meter is None:
+            notices.append(notice)
+        elif not (meter.active and meter.percent >= 100):
+            title, body = reset_message(meter, now, notice.since)
+            notices.append(replace(notice, title=title, body=body))
+    state.notices = tuple(notices)
+
+
 def _track_peaks(reading: Reading, state: State) -> None:
     for meter in reading.meters:
         saved = state.meters.get(meter.id)
         if meter.active and not meter.unlimited and saved is not None:
             saved.peak = max(saved.peak, round(meter.percent, 3))
+
+
+def _no_future_deliveries(state: State, now: float) -> None:
+    """Record a delivery dated after ``now`` as made ``now``: it was made while the clock
+    was fast (it has since been set back), and counting a reminder's hours from that
+    future time would hold it back by as much as the clock was wrong."""
+    for channels in state.ledger.values():
+        for channel, at in channels.items():
+            if at is not None and at > now:
+                channels[channel] = now
 
 
 def _reminders(reading: Reading, state: State, config: Config, now: float) -> list[Alert]:

@@ -212,3 +212,16 @@ def test_status_shows_a_bar_per_window_in_80_columns(app):
     assert data["endpoint"] == "billing/limits"
     five = next(m for m in data["meters"] if m["id"] == "standard.5h")
     assert five["used_percent"] == 61 and five["active"] is True
+
+
+def test_status_names_a_window_end_past_the_calendar_instead_of_crashing(app):
+    # Each of `status`, `status --json` and `run` stopped with "internal error: ValueError"
+    # (or alerted on the nonsense) when Factory said a window ends after the year 9999.
+    app.now = at_local(2026, 5, 29, 12)
+    app.write_config({"factory": {"endpoint": "limits"}})
+    five = {"usedPercent": 100, "windowEnd": "9999-12-31T23:59:59-14:00", "secondsRemaining": None}
+    use_limits(app, limits_body(five, now=app.now))
+    for command in (["status"], ["status", "--json"]):
+        result = app(*command)
+        assert result.code != 0 and "internal error" not in result.err, result.err
+        assert "impossible time in limits.standard.fiveHour.windowEnd" in result.err

@@ -90,6 +90,56 @@ def test_parse_time_accepts_iso_ms_and_seconds():
         parse_time("next tuesday", "w")
 
 
+def test_parse_time_takes_rfc_3339_lower_case_t_and_z():
+    # RFC 3339 5.6 allows them; the run failed with "unreadable time" on them.
+    assert parse_time("2027-01-15t12:00:00.000z", "w") == parse_time("2027-01-15T12:00:00Z", "w")
+    assert parse_time("2027-01-15T12:00:00z", "w") == 1_800_014_400.0
+
+
+@pytest.mark.parametrize(
+    "value", ["9999-12-31T23:59:59-14:00", "1969-12-31T23:00:00Z", 999_999_999_999_999, "300000000000000"]
+)
+def test_a_time_no_calendar_can_show_is_a_bad_answer(value):
+    # `status` prints every window end; past the year 9999 it crashed with a ValueError.
+    with pytest.raises(BadAnswer, match="impossible time in limits.standard.fiveHour.windowEnd"):
+        parse_time(value, "limits.standard.fiveHour.windowEnd")
+    assert parse_time("9999-12-31T23:59:59Z", "w") == 253402300799.0
+
+
+def test_a_billing_period_in_seconds_is_read_as_seconds():
+    # Read as ms, seconds put the period in January 1970: "resets now", no forecast.
+    def body(scale):
+        standard = {"totalAllowance": 10, "orgTotalTokensUsed": 8}
+        return {
+            "usage": {
+                "startDate": 1_780_000_000 * scale,
+                "endDate": 1_782_000_000 * scale,
+                "standard": standard,
+            }
+        }
+
+    (meter,) = parse_usage(body(1)).meters
+    assert (meter.window_start, meter.window_end) == (1_780_000_000.0, 1_782_000_000.0)
+    assert parse_usage(body(1)) == parse_usage(body(1000))
+
+
+@pytest.mark.parametrize("field", ["startDate", "endDate"])
+def test_a_billing_period_beyond_the_calendar_is_a_bad_answer(field):
+    usage = {"startDate": 1_780_000_000_000, "endDate": 1_782_000_000_000, "standard": {"totalAllowance": 10}}
+    usage[field] = 10**17  # milliseconds: the year 3170843
+    with pytest.raises(BadAnswer, match=f"impossible time in usage.{field}"):
+        parse_usage({"usage": usage})
+
+
+def test_a_window_counted_down_past_its_end_has_ended():
+    # A negative secondsRemaining (no windowEnd) failed the whole run as an impossible value.
+    body = {
+        "limits": {"standard": {"fiveHour": {"usedPercent": 100, "windowEnd": None, "secondsRemaining": -30}}}
+    }
+    (meter,) = parse_limits(body, NOW).meters
+    assert not meter.active and meter.used_ratio == 0.0
+
+
 def test_limits_windows_with_seconds_remaining_only():
     body = {
         "limits": {"standard": {"fiveHour": {"usedPercent": 50, "windowEnd": None, "secondsRemaining": 600}}}

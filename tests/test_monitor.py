@@ -140,6 +140,23 @@ def test_reminders_every_n_hours_per_channel_until_reset():
     assert kinds == [(m, "reminder", ("ch-a", "ch-b")) for m in (60, 120)]
 
 
+def test_a_clock_stepped_back_delays_a_reminder_by_one_interval_at_most():
+    # The 100 % alert went out while the clock was 4 hours fast; NTP then set it right.
+    # Counting from the delivery's (future) time, no reminder came for 5 hours: the window
+    # reset first and the hourly reminders were lost.
+    cfg = config(reminder_hours=1)
+    end = T0 + 5 * 3600
+    alerts, state = run(limits(100, end), State(), cfg, T0 + 4 * 3600)
+    state = deliver(alerts, state, T0 + 4 * 3600)
+    sent = []
+    for minutes in range(15, 4 * 60 + 1, 15):
+        now = T0 + minutes * 60
+        alerts, state = run(limits(100, end), state, cfg, now)
+        state = deliver(alerts, state, now)
+        sent += [minutes for a in alerts if a.kind == "reminder"]
+    assert sent == [75, 135, 195]  # the first an hour after the clock was seen to go back
+
+
 def test_quiet_hours_hold_all_but_critical_and_never_send_reminders():
     cfg = Config(channels=(A,), quiet_hours=QuietHours(22 * 60, 7 * 60))
     alerts = [
@@ -152,6 +169,38 @@ def test_quiet_hours_hold_all_but_critical_and_never_send_reminders():
     assert [a.level for a in send] == [100] and send[0].kind == "threshold" and len(held) == 3
     assert monitor.hold(alerts, cfg, T0 + 7 * 3600) == (alerts, [])
     assert monitor.hold(alerts, cfg, T0 + 21 * 3600 + 3599) == (alerts, [])
+
+
+def _night(percents_and_ends):
+    """Run decide() at 21:00, 23:00, 03:00 and 07:01 with quiet hours 22:00-07:00; deliver
+    what is sent; return the titles sent at 07:01."""
+    from alerter.decide import decide
+
+    cfg = Config(
+        channels=(A,), quiet_hours=QuietHours(22 * 60, 7 * 60), monitor=MonitorSettings(reset_notice=True)
+    )
+    state = State()
+    evening = T0 - 3 * 3600  # 21:00 local
+    for hours, (percent, end) in zip((0, 2, 6, 10 + 1 / 60), percents_and_ends, strict=True):
+        now = evening + hours * 3600
+        reading = Reading("limits", (Meter("standard.5h", percent / 100, window_end=end, active=end > now),))
+        decision = decide(state, reading, cfg, now)
+        state = deliver(decision.send, decision.state, now)
+    return [a.title for a in decision.send]
+
+
+def test_a_held_reset_notice_goes_out_with_the_numbers_of_the_run_that_sends_it():
+    # It said "you are back to 2%", the number of 23:00, at 07:01 when usage was at 40 %.
+    first, second = T0 - 3600 + 60, T0 + 4 * 3600
+    sent = _night([(100, first), (2, second), (30, second), (40, second + 5 * 3600)])
+    assert sent == ["Factory standard.5h reset, you are back to 40%"]
+
+
+def test_a_held_reset_notice_is_dropped_when_the_window_is_used_up_again():
+    # "you are back to 2%" came at 07:01, after "used up" at 03:00 and while still at 100 %.
+    first, second = T0 - 3600 + 60, T0 + 8 * 3600
+    sent = _night([(100, first), (2, second), (100, second), (100, second)])
+    assert sent == []
 
 
 @given(st.integers(0, 1439), st.integers(0, 1439), st.integers(0, 1439))
