@@ -217,7 +217,7 @@ def parse_time(value: Any, where: str) -> float | None:
     if isinstance(value, bool):
         raise BadAnswer(f"Factory's answer has true/false in {where}, not a time")
     if isinstance(value, (int, float)):
-        if not is_number(value) or value < 0 or value > 1e15:
+        if not is_number(value):  # the range is _checked_time's
             raise BadAnswer(f"Factory's answer has an impossible time in {where}: {_shown(value)}")
         return _checked_time(_unix_seconds(value), where, value)
     if isinstance(value, str):
@@ -264,8 +264,8 @@ def parse_limits(body: Any, now: float) -> Reading:
             percent = _number(window, "usedPercent", where, required=False) or 0.0
             end = parse_time(window.get("windowEnd"), where + ".windowEnd")
             if end is None:
-                remaining = window.get("secondsRemaining")
-                if not (is_number(remaining) and remaining < 0):  # below 0: counted past its end
+                counted = window.get("secondsRemaining")
+                if not (is_number(counted) and counted < 0):  # below 0: it has ended (end None)
                     remaining = _number(window, "secondsRemaining", where, required=False)
                     end = now + remaining if remaining else None
             active = end is not None and end > now

@@ -71,6 +71,15 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
         load_config(str(tmp_path / "nope.yaml"), {"HOME": str(tmp_path)})
 
 
+def config_error(tmp_path: Path, text: str) -> str:
+    """Given a config's text, return the ConfigError that loading it raises (it must raise)."""
+    file = tmp_path / "config.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(file), {"HOME": str(tmp_path)})
+    return str(info.value)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -109,12 +118,8 @@ def test_an_explicit_config_that_does_not_exist_is_an_error(tmp_path):
     ],
 )
 def test_each_mistake_names_the_file_the_key_and_the_problem(tmp_path, text, expected):
-    file = tmp_path / "config.yaml"
-    file.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_config(str(file), {"HOME": str(tmp_path)})
-    message = str(info.value)
-    assert message.startswith(str(file)) and expected in message
+    message = config_error(tmp_path, text)
+    assert message.startswith(str(tmp_path / "config.yaml")) and expected in message
     assert "\n" not in message
 
 
@@ -136,11 +141,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     ],
 )
 def test_a_config_too_big_or_deep_to_use_is_a_config_error_not_a_bug_or_a_hang(tmp_path, text, expected):
-    file = tmp_path / "config.yaml"
-    file.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_config(str(file), {"HOME": str(tmp_path)})
-    assert expected in str(info.value)
+    assert expected in config_error(tmp_path, text)
 
 
 def test_aliases_within_reason_are_fine(tmp_path):
@@ -160,11 +161,7 @@ def test_aliases_within_reason_are_fine(tmp_path):
     ],
 )
 def test_a_key_given_twice_is_an_error_not_silently_the_last(tmp_path, text, expected):
-    file = tmp_path / "config.yaml"
-    file.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_config(str(file), {"HOME": str(tmp_path)})
-    assert expected in str(info.value)
+    assert expected in config_error(tmp_path, text)
 
 
 def test_a_key_may_override_one_merged_from_an_alias(tmp_path):
