@@ -597,7 +597,13 @@ def entry_point() -> None:
     tearing down every module it loaded, which costs a quiet run more than its own work
     and buys a one-shot process nothing; and abandoned workers waiting on a peer that never
     answered have nothing left to do. So the output is flushed and the process ends.
+
+    The stop signals go through one gate from the start (``credentials.stopping``), so a
+    step that must not be cut in two is protected in whatever thread it runs.
     """
+    from alerter.credentials import stopping
+
+    stopping.install()
     code = main()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
