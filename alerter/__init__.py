@@ -1,3 +1,4 @@
 """factory-usage-alert: warn before Factory (droid) usage runs out."""
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it from here.
+__version__ = "1.0.0"
