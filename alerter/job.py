@@ -26,8 +26,8 @@ from alerter.decide import Decision, Failure, Observation, decide
 from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateBusy, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert
-from alerter.state import State, load_state, locked, record_delivery, save_state, settle
-from alerter.statefile import carry_over, check_usable, state_to_read
+from alerter.state import State, carry_over, load_state, locked, record_delivery, save_state, settle
+from alerter.statefile import check_usable, state_to_read
 
 log = logging.getLogger(__name__)
 

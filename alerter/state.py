@@ -51,17 +51,26 @@ import logging
 import os
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from alerter.errors import StateBusy, StateError
 from alerter.meters import is_number
-from alerter.statefile import ensure_private_dir, locked, read_private, write_atomic
+from alerter.statefile import (
+    earlier_states,
+    earlier_tag,
+    ensure_private_dir,
+    locked,
+    read_private,
+    write_atomic,
+)
 
 STATE_VERSION = 2
 FAILED_RUNS_KEPT = 200
 MAX_COUNT = 10**9  # more failed runs than this in a row is not a count but damage
+MERGED_KEPT = 32  # tags of earlier state files merged: a few places, a few versions each
 log = logging.getLogger(__name__)
 # The command line takes locked from here and metrics write_atomic; callers catch the errors.
 __all__ = [
@@ -77,9 +86,11 @@ __all__ = [
     "StateBusy",
     "StateError",
     "Window",
+    "carry_over",
     "dump",
     "load",
     "load_state",
+    "merge_ledger",
     "locked",
     "save_state",
     "write_atomic",
@@ -224,6 +235,8 @@ class State:
     credentials: dict | None = None  # what is known of droid's tokens (credentials.LoginMemory)
     channels_checked: str | None = None  # digest of the channel URLs last found valid
     extra_usage: ExtraUsage = field(default_factory=ExtraUsage)
+    # The earlier state files already merged into this one (statefile.earlier_tag).
+    merged: tuple[str, ...] = ()
 
     def copy(self) -> State:
         """Return a copy whose records and ledger may be changed without touching this one.
@@ -268,6 +281,38 @@ def settle(state: State) -> State:
         if made:
             ledger[key] = made
     return replace(state, ledger=ledger)
+
+
+def merge_ledger(state: State, other: State) -> State:
+    """Given the state and an earlier one, return the state that also holds every delivery
+    the earlier one recorded: per alert and channel the newest record wins.
+
+    A usage window is named by the time it was first seen, which two states may have seen a
+    few minutes apart: an earlier threshold or reminder of a window within the drift of
+    this state's is recorded under this state's name of it. A meter only the earlier state
+    knows is taken with its memory (its window, history and episode). A delivery the
+    earlier run was about to make but never recorded stays due.
+    """
+    from alerter.rules import WINDOW_DRIFT_SECONDS
+
+    new = state.copy()
+    for meter_id, memory in other.meters.items():
+        new.meters.setdefault(meter_id, replace(memory))
+    for key, channels in other.ledger.items():
+        memory = new.meters.get(key.meter)
+        if (
+            key.kind in ("threshold", "reminder")
+            and memory is not None
+            and abs(key.window - memory.window_key) <= WINDOW_DRIFT_SECONDS
+        ):
+            key = replace(key, window=memory.window_key)
+        mine = new.ledger.setdefault(key, {})
+        for channel, at in channels.items():
+            if at is not None and (mine.get(channel) is None or at > mine[channel]):
+                mine[channel] = at
+        if not mine:
+            del new.ledger[key]
+    return new
 
 
 # --- dump ----------------------------------------------------------------------------------
@@ -329,6 +374,8 @@ def dump(state: State) -> dict:
             "spending_since": x.spending_since,
             "low_since": x.low_since,
         }
+    if state.merged:
+        data["merged"] = list(state.merged)
     return data
 
 
@@ -424,6 +471,7 @@ def load(data: object) -> tuple[State, list[str]]:
             r.time(extra.get("spending_since"), "extra_usage.spending_since"),
             r.time(extra.get("low_since"), "extra_usage.low_since"),
         )
+    state.merged = r.channels(top.get("merged"), "merged")[-MERGED_KEPT:]
     return state, r.dropped
 
 
@@ -655,6 +703,55 @@ def save_state(path: Path, state: State) -> None:
             fix = f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
         raise StateError(f"{path}: cannot save the state ({exc.strerror}); {fix}") from None
     _remove_leftovers(path)
+
+
+def carry_over(path: Path, earlier: Sequence[Path]) -> None:
+    """Given the state path (its lock held) and where earlier releases kept the state, merge
+    what each earlier state file says was delivered into the state, once, so that an
+    upgrade repeats no alert.
+
+    With no state at the path yet the newest earlier state becomes it (its history and
+    health too); the ledgers of the others are merged into it (:func:`merge_ledger`),
+    also when a state is already there: an earlier release run by hand and by its unit kept
+    two. The state remembers which version of each file it merged, so the next run merges
+    nothing, and a file an older unit still writes is merged again once it has changed.
+    The earlier files are left as they were. One that cannot be read is named in a warning.
+    Raise StateError when the state cannot be read or saved.
+    """
+    found = earlier_states(path, earlier)
+    if not found:
+        return
+    state = load_state(path) if os.path.lexists(path) else None
+    done = set(state.merged) if state is not None else set()
+    tags, said = [], []
+    for source, info in reversed(found):  # the newest first: it becomes the state if none is
+        try:
+            data = read_private(source, tighten=False)
+        except StateError as exc:
+            log.warning("not carrying over an earlier state: %s", exc)
+            continue
+        if data is None:
+            continue
+        tag = earlier_tag(source, info, data)
+        if tag in done:
+            continue
+        tags.append(tag)
+        problem, parsed = _parse(data)
+        if problem is not None:
+            log.warning("not carrying over the earlier state %s: it %s", source, problem)
+            continue
+        other, _ = load(parsed)
+        if state is None:
+            state = replace(other, merged=())
+            said.append(f"carried the state over from {source} to {path}")
+        else:
+            state = merge_ledger(state, other)
+            said.append(f"merged the alerts already sent from {source} into {path}")
+    if state is None or not tags:
+        return
+    save_state(path, replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:]))
+    for line in said:
+        log.info("%s, the one state every way of starting the job now uses", line)
 
 
 def _remove_leftovers(path: Path, older_than: float = 600.0) -> None:
