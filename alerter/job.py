@@ -78,13 +78,16 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     if dry_run:
         check_usable(config.state_file)  # what a real run would refuse, found without writing
         readable = state_to_read(config.state_file, config.earlier_state_files)
-        return _once(config, shell, clock, load_state(readable, keep_aside=False), dry_run=True)
+        state = load_state(readable, keep_aside=False, aliases=config.channel_aliases())
+        return _once(config, shell, clock, state, dry_run=True)
     try:
         with locked(config.state_file, timeout=config.deadline_seconds):
             # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
             shell.ping("start")
-            carry_over(config.state_file, config.earlier_state_files)  # once, after an upgrade
-            decision = _once(config, shell, clock, load_state(config.state_file), dry_run=False)
+            aliases = config.channel_aliases()
+            carry_over(config.state_file, config.earlier_state_files, aliases)  # once, after an upgrade
+            state = load_state(config.state_file, aliases=aliases)
+            decision = _once(config, shell, clock, state, dry_run=False)
     except StateBusy:
         raise
     except BaseException:

@@ -51,7 +51,7 @@ import logging
 import os
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -440,10 +440,13 @@ class _Reader:
         return good
 
 
-def load(data: object) -> tuple[State, list[str]]:
+def load(data: object, aliases: Mapping[str, str] | None = None) -> tuple[State, list[str]]:
     """Given JSON read from a state file (version 1 or 2), return (state, parts dropped).
 
-    Never raises: a part of the wrong shape is left out and named in the second value.
+    ``aliases`` maps a channel id the file may know to the id that channel has now
+    (:meth:`alerter.config.Config.channel_aliases`: a named channel was its URL's before it
+    was its name's), so a channel keeps what it was sent. Never raises: a part of the
+    wrong shape is left out and named in the second value.
     """
     r = _Reader()
     top = r.mapping(data, "the whole file")
@@ -472,7 +475,23 @@ def load(data: object) -> tuple[State, list[str]]:
             r.time(extra.get("low_since"), "extra_usage.low_since"),
         )
     state.merged = r.channels(top.get("merged"), "merged")[-MERGED_KEPT:]
+    if aliases:
+        _rename_channels(state, aliases)
     return state, r.dropped
+
+
+def _rename_channels(state: State, aliases: Mapping[str, str]) -> None:
+    """Record every delivery and owed notice under the channel's id now; where a channel has
+    a record under both ids, the newest wins."""
+    for key, channels in state.ledger.items():
+        renamed: Deliveries = {}
+        for channel, at in sorted(channels.items(), key=lambda item: item[1] or 0.0):
+            renamed[aliases.get(channel, channel)] = at
+        state.ledger[key] = renamed
+    state.notices = tuple(
+        replace(n, channels=tuple(dict.fromkeys(aliases.get(c, c) for c in n.channels)))
+        for n in state.notices
+    )
 
 
 def _window(r: _Reader, value: object, where: str) -> Window | None:
@@ -636,21 +655,21 @@ def _ledger_from_v1(r: _Reader, top: dict, state: State) -> None:
 # --- the file ------------------------------------------------------------------------------
 
 
-def load_state(path: Path, keep_aside: bool = True) -> State:
+def load_state(path: Path, keep_aside: bool = True, aliases: Mapping[str, str] | None = None) -> State:
     """Given the state path, return what it remembers; a missing file gives a fresh state.
 
     A file that is not JSON, or from a newer version, is moved aside with a warning; a
     part of the wrong shape is dropped with a warning; a file open to others is made 0600
     (moving and tightening are left out when ``keep_aside`` is False, as a dry run
-    changes nothing). Raise StateError when the file or its directory is unsafe or odd
-    (see ``statefile``).
+    changes nothing). ``aliases``: see :func:`load`. Raise StateError when the file or its
+    directory is unsafe or odd (see ``statefile``).
     """
     raw = read_private(path, tighten=keep_aside)
     if raw is None:
         return State()
     problem, data = _parse(raw)
     if problem is None:
-        state, dropped = load(data)
+        state, dropped = load(data, aliases)
         if dropped:
             shown = ", ".join(sorted(set(dropped))[:5]) + (" ..." if len(set(dropped)) > 5 else "")
             log.warning("state file %s: ignored what was not understood (%s)", path, shown)
@@ -705,7 +724,7 @@ def save_state(path: Path, state: State) -> None:
     _remove_leftovers(path)
 
 
-def carry_over(path: Path, earlier: Sequence[Path]) -> None:
+def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None = None) -> None:
     """Given the state path (its lock held) and where earlier releases kept the state, merge
     what each earlier state file says was delivered into the state, once, so that an
     upgrade repeats no alert.
@@ -716,12 +735,12 @@ def carry_over(path: Path, earlier: Sequence[Path]) -> None:
     two. The state remembers which version of each file it merged, so the next run merges
     nothing, and a file an older unit still writes is merged again once it has changed.
     The earlier files are left as they were. One that cannot be read is named in a warning.
-    Raise StateError when the state cannot be read or saved.
+    ``aliases``: see :func:`load`. Raise StateError when the state cannot be read or saved.
     """
     found = earlier_states(path, earlier)
     if not found:
         return
-    state = load_state(path) if os.path.lexists(path) else None
+    state = load_state(path, aliases=aliases) if os.path.lexists(path) else None
     done = set(state.merged) if state is not None else set()
     tags, said = [], []
     for source, info in reversed(found):  # the newest first: it becomes the state if none is
@@ -740,7 +759,7 @@ def carry_over(path: Path, earlier: Sequence[Path]) -> None:
         if problem is not None:
             log.warning("not carrying over the earlier state %s: it %s", source, problem)
             continue
-        other, _ = load(parsed)
+        other, _ = load(parsed, aliases)
         if state is None:
             state = replace(other, merged=())
             said.append(f"carried the state over from {source} to {path}")
