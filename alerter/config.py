@@ -126,6 +126,11 @@ class Config:
     state_file: Path = field(default_factory=lambda: default_state_file({}))
     # Where earlier releases kept the state (see earlier_state_files); carried over once.
     earlier_state_files: tuple[Path, ...] = ()
+    # An account's: the states of the single login before ``accounts:`` (the default path
+    # and the earlier ones), taken over by the account whose login they record; and
+    # whether this account is the first listed (it says what concerns them all, once).
+    login_states: tuple[Path, ...] = ()
+    first_account: bool = False
     thresholds: Mapping[str, tuple[float, ...]] = field(
         default_factory=lambda: {"default": DEFAULT_THRESHOLDS}
     )
@@ -723,9 +728,11 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
             own,
             account=name,
             state_file=base.state_file.with_name(f"state-{name}.json"),
-            # The first account is the one the job watched before `accounts:`: it takes over
-            # that state once, so moving to accounts repeats no alert.
-            earlier_state_files=(base.state_file, *base.earlier_state_files) if not accounts else (),
+            # The login the job watched before `accounts:` decides which account takes over
+            # its state (not the order of the list), so moving to accounts repeats no alert.
+            earlier_state_files=(),
+            login_states=(base.state_file, *base.earlier_state_files),
+            first_account=not accounts,
             **login,
         )
         accounts.append(Account(name, key_env, home, own))

@@ -26,7 +26,16 @@ from alerter.decide import Decision, Failure, Observation, decide
 from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateBusy, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert
-from alerter.state import State, carry_over, load_state, locked, record_delivery, save_state, settle
+from alerter.state import (
+    State,
+    carry_over,
+    load_state,
+    locked,
+    record_delivery,
+    save_state,
+    settle,
+    take_over_login_state,
+)
 from alerter.statefile import check_usable, state_to_read
 
 log = logging.getLogger(__name__)
@@ -112,6 +121,11 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: State
     if fetched.remember:
         state = dataclasses.replace(state, **fetched.remember)
     observation = fetched.observation
+    if config.login_states and isinstance(observation, Reading):
+        # Only now is the account's login known: it decides whether the state of the
+        # single login before accounts: is this account's to take over.
+        login = fetched.remember.get("credentials")
+        state = take_over_login_state(state, config.state_file, config, login, config.channel_aliases())
     if isinstance(observation, Reading):
         # A run with nothing to say prints nothing (cron mails whatever a job prints).
         log.debug("usage from %s: %s", _endpoint(observation), _summary(observation))

@@ -54,7 +54,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerter.errors import StateBusy, StateError
 from alerter.meters import is_number
@@ -66,6 +66,9 @@ from alerter.statefile import (
     read_private,
     write_atomic,
 )
+
+if TYPE_CHECKING:
+    from alerter.config import Config
 
 STATE_VERSION = 2
 FAILED_RUNS_KEPT = 200
@@ -91,6 +94,7 @@ __all__ = [
     "load",
     "load_state",
     "merge_ledger",
+    "take_over_login_state",
     "locked",
     "save_state",
     "write_atomic",
@@ -771,6 +775,58 @@ def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] |
     save_state(path, replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:]))
     for line in said:
         log.info("%s, the one state every way of starting the job now uses", line)
+
+
+def take_over_login_state(
+    state: State, path: Path, config: Config, login: Mapping[str, Any] | None, aliases: Mapping[str, str]
+) -> State:
+    """Given an account's state, its path, its Config, what its run just learnt of its login
+    (``LoginMemory.dump()``) and the channel aliases, return the state with what the single
+    login's state before ``accounts:`` says was sent merged in, when that state records
+    this account's login (:func:`alerter.credentials.identity.same_login`).
+
+    Not by the account's place in the list: a new account listed first would otherwise
+    take over another login's alerts, and that login's account would send them again.
+    A state that records no login is taken over by none (the first account says so once).
+    Each version of a file is looked at once (its tag joins ``merged``). Reads only.
+    """
+    from alerter.credentials.identity import LoginMemory, same_login
+
+    found = earlier_states(path, config.login_states)
+    done = set(state.merged)
+    mine = LoginMemory.load(login)
+    tags = []
+    for source, info in found:
+        try:
+            data = read_private(source, tighten=False)
+        except StateError as exc:
+            log.warning("account %s: not taking over an earlier state: %s", config.account, exc)
+            continue
+        if data is None or (tag := earlier_tag(source, info, data)) in done:
+            continue
+        tags.append(tag)
+        problem, parsed = _parse(data)
+        if problem is not None:
+            continue  # a run without accounts: would have kept it aside; nothing to take
+        other, _ = load(parsed, aliases)
+        verdict = same_login(LoginMemory.load(other.credentials), mine)
+        if verdict:
+            state = merge_ledger(state, other)
+            log.info(
+                "account %s: took over the alerts already sent from %s, the state of its login "
+                "before accounts:",
+                config.account,
+                source,
+            )
+        elif verdict is None and config.first_account:
+            log.warning(
+                "%s, the state from before accounts:, does not record which login it was; no "
+                "account takes it over (its alerts of this period may be sent once more)",
+                source,
+            )
+    if not tags:
+        return state
+    return replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:])
 
 
 def _remove_leftovers(path: Path, older_than: float = 600.0) -> None:
