@@ -198,3 +198,18 @@ def test_an_earlier_state_that_changed_since_it_was_merged_is_merged_again(home_
     result = app("run")
     assert result.code == 0 and f"merged the alerts already sent from {timer}" in result.out
     assert app.receiver.messages() == [], "the 100 % alert the old unit had sent was sent again"
+
+
+def test_an_earlier_place_that_is_the_state_itself_is_not_merged_into_it(tmp_path, caplog):
+    """XDG_CONFIG_HOME set to XDG_STATE_HOME makes the user unit's old place the state's own."""
+    from alerter.state import State, carry_over, load_state, save_state
+
+    path = tmp_path / "state" / "state.json"
+    save_state(path, State())
+    link = tmp_path / "same"
+    link.symlink_to(path.parent)
+    before = path.read_bytes()
+    with caplog.at_level("INFO"):
+        carry_over(path, (path, link / "state.json"))
+    assert path.read_bytes() == before and "merged" not in caplog.text
+    assert load_state(path).merged == ()
