@@ -34,9 +34,10 @@ from alerter.state import (
     record_delivery,
     save_state,
     settle,
+    state_with_earlier,
     take_over_login_state,
 )
-from alerter.statefile import check_usable, state_to_read
+from alerter.statefile import check_usable
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     """
     if dry_run:
         check_usable(config.state_file)  # what a real run would refuse, found without writing
-        readable = state_to_read(config.state_file, config.earlier_state_files)
-        state = load_state(readable, keep_aside=False, aliases=config.channel_aliases())
+        state = state_with_earlier(config.state_file, config.earlier_state_files, config.channel_aliases())
         return _once(config, shell, clock, state, dry_run=True)
     try:
         with locked(config.state_file, timeout=config.deadline_seconds):

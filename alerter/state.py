@@ -97,6 +97,7 @@ __all__ = [
     "take_over_login_state",
     "locked",
     "save_state",
+    "state_with_earlier",
     "write_atomic",
 ]
 
@@ -741,10 +742,34 @@ def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] |
     The earlier files are left as they were. One that cannot be read is named in a warning.
     ``aliases``: see :func:`load`. Raise StateError when the state cannot be read or saved.
     """
+    state, said = _carried(path, earlier, aliases, keep_aside=True)
+    if state is None or not said:
+        return
+    save_state(path, state)
+    for line in said:
+        if line:
+            log.info("%s, the one state every way of starting the job now uses", line)
+
+
+def state_with_earlier(
+    path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None = None
+) -> State:
+    """Given the state path and the earlier places, return the state a real run would have
+    after :func:`carry_over`, changing nothing on disk (a dry run)."""
+    state, _ = _carried(path, earlier, aliases, keep_aside=False)
+    return state if state is not None else load_state(path, keep_aside=False, aliases=aliases)
+
+
+def _carried(
+    path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None, *, keep_aside: bool
+) -> tuple[State | None, list[str]]:
+    """Return (the state with the earlier files not yet merged merged in, or None when
+    there is nothing to merge into; a line per file looked at, "" for one left out)."""
     found = earlier_states(path, earlier)
     if not found:
-        return
-    state = load_state(path, aliases=aliases) if os.path.lexists(path) else None
+        return None, []
+    exists = os.path.lexists(path)
+    state = load_state(path, keep_aside=keep_aside, aliases=aliases) if exists else None
     done = set(state.merged) if state is not None else set()
     tags, said = [], []
     for source, info in reversed(found):  # the newest first: it becomes the state if none is
@@ -762,6 +787,7 @@ def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] |
         problem, parsed = _parse(data)
         if problem is not None:
             log.warning("not carrying over the earlier state %s: it %s", source, problem)
+            said.append("")
             continue
         other, _ = load(parsed, aliases)
         if state is None:
@@ -771,10 +797,8 @@ def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] |
             state = merge_ledger(state, other)
             said.append(f"merged the alerts already sent from {source} into {path}")
     if state is None or not tags:
-        return
-    save_state(path, replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:]))
-    for line in said:
-        log.info("%s, the one state every way of starting the job now uses", line)
+        return state, []
+    return replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:]), said
 
 
 def take_over_login_state(

@@ -213,3 +213,13 @@ def test_an_earlier_place_that_is_the_state_itself_is_not_merged_into_it(tmp_pat
         carry_over(path, (path, link / "state.json"))
     assert path.read_bytes() == before and "merged" not in caplog.text
     assert load_state(path).merged == ()
+
+
+def test_a_dry_run_before_the_upgrade_s_first_run_knows_what_both_fbc5bf8_states_say(home_app):
+    app = home_app
+    place_fbc5bf8_states(app)
+    app.serve_usage(usage_body(19_400_000, start=FBC5BF8_START))
+    before = {p: p.read_bytes() for p in app.home.rglob("state.json")}
+    result = app("run", "--dry-run")
+    assert result.code == 0 and "[dry-run]" not in result.out, result.out  # the 95 % alert is known
+    assert {p: p.read_bytes() for p in app.home.rglob("state.json")} == before
