@@ -197,7 +197,7 @@ def status_all(config: Config, env: Mapping[str, str], now: float, deadline: flo
     def show(account: Account) -> Shown:
         own = account.config
         read = state_to_read(own.state_file, own.earlier_state_files)
-        state = load_state(read, keep_aside=False)
+        state = load_state(read, keep_aside=False, aliases=own.channel_aliases())
         health = job_health(state, read, own)
         head = f"account {account.name}"
         try:

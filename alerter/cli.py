@@ -304,7 +304,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if config.accounts:
         return _status_accounts(args, config, env, deadline)
     read = state_to_read(config.state_file, config.earlier_state_files)
-    state = load_state(read, keep_aside=False)
+    state = load_state(read, keep_aside=False, aliases=config.channel_aliases())
     now = args.clock()
     job = job_health(state, read, config)  # the file it read: the timer's, until carried over
     try:
@@ -533,7 +533,7 @@ def cmd_test_notify(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = load_config(args.config, env)
     # With accounts, every channel some account delivers to (each once).
     runs = [account.config for account in config.accounts] or [config]
-    channels = tuple({ch.id: ch for own in runs for ch in own.delivery_channels()}.values())
+    channels = tuple({ch.url or ch.id: ch for own in runs for ch in own.delivery_channels()}.values())
     if args.tag:
         channels = tuple(ch for ch in channels if args.tag in ch.tags)
         if not channels:

@@ -60,8 +60,9 @@ _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\n]*$")
 class Channel:
     """One place notifications go: an apprise URL, or stdout when none is configured.
 
-    ``id`` is a short digest of the URL, stable across runs and safe to store; the URL
-    itself may carry credentials and is never shown (``label`` is what people see).
+    ``id`` is a short digest of its ``name:`` (else of its URL), stable across runs and
+    safe to store; the URL itself may carry credentials and is never shown (``label`` is
+    what people see).
     """
 
     id: str
@@ -125,6 +126,11 @@ class Config:
     state_file: Path = field(default_factory=lambda: default_state_file({}))
     # Where earlier releases kept the state (see earlier_state_files); carried over once.
     earlier_state_files: tuple[Path, ...] = ()
+    # An account's: the states of the single login before ``accounts:`` (the default path
+    # and the earlier ones), taken over by the account whose login they record; and
+    # whether this account is the first listed (it says what concerns them all, once).
+    login_states: tuple[Path, ...] = ()
+    first_account: bool = False
     thresholds: Mapping[str, tuple[float, ...]] = field(
         default_factory=lambda: {"default": DEFAULT_THRESHOLDS}
     )
@@ -163,6 +169,11 @@ class Config:
     def delivery_channels(self) -> tuple[Channel, ...]:
         """Return the configured channels, or stdout alone when there are none."""
         return self.channels or (STDOUT_CHANNEL,)
+
+    def channel_aliases(self) -> dict[str, str]:
+        """Return {the id a state of an earlier release knows a named channel by (its URL's):
+        its id now (its name's)}, for :func:`alerter.state.load`."""
+        return {channel_id(ch.url): ch.id for ch in self.channels if ch.url and ch.id != channel_id(ch.url)}
 
 
 @dataclass(frozen=True)
@@ -245,9 +256,15 @@ def default_factory_home(env: Mapping[str, str]) -> Path:
     return (Path(override).expanduser() if override else _home(env)) / ".factory"
 
 
-def channel_id(url: str) -> str:
-    """Given an apprise URL, return a short stable id that does not reveal it."""
-    return "ch-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+def channel_id(url: str, name: str | None = None) -> str:
+    """Given an apprise URL and the channel's ``name:`` if it has one, return a short stable
+    id that does not reveal the URL.
+
+    A named channel is its name: a rotated token in its URL is the same channel, and the
+    alerts it already had are not sent again. An unnamed one is its URL.
+    """
+    what = f"name\0{name}" if name is not None else url
+    return "ch-" + hashlib.sha256(what.encode("utf-8")).hexdigest()[:12]
 
 
 # --- loading -------------------------------------------------------------------------
@@ -711,9 +728,11 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
             own,
             account=name,
             state_file=base.state_file.with_name(f"state-{name}.json"),
-            # The first account is the one the job watched before `accounts:`: it takes over
-            # that state once, so moving to accounts repeats no alert.
-            earlier_state_files=(base.state_file, *base.earlier_state_files) if not accounts else (),
+            # The login the job watched before `accounts:` decides which account takes over
+            # its state (not the order of the list), so moving to accounts repeats no alert.
+            earlier_state_files=(),
+            login_states=(base.state_file, *base.earlier_state_files),
+            first_account=not accounts,
             **login,
         )
         accounts.append(Account(name, key_env, home, own))
@@ -923,7 +942,7 @@ def _channels(v: _Validator, notify: Mapping[str, Any]) -> tuple[Channel, ...]:
         label = " ".join(label.split()) if label else None
         channels.append(
             Channel(
-                id=channel_id(url),
+                id=channel_id(url, label),
                 label=label or mask_url(url),
                 url=url,
                 severities=frozenset(severities),
@@ -944,10 +963,10 @@ def _distinct(
     seen: set[str] = set()
     unique: list[tuple[Channel, str, bool]] = []
     for ch, key, has_name in zip(channels, keys, named, strict=True):
-        if ch.id in seen:
+        if ch.url in seen:
             v.problem(key, f"the URL of {ch.label} is listed twice; keep one")
             continue
-        seen.add(ch.id)
+        seen.add(ch.url or ch.id)
         unique.append((ch, key, has_name))
     counts: dict[str, int] = {}
     for ch, _, _ in unique:

@@ -26,8 +26,18 @@ from alerter.decide import Decision, Failure, Observation, decide
 from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateBusy, StateError
 from alerter.meters import Reading
 from alerter.rules import Alert
-from alerter.state import State, load_state, locked, record_delivery, save_state, settle
-from alerter.statefile import carry_over, check_usable, state_to_read
+from alerter.state import (
+    State,
+    carry_over,
+    load_state,
+    locked,
+    record_delivery,
+    save_state,
+    settle,
+    state_with_earlier,
+    take_over_login_state,
+)
+from alerter.statefile import check_usable
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +87,16 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     """
     if dry_run:
         check_usable(config.state_file)  # what a real run would refuse, found without writing
-        readable = state_to_read(config.state_file, config.earlier_state_files)
-        return _once(config, shell, clock, load_state(readable, keep_aside=False), dry_run=True)
+        state = state_with_earlier(config.state_file, config.earlier_state_files, config.channel_aliases())
+        return _once(config, shell, clock, state, dry_run=True)
     try:
         with locked(config.state_file, timeout=config.deadline_seconds):
             # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
             shell.ping("start")
-            carry_over(config.state_file, config.earlier_state_files)  # once, after an upgrade
-            decision = _once(config, shell, clock, load_state(config.state_file), dry_run=False)
+            aliases = config.channel_aliases()
+            carry_over(config.state_file, config.earlier_state_files, aliases)  # once, after an upgrade
+            state = load_state(config.state_file, aliases=aliases)
+            decision = _once(config, shell, clock, state, dry_run=False)
     except StateBusy:
         raise
     except BaseException:
@@ -109,6 +121,11 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: State
     if fetched.remember:
         state = dataclasses.replace(state, **fetched.remember)
     observation = fetched.observation
+    if config.login_states and isinstance(observation, Reading):
+        # Only now is the account's login known: it decides whether the state of the
+        # single login before accounts: is this account's to take over.
+        login = fetched.remember.get("credentials")
+        state = take_over_login_state(state, config.state_file, config, login, config.channel_aliases())
     if isinstance(observation, Reading):
         # A run with nothing to say prints nothing (cron mails whatever a job prints).
         log.debug("usage from %s: %s", _endpoint(observation), _summary(observation))

@@ -7,10 +7,12 @@ state; the job records deliveries in the ledger, so each is said once per channe
 
 - ``extra_spending``: a limit window is used up (some meter at 100 % or more) and the
   balance went down since the last run: "extra usage is being spent", with the balance.
-  Once per episode: the episode ends when no meter is used up any more, and the next
-  one is said again.
+  Once per episode: the episode ends when usage has clearly dropped (every meter below
+  ``SPENDING_REARM_PERCENT``, as after a window's reset), and the next one is said again;
+  a dip to 99.5 % and back is the same episode.
 - ``low_balance`` (``extra_usage.low_balance_usd: N``): the balance fell below N dollars.
-  Once, re-armed when the balance is topped up above N.
+  Once, re-armed when the balance is topped up clearly above N: to N plus the larger of
+  $1 and 10 % of N (:func:`rearm_cents`), so a balance a cent either side of N warns once.
 
 Their ledger keys are ``DeliveryKey("extra_usage", kind, since, level)``: ``since`` is the
 episode's start (or when the balance fell below N), so a new episode is a new alert.
@@ -28,6 +30,18 @@ from alerter.state import DeliveryKey, ExtraUsage, State
 METER = "extra_usage"  # the ledger's "meter" of the money notices
 SPENDING = "extra_spending"
 LOW = "low_balance"
+# Hysteresis, as the forecast has (it re-arms below 90 %): a notice is said again only
+# once what caused it has clearly gone, not when the input wobbles across the line.
+SPENDING_REARM_PERCENT = 90.0
+LOW_REARM_MIN_CENTS = 100.0
+LOW_REARM_SHARE = 0.10
+
+
+def rearm_cents(level_usd: float) -> float:
+    """Given ``low_balance_usd``, return the balance in cents at or above which the
+    low-balance notice is armed again: the level plus the larger of $1 and 10 % of it."""
+    level = level_usd * 100
+    return level + max(LOW_REARM_MIN_CENTS, LOW_REARM_SHARE * level)
 
 
 def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[list[Alert], State]:
@@ -41,12 +55,14 @@ def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[
     if cents is None:
         return [], state
     before = state.extra_usage
-    used_up = [m for m in reading.meters if m.active and not m.unlimited and m.percent >= 100]
+    limited = [m for m in reading.meters if m.active and not m.unlimited]
+    used_up = [m for m in limited if m.percent >= 100]
     spending_since = before.spending_since
-    if not used_up:
-        spending_since = None  # the windows reset: the episode is over
+    if all(m.percent < SPENDING_REARM_PERCENT for m in limited):
+        spending_since = None  # usage clearly dropped (a window reset): the episode is over
     elif (
         spending_since is None
+        and used_up
         and reading.extra_usage_allowed is not False
         and before.balance_cents is not None
         and cents < before.balance_cents
@@ -54,8 +70,8 @@ def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[
         spending_since = now
     low_since = before.low_since
     level = config.low_balance_usd
-    if level is None or cents > level * 100:
-        low_since = None  # topped up above the level (or no level): armed again
+    if level is None or cents >= rearm_cents(level):
+        low_since = None  # topped up clearly above the level (or no level): armed again
     elif low_since is None and cents < level * 100:
         low_since = now
     after = ExtraUsage(float(cents), spending_since, low_since)
@@ -63,7 +79,7 @@ def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[
         state = replace(state, extra_usage=after)
     state = _forget_ended(state, {SPENDING: spending_since, LOW: low_since})
     alerts = []
-    if spending_since is not None:
+    if spending_since is not None and used_up:
         names = ", ".join(m.id for m in used_up)
         title = f"Factory extra usage is being spent: ${cents / 100:.2f} left"
         was = f" from ${before.balance_cents / 100:.2f}" if before.balance_cents is not None else ""

@@ -51,17 +51,29 @@ import logging
 import os
 import shlex
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerter.errors import StateBusy, StateError
 from alerter.meters import is_number
-from alerter.statefile import ensure_private_dir, locked, read_private, write_atomic
+from alerter.statefile import (
+    earlier_states,
+    earlier_tag,
+    ensure_private_dir,
+    locked,
+    read_private,
+    write_atomic,
+)
+
+if TYPE_CHECKING:
+    from alerter.config import Config
 
 STATE_VERSION = 2
 FAILED_RUNS_KEPT = 200
 MAX_COUNT = 10**9  # more failed runs than this in a row is not a count but damage
+MERGED_KEPT = 32  # tags of earlier state files merged: a few places, a few versions each
 log = logging.getLogger(__name__)
 # The command line takes locked from here and metrics write_atomic; callers catch the errors.
 __all__ = [
@@ -77,11 +89,15 @@ __all__ = [
     "StateBusy",
     "StateError",
     "Window",
+    "carry_over",
     "dump",
     "load",
     "load_state",
+    "merge_ledger",
+    "take_over_login_state",
     "locked",
     "save_state",
+    "state_with_earlier",
     "write_atomic",
 ]
 
@@ -224,6 +240,8 @@ class State:
     credentials: dict | None = None  # what is known of droid's tokens (credentials.LoginMemory)
     channels_checked: str | None = None  # digest of the channel URLs last found valid
     extra_usage: ExtraUsage = field(default_factory=ExtraUsage)
+    # The earlier state files already merged into this one (statefile.earlier_tag).
+    merged: tuple[str, ...] = ()
 
     def copy(self) -> State:
         """Return a copy whose records and ledger may be changed without touching this one.
@@ -268,6 +286,38 @@ def settle(state: State) -> State:
         if made:
             ledger[key] = made
     return replace(state, ledger=ledger)
+
+
+def merge_ledger(state: State, other: State) -> State:
+    """Given the state and an earlier one, return the state that also holds every delivery
+    the earlier one recorded: per alert and channel the newest record wins.
+
+    A usage window is named by the time it was first seen, which two states may have seen a
+    few minutes apart: an earlier threshold or reminder of a window within the drift of
+    this state's is recorded under this state's name of it. A meter only the earlier state
+    knows is taken with its memory (its window, history and episode). A delivery the
+    earlier run was about to make but never recorded stays due.
+    """
+    from alerter.rules import WINDOW_DRIFT_SECONDS
+
+    new = state.copy()
+    for meter_id, memory in other.meters.items():
+        new.meters.setdefault(meter_id, replace(memory))
+    for key, channels in other.ledger.items():
+        memory = new.meters.get(key.meter)
+        if (
+            key.kind in ("threshold", "reminder")
+            and memory is not None
+            and abs(key.window - memory.window_key) <= WINDOW_DRIFT_SECONDS
+        ):
+            key = replace(key, window=memory.window_key)
+        mine = new.ledger.setdefault(key, {})
+        for channel, at in channels.items():
+            if at is not None and (mine.get(channel) is None or at > mine[channel]):
+                mine[channel] = at
+        if not mine:
+            del new.ledger[key]
+    return new
 
 
 # --- dump ----------------------------------------------------------------------------------
@@ -329,6 +379,8 @@ def dump(state: State) -> dict:
             "spending_since": x.spending_since,
             "low_since": x.low_since,
         }
+    if state.merged:
+        data["merged"] = list(state.merged)
     return data
 
 
@@ -393,10 +445,13 @@ class _Reader:
         return good
 
 
-def load(data: object) -> tuple[State, list[str]]:
+def load(data: object, aliases: Mapping[str, str] | None = None) -> tuple[State, list[str]]:
     """Given JSON read from a state file (version 1 or 2), return (state, parts dropped).
 
-    Never raises: a part of the wrong shape is left out and named in the second value.
+    ``aliases`` maps a channel id the file may know to the id that channel has now
+    (:meth:`alerter.config.Config.channel_aliases`: a named channel was its URL's before it
+    was its name's), so a channel keeps what it was sent. Never raises: a part of the
+    wrong shape is left out and named in the second value.
     """
     r = _Reader()
     top = r.mapping(data, "the whole file")
@@ -424,7 +479,24 @@ def load(data: object) -> tuple[State, list[str]]:
             r.time(extra.get("spending_since"), "extra_usage.spending_since"),
             r.time(extra.get("low_since"), "extra_usage.low_since"),
         )
+    state.merged = r.channels(top.get("merged"), "merged")[-MERGED_KEPT:]
+    if aliases:
+        _rename_channels(state, aliases)
     return state, r.dropped
+
+
+def _rename_channels(state: State, aliases: Mapping[str, str]) -> None:
+    """Record every delivery and owed notice under the channel's id now; where a channel has
+    a record under both ids, the newest wins."""
+    for key, channels in state.ledger.items():
+        renamed: Deliveries = {}
+        for channel, at in sorted(channels.items(), key=lambda item: item[1] or 0.0):
+            renamed[aliases.get(channel, channel)] = at
+        state.ledger[key] = renamed
+    state.notices = tuple(
+        replace(n, channels=tuple(dict.fromkeys(aliases.get(c, c) for c in n.channels)))
+        for n in state.notices
+    )
 
 
 def _window(r: _Reader, value: object, where: str) -> Window | None:
@@ -588,21 +660,21 @@ def _ledger_from_v1(r: _Reader, top: dict, state: State) -> None:
 # --- the file ------------------------------------------------------------------------------
 
 
-def load_state(path: Path, keep_aside: bool = True) -> State:
+def load_state(path: Path, keep_aside: bool = True, aliases: Mapping[str, str] | None = None) -> State:
     """Given the state path, return what it remembers; a missing file gives a fresh state.
 
     A file that is not JSON, or from a newer version, is moved aside with a warning; a
     part of the wrong shape is dropped with a warning; a file open to others is made 0600
     (moving and tightening are left out when ``keep_aside`` is False, as a dry run
-    changes nothing). Raise StateError when the file or its directory is unsafe or odd
-    (see ``statefile``).
+    changes nothing). ``aliases``: see :func:`load`. Raise StateError when the file or its
+    directory is unsafe or odd (see ``statefile``).
     """
     raw = read_private(path, tighten=keep_aside)
     if raw is None:
         return State()
     problem, data = _parse(raw)
     if problem is None:
-        state, dropped = load(data)
+        state, dropped = load(data, aliases)
         if dropped:
             shown = ", ".join(sorted(set(dropped))[:5]) + (" ..." if len(set(dropped)) > 5 else "")
             log.warning("state file %s: ignored what was not understood (%s)", path, shown)
@@ -655,6 +727,130 @@ def save_state(path: Path, state: State) -> None:
             fix = f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
         raise StateError(f"{path}: cannot save the state ({exc.strerror}); {fix}") from None
     _remove_leftovers(path)
+
+
+def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None = None) -> None:
+    """Given the state path (its lock held) and where earlier releases kept the state, merge
+    what each earlier state file says was delivered into the state, once, so that an
+    upgrade repeats no alert.
+
+    With no state at the path yet the newest earlier state becomes it (its history and
+    health too); the ledgers of the others are merged into it (:func:`merge_ledger`),
+    also when a state is already there: an earlier release run by hand and by its unit kept
+    two. The state remembers which version of each file it merged, so the next run merges
+    nothing, and a file an older unit still writes is merged again once it has changed.
+    The earlier files are left as they were. One that cannot be read is named in a warning.
+    ``aliases``: see :func:`load`. Raise StateError when the state cannot be read or saved.
+    """
+    state, said = _carried(path, earlier, aliases, keep_aside=True)
+    if state is None or not said:
+        return
+    save_state(path, state)
+    for line in said:
+        if line:
+            log.info("%s, the one state every way of starting the job now uses", line)
+
+
+def state_with_earlier(
+    path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None = None
+) -> State:
+    """Given the state path and the earlier places, return the state a real run would have
+    after :func:`carry_over`, changing nothing on disk (a dry run)."""
+    state, _ = _carried(path, earlier, aliases, keep_aside=False)
+    return state if state is not None else load_state(path, keep_aside=False, aliases=aliases)
+
+
+def _carried(
+    path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None, *, keep_aside: bool
+) -> tuple[State | None, list[str]]:
+    """Return (the state with the earlier files not yet merged merged in, or None when
+    there is nothing to merge into; a line per file looked at, "" for one left out)."""
+    found = earlier_states(path, earlier)
+    if not found:
+        return None, []
+    exists = os.path.lexists(path)
+    state = load_state(path, keep_aside=keep_aside, aliases=aliases) if exists else None
+    done = set(state.merged) if state is not None else set()
+    tags, said = [], []
+    for source, info in reversed(found):  # the newest first: it becomes the state if none is
+        try:
+            data = read_private(source, tighten=False)
+        except StateError as exc:
+            log.warning("not carrying over an earlier state: %s", exc)
+            continue
+        if data is None:
+            continue
+        tag = earlier_tag(source, info, data)
+        if tag in done:
+            continue
+        tags.append(tag)
+        problem, parsed = _parse(data)
+        if problem is not None:
+            log.warning("not carrying over the earlier state %s: it %s", source, problem)
+            said.append("")
+            continue
+        other, _ = load(parsed, aliases)
+        if state is None:
+            state = replace(other, merged=())
+            said.append(f"carried the state over from {source} to {path}")
+        else:
+            state = merge_ledger(state, other)
+            said.append(f"merged the alerts already sent from {source} into {path}")
+    if state is None or not tags:
+        return state, []
+    return replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:]), said
+
+
+def take_over_login_state(
+    state: State, path: Path, config: Config, login: Mapping[str, Any] | None, aliases: Mapping[str, str]
+) -> State:
+    """Given an account's state, its path, its Config, what its run just learnt of its login
+    (``LoginMemory.dump()``) and the channel aliases, return the state with what the single
+    login's state before ``accounts:`` says was sent merged in, when that state records
+    this account's login (:func:`alerter.credentials.identity.same_login`).
+
+    Not by the account's place in the list: a new account listed first would otherwise
+    take over another login's alerts, and that login's account would send them again.
+    A state that records no login is taken over by none (the first account says so once).
+    Each version of a file is looked at once (its tag joins ``merged``). Reads only.
+    """
+    from alerter.credentials.identity import LoginMemory, same_login
+
+    found = earlier_states(path, config.login_states)
+    done = set(state.merged)
+    mine = LoginMemory.load(login)
+    tags = []
+    for source, info in found:
+        try:
+            data = read_private(source, tighten=False)
+        except StateError as exc:
+            log.warning("account %s: not taking over an earlier state: %s", config.account, exc)
+            continue
+        if data is None or (tag := earlier_tag(source, info, data)) in done:
+            continue
+        tags.append(tag)
+        problem, parsed = _parse(data)
+        if problem is not None:
+            continue  # a run without accounts: would have kept it aside; nothing to take
+        other, _ = load(parsed, aliases)
+        verdict = same_login(LoginMemory.load(other.credentials), mine)
+        if verdict:
+            state = merge_ledger(state, other)
+            log.info(
+                "account %s: took over the alerts already sent from %s, the state of its login "
+                "before accounts:",
+                config.account,
+                source,
+            )
+        elif verdict is None and config.first_account:
+            log.warning(
+                "%s, the state from before accounts:, does not record which login it was; no "
+                "account takes it over (its alerts of this period may be sent once more)",
+                source,
+            )
+    if not tags:
+        return state
+    return replace(state, merged=(*state.merged, *tags)[-MERGED_KEPT:])
 
 
 def _remove_leftovers(path: Path, older_than: float = 600.0) -> None:

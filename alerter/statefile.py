@@ -15,8 +15,9 @@ The state decides what is sent, so the job uses only files that nobody else can 
 
 Every problem is a StateError whose one line names the path and the fix.
 
-A state an earlier release's unit kept elsewhere is carried over once (``carry_over``);
-until then the commands that change nothing read it (``state_to_read``).
+The states earlier releases' units kept elsewhere are found here (``earlier_states``) and
+merged into the state once (``alerter.state.carry_over``); until a run has done so, the
+commands that change nothing read the newest of them (``state_to_read``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
@@ -141,23 +143,38 @@ def check_usable(path: Path) -> None:
             )
 
 
-def earlier_state(path: Path, earlier: Sequence[Path]) -> Path | None:
-    """Given the state path and where earlier releases kept the state, return the newest
-    earlier state file of this user's when there is none at the path yet, else None.
+def earlier_states(path: Path, earlier: Sequence[Path]) -> list[tuple[Path, os.stat_result]]:
+    """Given the state path and where earlier releases kept the state, return each earlier
+    state file of this user's that is there, with its ``lstat``, the newest last.
 
-    A file that is not a regular file or belongs to someone else is not taken.
+    A file that is not a regular file, belongs to someone else or is the state file itself
+    (two places that name one directory) is not taken.
     """
-    if os.path.lexists(path):
-        return None
+    try:
+        own = os.stat(path)
+    except OSError:
+        own = None
     found = []
     for candidate in earlier:
         try:
             info = os.lstat(candidate)
         except OSError:
             continue
-        if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
-            found.append((info.st_mtime, str(candidate)))
-    return Path(max(found)[1]) if found else None
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        if own is not None and (info.st_dev, info.st_ino) == (own.st_dev, own.st_ino):
+            continue
+        found.append((info.st_mtime, str(candidate), info))
+    return [(Path(name), info) for _, name, info in sorted(found)]
+
+
+def earlier_state(path: Path, earlier: Sequence[Path]) -> Path | None:
+    """Given the state path and where earlier releases kept the state, return the newest
+    earlier state file of this user's when there is none at the path yet, else None."""
+    if os.path.lexists(path):
+        return None
+    found = earlier_states(path, earlier)
+    return found[-1][0] if found else None
 
 
 def state_to_read(path: Path, earlier: Sequence[Path]) -> Path:
@@ -167,36 +184,13 @@ def state_to_read(path: Path, earlier: Sequence[Path]) -> Path:
     return earlier_state(path, earlier) or path
 
 
-def carry_over(path: Path, earlier: Sequence[Path]) -> None:
-    """Given the state path (its lock held) and where earlier releases kept the state, copy
-    the newest earlier state there when there is none yet, so that an upgrade repeats no
-    alert. The earlier file is left as it was: a unit from an older release may still use
-    it. One that cannot be read is named in a warning and the run starts afresh.
-    """
-    source = earlier_state(path, earlier)
-    if source is None:
-        return
-    try:
-        data = read_private(source, tighten=False)
-    except StateError as exc:
-        log.warning("not carrying over an earlier state: %s", exc)
-        return
-    if data is None:
-        return
-    try:
-        write_atomic(path, data)
-    except OSError as exc:
-        raise StateError(
-            f"{path}: cannot carry over the state from {source} ({exc.strerror}); "
-            f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
-        ) from None
-    log.info(
-        "carried the state over from %s to %s, the one state every way of starting the job now "
-        "uses; %s is no longer read",
-        source,
-        path,
-        source,
-    )
+def earlier_tag(path: Path, info: os.stat_result, data: bytes) -> str:
+    """Given an earlier state file, its ``lstat`` and its bytes, return the short digest that
+    names this version of it (path, inode, content): a state remembers the tags it merged,
+    so a file is merged once, and again only when it has changed since."""
+    digest = hashlib.sha256(f"{path}\0{info.st_dev}\0{info.st_ino}\0".encode())
+    digest.update(data)
+    return digest.hexdigest()[:24]
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from alerter.config import build_config
 from alerter.errors import EXIT_AUTH, EXIT_OK, EXIT_UPSTREAM, ConfigError
@@ -394,22 +395,59 @@ def test_a_dry_run_of_several_accounts_shows_each_and_saves_nothing(app, receive
 # --- found by review: moving to accounts, secrets, test-notify, droid homes -----------------------
 
 
-def test_moving_to_accounts_repeats_no_alert_the_first_account_takes_over_the_state(app, receiver):
+def single_login_then_accounts(app, receiver, first: str) -> tuple[Accounts, float]:
+    """One login (home's key) alerts at 85 %; then the config lists two accounts, ``first``
+    first, and home's key is the one the job used so far."""
     end = time.time() + 3 * HOUR
+    app.env["FACTORY_API_KEY"] = KEYS["home"]
     app.write_config({"factory": {"endpoint": "limits"}, "notify": {"urls": [receiver.apprise_url]}})
     app.factory.route("GET", LIMITS_PATH, limits_at(85, end))
     assert app("run").code == EXIT_OK
     assert titles(receiver) == ["Factory standard.5h at 85% (past 80%)"]
-    served = two_accounts(app, receiver)  # the key the job used so far becomes home's
+    served = two_accounts(app, receiver)
+    config = yaml.safe_load(app.config_path.read_text())
+    config["accounts"].sort(key=lambda a: a["name"] != first)
+    app.config_path.write_text(yaml.safe_dump(config))
+    return served, end
+
+
+@pytest.mark.parametrize("first", ["home", "work"])
+def test_moving_to_accounts_repeats_no_alert_the_account_of_that_login_takes_over_the_state(
+    app, receiver, first
+):
+    served, end = single_login_then_accounts(app, receiver, first)
     served.replies[KEYS["home"]] = limits_at(85, end)
-    served.replies[KEYS["work"]] = limits_at(10, end)
+    served.replies[KEYS["work"]] = limits_at(85, end)
     result = app("run")
     assert result.code == EXIT_OK, result.err
-    assert titles(receiver) == ["Factory standard.5h at 85% (past 80%)"]  # not again as [home]
-    assert "carried the state over" in result.out + result.err
-    served.replies[KEYS["work"]] = limits_at(60, end)
-    assert app("run").code == EXIT_OK
-    assert titles(receiver)[1:] == ["[work] Factory standard.5h at 60% (past 50%)"]
+    # home's 85 % was said by the single login: not again; work's is work's own, said once.
+    assert titles(receiver)[1:] == ["[work] Factory standard.5h at 85% (past 80%)"]
+    assert "account home: took over the alerts already sent from" in result.out + result.err
+    assert "account work: took over" not in result.out + result.err
+    served.replies[KEYS["home"]] = limits_at(97, end)
+    result = app("run")
+    assert result.code == EXIT_OK and "took over" not in result.out + result.err
+    assert titles(receiver)[2:] == ["[home] Factory standard.5h at 97% (past 95%)"]
+
+
+def test_a_state_that_records_no_login_is_taken_over_by_no_account_and_that_is_said_once(app, receiver):
+    served, end = single_login_then_accounts(app, receiver, "home")
+    state = json.loads(app.state_path.read_text())
+    del state["credentials"]  # as an earlier release wrote it: no record of the key
+    app.state_path.write_text(json.dumps(state))
+    served.replies[KEYS["home"]] = limits_at(85, end)
+    served.replies[KEYS["work"]] = limits_at(85, end)
+    result = app("run")
+    assert result.code == EXIT_OK, result.err
+    said = [line for line in (result.out + result.err).splitlines() if "does not record which login" in line]
+    assert len(said) == 1 and "no account takes it over" in said[0], result.out + result.err
+    assert sorted(titles(receiver)[1:]) == [
+        "[home] Factory standard.5h at 85% (past 80%)",
+        "[work] Factory standard.5h at 85% (past 80%)",
+    ]
+    result = app("run")
+    assert result.code == EXIT_OK and "does not record" not in result.out + result.err
+    assert len(titles(receiver)) == 3
 
 
 def test_check_config_masks_an_account_s_base_url_and_warns_of_its_channel_credentials(app, receiver):
@@ -603,3 +641,46 @@ def test_backtest_replays_each_account_of_an_exported_history_with_its_own_setti
     trace.write_text("".join(json.dumps(line) + "\n" for line in unnamed))
     result = app("backtest", str(trace), "--json")
     assert result.code == EXIT_OK and "observations name no account" in result.err, result.err
+
+
+@pytest.mark.parametrize(
+    ("earlier", "now", "same"),
+    [
+        ({"key": "k1"}, {"key": "k1"}, True),
+        ({"key": "k1"}, {"key": "k2"}, False),
+        ({"key": "k1"}, {"token": "t", "claims": {"sub": "user_1"}}, False),
+        (
+            {"token": "t", "claims": {"sub": "user_1", "org": "org_1"}},
+            {"token": "t2", "claims": {"sub": "user_1"}},
+            True,
+        ),
+        (
+            {"token": "t", "claims": {"sub": "user_1", "org": "org_1"}},
+            {"token": "t2", "claims": {"sub": "user_1", "org": "org_2"}},
+            False,
+        ),
+        ({"token": "t", "claims": {"sub": "user_1"}}, {"token": "t2", "claims": {"sub": "user_2"}}, False),
+        ({"token": "t", "claims": {"sub": "user_1"}}, {"key": "k1"}, False),
+        ({"token": "t", "claims": {}}, {"token": "t", "claims": {"sub": "user_1"}}, True),  # the same token
+        (
+            {"token": "t", "claims": {"email": "a***@example.com"}},
+            {"token": "t2", "claims": {"email": "a***@example.com"}},
+            None,
+        ),
+        ({}, {"key": "k1"}, None),
+    ],
+)
+def test_which_login_a_state_belongs_to(earlier, now, same):
+    from alerter.credentials.identity import LoginMemory, same_login
+
+    assert same_login(LoginMemory.load(earlier), LoginMemory.load(now)) is same
+
+
+def test_a_run_remembers_the_api_key_it_used_by_fingerprint_only(app):
+    app.serve_usage(Reply(200, {"usage": None}))
+    app("run")
+    text = app.state_path.read_text()
+    from alerter.credentials.identity import fingerprint
+    from tests.conftest import API_KEY
+
+    assert json.loads(text)["credentials"]["key"] == fingerprint(API_KEY) and API_KEY not in text

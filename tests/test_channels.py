@@ -232,6 +232,41 @@ def test_channels_are_shown_by_name_and_alike_ones_are_told_apart(app, receiver,
     assert SECRET not in run.err + run.out
 
 
+def test_a_named_channel_whose_url_token_is_rotated_is_not_told_again(app, receiver):
+    port = receiver.server.server_address[1]
+
+    def team(token: str) -> dict:
+        return {
+            "notify": {"channels": [{"name": "team", "url": f"json://user:{token}@127.0.0.1:{port}/notify"}]}
+        }
+
+    app.write_config(team("old-token"))
+    app.serve_usage(usage_body(17 * M))  # 85 %
+    assert app("run").code == 0
+    assert len(receiver.messages()) == 1
+    app.write_config(team("rotated-token"))  # the same channel, a new token in its URL
+    assert app("run").code == 0
+    assert len(receiver.messages()) == 1, "the 80 % alert was sent again after the token was rotated"
+    app.serve_usage(usage_body(19 * M + 400_000))  # 97 %: the next alert, once, through the new URL
+    assert app("run").code == 0
+    assert [m["title"].split(" at ")[-1][:3] for m in receiver.messages()] == ["85%", "97%"]
+
+
+def test_a_state_that_knew_a_named_channel_by_its_url_is_honoured(app, receiver):
+    """Earlier releases keyed every channel by its URL's digest, named or not: a state they
+    wrote is read with the named channel's deliveries under its name, so nothing repeats."""
+    from alerter.config import channel_id
+
+    app.serve_usage(usage_body(17 * M))
+    app.write_config({"notify": {"urls": [receiver.apprise_url]}})  # keyed by the URL, as before
+    assert app("run").code == 0
+    assert channel_id(receiver.apprise_url) in app.state_path.read_text()
+    app.write_config({"notify": {"channels": [{"name": "team", "url": receiver.apprise_url}]}})
+    assert app("run").code == 0
+    assert len(receiver.messages()) == 1, "the 80 % alert was sent again once the channel had a name"
+    assert channel_id(receiver.apprise_url) not in app.state_path.read_text()
+
+
 def test_two_channels_with_one_name_are_a_config_problem(app, receiver, second):
     app.write_config(
         {

@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,6 +21,7 @@ import yaml
 from tests.conftest import usage_body
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -135,3 +137,89 @@ def test_an_earlier_state_of_another_user_is_not_taken(home_app):
     result = app("run")
     assert result.code == 0 and "carried" not in result.out
     assert len(app.receiver.messages()) == 2
+
+
+# --- an upgrade from the release of 2026-11-25 (fbc5bf8): its README's order left two states ---
+# tests/data/fbc5bf8-*.json were written by fbc5bf8's own code (bench/upgrade_fbc5bf8.py
+# --fixtures): a run by hand at 85 % (the 80 % alert, in ~/.local/state), then the user timer
+# on systemd 252 (its StateDirectory= is ~/.config) at 85 % and 97 % (80 % and 95 %).
+FBC5BF8_CHANNEL = "ch-bea3ecb6af16"
+FBC5BF8_START = 1795820851.558
+
+
+def place_fbc5bf8_states(app) -> tuple:
+    """Put the two state files fbc5bf8 wrote where it wrote them, its stand-in channel
+    renamed to this test's receiver."""
+    from alerter.config import channel_id
+
+    ours = channel_id(app.receiver.apprise_url)
+    hand = app.default_state
+    timer = app.home / ".config" / "factory-usage-alert" / "state.json"
+    for name, path in (("hand", hand), ("timer", timer)):
+        text = (DATA / f"fbc5bf8-{name}.json").read_text().replace(FBC5BF8_CHANNEL, ours)
+        path.parent.mkdir(parents=True, mode=0o700)
+        path.write_text(text)
+        path.chmod(0o600)
+    app.now = json.loads(timer.read_text())["health"]["last_success"] + 900
+    return hand, timer
+
+
+def test_an_upgrade_from_fbc5bf8_merges_both_of_its_states_and_repeats_no_alert(home_app):
+    app = home_app
+    hand, timer = place_fbc5bf8_states(app)
+    remembered = timer.read_bytes()
+    app.serve_usage(usage_body(19_400_000, start=FBC5BF8_START))  # still 97 %
+
+    result = app("run")
+    assert result.code == 0, result.err
+    assert app.receiver.messages() == [], "an alert fbc5bf8's timer had sent was sent again"
+    assert f"merged the alerts already sent from {timer} into {hand}" in result.out
+    assert timer.read_bytes() == remembered  # left for a unit that may still use it
+
+    result = app("run")  # merged once: the next run has nothing to merge
+    assert result.code == 0 and "merged" not in result.out and app.receiver.messages() == []
+
+    app.serve_usage(usage_body(20_000_000, start=FBC5BF8_START))  # 100 %: the next alert, once
+    assert app("run").code == 0
+    assert [m["title"].split(" at ")[-1][:4] for m in app.receiver.messages()] == ["100%"]
+
+
+def test_an_earlier_state_that_changed_since_it_was_merged_is_merged_again(home_app):
+    app = home_app
+    hand, timer = place_fbc5bf8_states(app)
+    app.serve_usage(usage_body(19_400_000, start=FBC5BF8_START))
+    assert app("run").code == 0 and app.receiver.messages() == []
+    # An old unit still running sends the 100 % alert and records it in its own state.
+    data = json.loads(timer.read_text())
+    data["meters"]["standard"]["sent"] = {k: 100.0 for k in data["meters"]["standard"]["sent"]}
+    timer.write_text(json.dumps(data))
+
+    app.serve_usage(usage_body(20_000_000, start=FBC5BF8_START))
+    result = app("run")
+    assert result.code == 0 and f"merged the alerts already sent from {timer}" in result.out
+    assert app.receiver.messages() == [], "the 100 % alert the old unit had sent was sent again"
+
+
+def test_an_earlier_place_that_is_the_state_itself_is_not_merged_into_it(tmp_path, caplog):
+    """XDG_CONFIG_HOME set to XDG_STATE_HOME makes the user unit's old place the state's own."""
+    from alerter.state import State, carry_over, load_state, save_state
+
+    path = tmp_path / "state" / "state.json"
+    save_state(path, State())
+    link = tmp_path / "same"
+    link.symlink_to(path.parent)
+    before = path.read_bytes()
+    with caplog.at_level("INFO"):
+        carry_over(path, (path, link / "state.json"))
+    assert path.read_bytes() == before and "merged" not in caplog.text
+    assert load_state(path).merged == ()
+
+
+def test_a_dry_run_before_the_upgrade_s_first_run_knows_what_both_fbc5bf8_states_say(home_app):
+    app = home_app
+    place_fbc5bf8_states(app)
+    app.serve_usage(usage_body(19_400_000, start=FBC5BF8_START))
+    before = {p: p.read_bytes() for p in app.home.rglob("state.json")}
+    result = app("run", "--dry-run")
+    assert result.code == 0 and "[dry-run]" not in result.out, result.out  # the 95 % alert is known
+    assert {p: p.read_bytes() for p in app.home.rglob("state.json")} == before

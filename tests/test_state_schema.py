@@ -221,3 +221,38 @@ def test_anything_loads_into_a_valid_state_that_saves_and_loads_back_the_same(da
     again, dropped = load(json.loads(json.dumps(dump(state))))
     assert again == state and dropped == []
     decide(state, Failure("down"), config(), T0)  # and the decision core takes it as it is
+
+
+# --- merging an earlier state's ledger (an upgrade that left two states) ---------------------
+
+
+def test_merging_keeps_the_newest_record_of_each_delivery_and_names_a_window_as_this_state_does():
+    from alerter.state import MeterMemory, Window, merge_ledger
+
+    mine = State(
+        meters={"standard.5h": MeterMemory(window=Window(None, T0 + 5 * H), window_key=T0 + 5 * H)},
+        ledger={DeliveryKey("standard.5h", "threshold", T0 + 5 * H, 50.0): {"ch-a": T0 + 60}},
+    )
+    drifted = T0 + 5 * H + 120  # the same limit window, first seen by the other state 2 min later
+    other = State(
+        meters={"premium": MeterMemory(window=Window(T0, None), window_key=T0, peak=81.0)},
+        ledger={
+            DeliveryKey("standard.5h", "threshold", drifted, 50.0): {"ch-a": T0 + 30, "ch-b": T0 + 40},
+            DeliveryKey("standard.5h", "threshold", drifted, 80.0): {"ch-a": T0 + 90, "ch-b": None},
+            DeliveryKey("premium", "threshold", T0, 80.0): {"ch-a": T0 + 100},
+        },
+    )
+    merged = merge_ledger(mine, other)
+    assert merged.ledger == {
+        DeliveryKey("standard.5h", "threshold", T0 + 5 * H, 50.0): {"ch-a": T0 + 60, "ch-b": T0 + 40},
+        DeliveryKey("standard.5h", "threshold", T0 + 5 * H, 80.0): {"ch-a": T0 + 90},  # ch-b: still due
+        DeliveryKey("premium", "threshold", T0, 80.0): {"ch-a": T0 + 100},
+    }
+    assert merged.meters["premium"].peak == 81.0  # a meter only the other knew comes with its memory
+    assert mine.ledger == {DeliveryKey("standard.5h", "threshold", T0 + 5 * H, 50.0): {"ch-a": T0 + 60}}
+
+
+def test_the_earlier_states_merged_are_remembered_across_a_save(tmp_path):
+    path = tmp_path / "state.json"
+    save_state(path, State(merged=("a" * 24, "b" * 24)))
+    assert load_state(path).merged == ("a" * 24, "b" * 24)

@@ -96,7 +96,7 @@ class Login:
     def memory(self) -> LoginMemory:
         """What the next run should remember about this login (fingerprints and claims only)."""
         if self._renew is None and self.is_api_key:
-            return self._memory
+            return self._memory.with_api_key(self._token)
         return self._memory.with_identity(self._token, self.identity)
 
     def renew_after_refusal(self) -> bool:

@@ -82,6 +82,9 @@ class LoginMemory:
     claims: Mapping[str, Any] = field(default_factory=dict)
     refused: str | None = None
     dead: str | None = None
+    # The fingerprint of the API key the last run used (None when it used droid's login):
+    # which login the state belongs to, for an account taking over a single login's state.
+    key: str | None = None
 
     @classmethod
     def load(cls, data: Any) -> LoginMemory:
@@ -95,7 +98,11 @@ class LoginMemory:
 
         claims = data.get("claims")
         return cls(
-            text("token"), dict(claims) if isinstance(claims, Mapping) else {}, text("refused"), text("dead")
+            text("token"),
+            dict(claims) if isinstance(claims, Mapping) else {},
+            text("refused"),
+            text("dead"),
+            text("key"),
         )
 
     def dump(self) -> dict:
@@ -107,6 +114,8 @@ class LoginMemory:
             out["refused"] = self.refused
         if self.dead:
             out["dead"] = self.dead
+        if self.key:
+            out["key"] = self.key
         return out
 
     def with_identity(self, token: str, identity: Identity) -> LoginMemory:
@@ -118,8 +127,38 @@ class LoginMemory:
             "org": identity.org_id,
         }
         return replace(
-            self, token=fingerprint(token), claims={k: v for k, v in claims.items() if v is not None}
+            self,
+            token=fingerprint(token),
+            claims={k: v for k, v in claims.items() if v is not None},
+            key=None,  # droid's login is the one in use now, not a key
         )
+
+    def with_api_key(self, key: str) -> LoginMemory:
+        """Return the memory that knows the run used the API key ``key`` (by fingerprint);
+        what it knows of droid's tokens stays for when the key is gone again."""
+        return replace(self, key=fingerprint(key))
+
+
+def same_login(earlier: LoginMemory, now: LoginMemory) -> bool | None:
+    """Given what an earlier state remembers of its login and what a run knows of the login
+    it just used, return True when they are the same login, False when they differ, and
+    None when the earlier state records nothing to tell (an older release kept no key).
+
+    An API key is told by its fingerprint; droid's login by the user (``sub``) and, when
+    both know it, the organization; the same access token is the same login either way.
+    The masked email is not enough: two people may share its first letter and domain.
+    """
+    if earlier.token is not None and earlier.token == now.token:
+        return True
+    if earlier.key is not None:
+        return earlier.key == now.key
+    user = earlier.claims.get("sub")
+    if not user:
+        return None
+    if now.key is not None or now.claims.get("sub") != user:
+        return False
+    org, now_org = earlier.claims.get("org"), now.claims.get("org")
+    return not org or not now_org or org == now_org
 
 
 def fingerprint(token: str) -> str:
