@@ -170,7 +170,8 @@ def main(
         args = parse_args(argv)
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0) if exc.code in (0, None) else 2
-    setup_logging(args.verbose, args.quiet, env)
+    machine = bool(getattr(args, "json", False) or getattr(args, "jsonl", False))
+    setup_logging(args.verbose, args.quiet, env, machine=machine)
     args.clock = clock
     commands = {
         "run": cmd_run,
@@ -229,13 +230,17 @@ class _MaxLevel(logging.Filter):
         return record.levelno < self.level
 
 
-def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
+def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str], *, machine: bool = False) -> None:
     """Info and below to stdout, warnings and errors to stderr, one line per event; on a
-    stream connected to journald each line starts with its priority (``<4>`` a warning)."""
+    stream connected to journald each line starts with its priority (``<4>`` a warning).
+
+    With ``machine`` (``--json``, ``--jsonl``) every line goes to stderr: stdout is the
+    JSON alone, so `status --json | jq` works while requests are retried.
+    """
     under_systemd = bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
     fmt = "%(levelname)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s: %(message)s"
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    out = logging.StreamHandler(sys.stdout)
+    out = logging.StreamHandler(sys.stderr if machine else sys.stdout)
     out.addFilter(_MaxLevel(logging.WARNING))
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
