@@ -14,7 +14,8 @@ M = 1_000_000
 
 def _retried_once(app) -> None:
     """Factory answers 503 (retry at once) and then the usage: the run logs a retry."""
-    answers = iter([Reply(503, {"error": "busy"}, headers={"Retry-After": "0"}), Reply(200, usage_body(5 * M))])
+    busy = Reply(503, {"error": "busy"}, headers={"Retry-After": "0"})
+    answers = iter([busy, Reply(200, usage_body(5 * M))])
     app.factory.route("GET", USAGE_PATH, lambda rec: next(answers))
 
 
