@@ -572,9 +572,11 @@ def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     file = _config_file(args, env)
     text = files("alerter").joinpath("starter_config.yaml").read_text(encoding="utf-8")
     build_config(parse_yaml(text, None), None, env)  # never write a config the job would refuse
+    from alerter import safefile
+
     try:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        safefile.make_private_dirs(file.parent)  # 0700 at every level, whatever the umask
+        fd = safefile.open_regular(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         raise ConfigError(
             f"{file}: a config file is already there; not overwriting it "

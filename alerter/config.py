@@ -7,7 +7,6 @@ this module reads YAML or environment variables for settings.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alerter import safefile
 from alerter.errors import ConfigError
 from alerter.forecast import (
     DEFAULT_MIN_ELAPSED,
@@ -278,7 +278,10 @@ def load_config(
             )
         return build_config({}, None, env)
     try:
-        text = file.read_text(encoding="utf-8")
+        # Not blocking on a FIFO (a run must end by its deadline); a symlink is the user's own.
+        text = safefile.read_regular(file, follow=True).decode("utf-8")
+    except safefile.OddFile as exc:
+        raise ConfigError(f"{file}: the config file is {exc.kind}; make it a regular file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
     config = build_config(_parse_remembered(text, file, env, remember_parsed), file, env)
@@ -298,48 +301,69 @@ def _parse_remembered(text: str, file: Path, env: Mapping[str, str], remember: b
     unchanged.
 
     Importing the YAML parser costs a quiet run more than anything else it does, and the
-    file rarely changes. The cache holds the parsed text under its SHA-256, mode 0600 in a
-    0700 directory of the user's own (the same secrets as the config, never more exposed);
-    anything wrong with it (missing, stale, unreadable, not JSON) means "parse again".
-    Only data that JSON represents exactly is cached, and only a real run (``remember``)
-    writes the cache: a dry run or a check changes nothing.
+    file rarely changes. The cache holds the parsed text under its SHA-256 and this
+    release's version (a copy an earlier release kept skipped checks added since), mode
+    0600 in a 0700 directory of the user's own (the same secrets as the config, never more
+    exposed); anything wrong with it (missing, stale, another release's, someone else's,
+    open to others, not a regular file, not JSON) means "parse again". Only data that JSON
+    represents exactly is cached, and only a real run (``remember``) writes the cache: a
+    dry run or a check changes nothing.
     """
     import json
+
+    from alerter import __version__
 
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     cache = parsed_cache_file(env, file)
     try:
-        remembered = json.loads(cache.read_bytes())
-        if isinstance(remembered, dict) and remembered.get("sha256") == digest:
-            data = remembered.get("config")
-            if isinstance(data, dict):
-                return data
-    except (OSError, ValueError):
-        pass
+        remembered = json.loads(read_remembered(cache) or b"null")
+    except ValueError:
+        remembered = None
+    if (
+        isinstance(remembered, dict)
+        and remembered.get("sha256") == digest
+        and remembered.get("version") == __version__
+        and isinstance(remembered.get("config"), dict)
+    ):
+        return remembered["config"]
     data = parse_yaml(text, file)
     try:
         exact = json.loads(json.dumps(data, allow_nan=False)) == data
     except (TypeError, ValueError):
         exact = False
     if exact and remember:
-        _remember_parsed(cache, json.dumps({"sha256": digest, "config": data}).encode("utf-8"))
+        kept = {"version": __version__, "sha256": digest, "config": data}
+        remember_privately(cache, json.dumps(kept).encode("utf-8"))
     return data
 
 
-def _remember_parsed(cache: Path, data: bytes) -> None:
-    """Write the cache atomically, private to the user; failing to is only slower next time."""
-    temp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+# The parsed config is a few hundred values; a cache file larger than this is not ours.
+_REMEMBERED_LIMIT = 4 << 20
+
+
+def read_remembered(path: Path) -> bytes | None:
+    """Given a file in the job's cache (a parsed config, a "said once" marker), return its
+    bytes, or None when anything about it is wrong: missing, unreadable, not a regular file,
+    a symlink, someone else's or open to others, in a directory that is (see ``safefile``)."""
     try:
-        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(temp, cache)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+        with safefile.private_dir(path.parent, create=False) as dir_fd:
+            return safefile.read_in(dir_fd, path.name, _REMEMBERED_LIMIT)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logging.getLogger(__name__).debug("ignoring %s (%s)", path, exc.strerror)
+        return None
+
+
+def remember_privately(path: Path, data: bytes) -> None:
+    """Given a file in the job's cache and its bytes, replace it atomically, mode 0600 in a
+    directory created 0700 at every level; failing to (a directory that is someone else's
+    or open to others included) is only slower, or said again, next time."""
+    try:
+        with safefile.private_dir(path.parent, create=True) as dir_fd:
+            safefile.write_in(dir_fd, path.name, data)
+    except OSError as exc:
+        logging.getLogger(__name__).debug("not remembering %s (%s)", path, exc.strerror)
 
 
 def exposure_mark_file(env: Mapping[str, str], file: Path) -> Path:
@@ -368,12 +392,8 @@ def _warn_if_exposed(
         return
     mark = hashlib.sha256(f"{oct(mode & 0o7777)}\n{text}".encode()).hexdigest()
     marker = exposure_mark_file(env, file)
-    if not always:
-        try:
-            if marker.read_text(encoding="ascii") == mark:
-                return
-        except (OSError, UnicodeDecodeError):
-            pass
+    if not always and read_remembered(marker) == mark.encode("ascii"):
+        return
     from alerter.notify import carries_credentials
 
     exposed = [ch.label for ch in channels if carries_credentials(ch.url or "")]
@@ -386,7 +406,7 @@ def _warn_if_exposed(
             file,
         )
     if remember:
-        _remember_parsed(marker, mark.encode("ascii"))
+        remember_privately(marker, mark.encode("ascii"))
 
 
 # A config is a few hundred values; aliases that expand to more are a mistake or an attack

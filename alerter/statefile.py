@@ -29,18 +29,15 @@ import os
 import pwd
 import shlex
 import stat
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from alerter import safefile
 from alerter.errors import StateBusy, StateError
 
 log = logging.getLogger(__name__)
 
-# O_NONBLOCK: opening a FIFO for reading would wait for a writer; O_NOCTTY: a terminal
-# device at the path must not become the job's controlling terminal.
-_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _POLL_SECONDS = 0.05
 
 
@@ -82,22 +79,13 @@ def ensure_private_dir(directory: Path) -> None:
     """Given the state directory, create it (and missing parents) 0700 whatever the umask,
     or check the one that is there. Raise StateError when it is unsafe or cannot be made.
     """
-    missing = []
-    here = directory
-    while not os.path.lexists(here) and here != here.parent:
-        missing.append(here)
-        here = here.parent
-    for new in reversed(missing):
-        try:
-            os.mkdir(new, 0o700)
-            os.chmod(new, 0o700)  # mkdir's mode passes through the umask, which may take bits
-        except FileExistsError:
-            continue  # another run made it first; it is checked below like any other
-        except OSError as exc:
-            raise StateError(
-                f"{new}: cannot create the state directory ({exc.strerror}); "
-                "create it (mode 0700) or set state_file to a writable path"
-            ) from None
+    try:
+        safefile.make_private_dirs(directory)
+    except OSError as exc:
+        raise StateError(
+            f"{exc.filename or directory}: cannot create the state directory ({exc.strerror}); "
+            "create it (mode 0700) or set state_file to a writable path"
+        ) from None
     _check_dir(directory, missing_ok=False)
 
 
@@ -200,28 +188,9 @@ def carry_over(path: Path, earlier: Sequence[Path]) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Given a path and bytes, replace the file so that readers see old or new, never half.
-
-    The new file has ``mode`` whatever the umask; a symlink at ``path`` is replaced, not
-    followed. Raise OSError when it cannot be written.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Given a path and bytes, replace the file so that readers see old or new, never half
+    (see :func:`alerter.safefile.write_atomic`). Raise OSError when it cannot be written."""
+    safefile.write_atomic(path, data, mode)
 
 
 @contextlib.contextmanager
@@ -294,16 +263,12 @@ def _open_regular(path: Path, flags: int, what: str) -> int:
     """Open a regular file without following a symlink or blocking; raise FileNotFoundError
     when there is none (and ``flags`` do not create one), StateError for anything else odd."""
     try:
-        fd = os.open(path, flags | _OPEN_FLAGS, 0o600)
+        return safefile.open_regular(path, flags)
     except FileNotFoundError:
         raise
+    except safefile.OddFile as exc:
+        raise _odd_file(path, what, exc.mode) from None
     except OSError as exc:
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode):
-            raise _odd_file(path, what, mode) from None
         if exc.errno == errno.EROFS:
             fix = f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
         elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -311,23 +276,10 @@ def _open_regular(path: Path, flags: int, what: str) -> int:
         else:
             fix = f"check its owner and mode (`chown {_me()} {shlex.quote(str(path))}`)"
         raise StateError(f"{path}: cannot open the {what} ({exc.strerror}); {fix}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _odd_file(path, what, mode)
-    return fd
 
 
 def _odd_file(path: Path, what: str, mode: int) -> StateError:
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link (not followed, on purpose)"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    kind = safefile.kind_of(mode)
     return StateError(
         f"{path}: the {what} is {kind}; move it out of the way (the job creates a regular "
         "file there) or set state_file to another path"
