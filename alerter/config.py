@@ -996,10 +996,15 @@ def _kind(value: Any) -> str:
 def _shown(value: Any) -> str:
     """Given a value from the config, return it quoted for a message, with secrets masked.
 
-    A misplaced value may be an apprise URL or a key: text goes through ``redact`` (URLs
-    masked, tokens replaced), and a list or mapping, which could hold anything, is only named.
+    A misplaced value may be an apprise URL or a key: a URL is masked (``mask_url``), text
+    that could be part of one (a ``/``, ``@``, ``?`` or ``=``: a URL with its scheme
+    mistyped, a ping key's path) is not shown at all, whatever its length, other text goes
+    through ``redact`` (tokens replaced), and a list or mapping, which could hold
+    anything, is only named.
     """
     if isinstance(value, str):
+        if "://" in value or any(c in value for c in "/@?="):
+            return repr(mask_url(value))
         return repr(redact(value, 60))
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
