@@ -125,7 +125,7 @@ def check_usable(path: Path) -> None:
         if not _may(file, access):
             raise StateError(
                 f"{file}: the {what} is not {'readable' if access == os.R_OK else 'writable'} "
-                f"by {_me()}; give it back (`chown {_me()} {shlex.quote(str(file))}`)"
+                f"by {_me()}; {_give_back(file, info.st_uid)}"
             )
 
 
@@ -248,7 +248,7 @@ def _check_dir(directory: Path, *, missing_ok: bool) -> bool:
     if info.st_uid != os.geteuid():
         raise StateError(
             f"{directory}: the state directory belongs to {_user(info.st_uid)}, not to {_me()} who "
-            f"runs the job; run the job as its owner or give it to this user (`chown {_me()} {quoted}`)"
+            f"runs the job; {_give_back(directory, info.st_uid)}"
         )
     if info.st_mode & 0o022:
         who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[info.st_mode & 0o022]
@@ -332,6 +332,22 @@ def _may(path: Path, access: int) -> bool:
     # The effective ids are the ones that will open the file (for root only a read-only
     # file system says no).
     return os.access(path, access, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _give_back(path: Path, owner: int) -> str:
+    """The fix for a path that is someone else's. Root running the job against a user's
+    files must not take them (a `chown root` would break that user's own timers): it should
+    run the job as that user. Anyone else may take back what is theirs to take."""
+    if os.geteuid() == 0 and owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = f"#{owner}"
+        return (
+            f"run the job as that user (`sudo -u {shlex.quote(name)} factory-usage-alert ...`, or "
+            "User= in the unit), not as root: giving root their files would break their own timers"
+        )
+    return f"run the job as its owner or give it to this user (`chown {_me()} {shlex.quote(str(path))}`)"
 
 
 def _user(uid: int) -> str:
