@@ -83,7 +83,7 @@ def open_regular(
     following a symlink (unless ``follow``: the user's own config may be one) or blocking,
     and return the descriptor (blocking again).
 
-    A file it creates has ``mode`` whatever the umask. Raise FileNotFoundError when there
+    A file it creates with ``O_EXCL`` has ``mode`` whatever the umask. Raise FileNotFoundError when there
     is none (and ``flags`` create none), OddFile for anything but a regular file, OSError
     otherwise.
     """
@@ -101,8 +101,10 @@ def open_regular(
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OddFile(path, info.st_mode)
-        if flags & os.O_CREAT and info.st_size == 0 and stat.S_IMODE(info.st_mode) != mode:
-            os.fchmod(fd, mode)  # the umask may have taken bits (0277) or left others (000)
+        if flags & os.O_EXCL and stat.S_IMODE(info.st_mode) != mode:
+            # Created just now: the umask may have taken bits (0277). A file found there is
+            # the caller's to judge (the state lock is tightened with a warning).
+            os.fchmod(fd, mode)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)

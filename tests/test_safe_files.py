@@ -202,3 +202,25 @@ def test_a_cache_entry_written_by_an_earlier_release_is_parsed_again(job):
     _plant(parsed_cache_file(job.env, job.config_path), data, text=duplicated, version=None)
     result = run_job(job, "run")
     assert result.returncode == 2 and "state_file" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another uid")
+def test_a_cache_directory_another_user_made_in_a_shared_cache_home_is_not_used(job, elsewhere):
+    """A shared $XDG_CACHE_HOME: another user made factory-usage-alert/ there first, 0700."""
+    shared = job.home / "shared-cache"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    job.env["XDG_CACHE_HOME"] = str(shared)
+    text = job.config_path.read_text()
+    planted = yaml.safe_load(text)
+    planted["factory"] = {**planted["factory"], "base_url": elsewhere.url}
+    cache = parsed_cache_file(job.env, job.config_path)
+    _plant(cache, planted, text=text)
+    cache.chmod(0o600)
+    cache.parent.chmod(0o700)
+    os.chown(cache, 65534, 65534)
+    os.chown(cache.parent, 65534, 65534)
+    result = run_job(job, "run")
+    assert result.returncode == 0, result.stderr
+    assert elsewhere.calls() == [], "another user's cache was used"
+    assert job.factory.calls()
