@@ -7,6 +7,7 @@ error; everything else raises a typed error with a one-line message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -201,6 +202,9 @@ def main(
 
 def _error(line: str, env: Mapping[str, str]) -> None:
     """Print the run's closing error line to stderr, at error priority under journald."""
+    from alerter.redact import hide_sent
+
+    line = hide_sent(line)
     if journal.is_journal(sys.stderr, env):
         line = journal.with_priority(line, journal.ERR)
     print(line, file=sys.stderr)
@@ -219,6 +223,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.quiet = args.quiet or args.after_quiet
     del args.after_config, args.after_verbose, args.after_quiet
     return args
+
+
+class _HideSent(logging.Filter):
+    """Every log line leaves through here: no credential this process sent goes with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from alerter.redact import hide_sent
+
+        # A malformed call (arguments that do not fit) is the handler's to report, not a crash.
+        with contextlib.suppress(Exception):
+            record.msg, record.args = hide_sent(record.getMessage()), None
+        return True
 
 
 class _MaxLevel(logging.Filter):
@@ -245,6 +261,7 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str], *, machine:
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
     for handler in (out, err):
+        handler.addFilter(_HideSent())
         # journald files a line at the priority its <N> prefix names, else at info.
         kind = journal.JournalFormatter if journal.is_journal(handler.stream, env) else logging.Formatter
         handler.setFormatter(kind(fmt, "%Y-%m-%d %H:%M:%S"))

@@ -171,6 +171,18 @@ def remember_sent(secret: str) -> None:
         _SENT.add(secret)
 
 
+def hide_sent(text: str) -> str:
+    """Given text the job is about to show or keep (a log line, the error line, the reason
+    in the state), return it with every credential this process sent replaced by ``***``.
+
+    Only the secrets themselves are replaced, so paths and names stay readable: this is the
+    last guard at every way out, behind :func:`redact` on each text a peer sent.
+    """
+    for secret in sorted(_SENT, key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
+
+
 def redact(text: str, limit: int = DEFAULT_LIMIT) -> str:
     """Given text from outside (an error message in an answer), return it on one line with
     URLs masked and anything token-like replaced by ``***``, at most ``limit`` characters.
@@ -186,8 +198,7 @@ def redact(text: str, limit: int = DEFAULT_LIMIT) -> str:
         # Cut at white space, so that no secret is cut into a piece too short to be recognized.
         words = text[:_MAX_INPUT].rsplit(None, 1)
         text = words[0] if len(words) == 2 else ""
-    for secret in sorted(_SENT, key=len, reverse=True):
-        text = text.replace(secret, HIDDEN)
+    text = hide_sent(text)
     text = " ".join(text.split())
     text = _compiled("_URL").sub(lambda m: mask_url(m.group(0)), text)
     text = _compiled("_USERINFO").sub(f"{HIDDEN}@", text)
