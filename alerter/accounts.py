@@ -29,7 +29,7 @@ from typing import TypeVar
 from alerter import healthcheck, job
 from alerter.config import Account, Config
 from alerter.decide import Decision, Observation
-from alerter.errors import AccountsFailed, AlerterError, worst_exit_code
+from alerter.errors import AccountsFailed, AlerterError, reason_of, worst_exit_code
 from alerter.meters import Reading
 from alerter.state import State
 
@@ -160,10 +160,7 @@ def raise_worst(failed: Mapping[str, BaseException], total: int) -> None:
         if isinstance(error, KeyboardInterrupt):
             raise error
     codes = [e.exit_code if isinstance(e, AlerterError) else 1 for e in failed.values()]
-    reasons = "; ".join(
-        f"{name}: {e if isinstance(e, AlerterError) else f'internal error ({type(e).__name__})'}"
-        for name, e in failed.items()
-    )
+    reasons = "; ".join(f"{name}: {reason_of(e)}" for name, e in failed.items())
     count = f"{len(failed)} of {total} accounts" if total > 1 else "the account"
     raise AccountsFailed(
         f"{count} failed ({reasons})", exit_code=worst_exit_code(codes), failures=dict(failed)
@@ -204,7 +201,7 @@ def status_all(config: Config, env: Mapping[str, str], now: float, deadline: flo
             client = connect(own, env, deadline, memory=LoginMemory.load(state.credentials))
             reading, _ = fetch_reading(client, own.endpoint, state.endpoint, now)
         except Exception as exc:  # shown with the others; the run's outcome is the worst
-            why = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
+            why = reason_of(exc)
             lines = [head, *job_lines(health, now)[1:], f"error: {why}"]
             return Shown(
                 account.name, lines, {"account": account.name, "error": why, "job": job_json(health)}, exc
@@ -225,7 +222,7 @@ def status_all(config: Config, env: Mapping[str, str], now: float, deadline: flo
 
 
 def _crashed(account: Account, error: BaseException) -> Shown:
-    why = str(error) if isinstance(error, AlerterError) else f"internal error ({type(error).__name__})"
+    why = reason_of(error)
     return Shown(
         account.name,
         [f"account {account.name}", f"error: {why}"],

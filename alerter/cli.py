@@ -7,6 +7,7 @@ error; everything else raises a typed error with a one-line message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -170,7 +171,8 @@ def main(
         args = parse_args(argv)
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0) if exc.code in (0, None) else 2
-    setup_logging(args.verbose, args.quiet, env)
+    machine = bool(getattr(args, "json", False) or getattr(args, "jsonl", False))
+    setup_logging(args.verbose, args.quiet, env, machine=machine)
     args.clock = clock
     commands = {
         "run": cmd_run,
@@ -200,6 +202,9 @@ def main(
 
 def _error(line: str, env: Mapping[str, str]) -> None:
     """Print the run's closing error line to stderr, at error priority under journald."""
+    from alerter.redact import hide_sent
+
+    line = hide_sent(line)
     if journal.is_journal(sys.stderr, env):
         line = journal.with_priority(line, journal.ERR)
     print(line, file=sys.stderr)
@@ -220,6 +225,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+class _HideSent(logging.Filter):
+    """Every log line leaves through here: no credential this process sent goes with it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from alerter.redact import hide_sent
+
+        # A malformed call (arguments that do not fit) is the handler's to report, not a crash.
+        with contextlib.suppress(Exception):
+            record.msg, record.args = hide_sent(record.getMessage()), None
+        return True
+
+
 class _MaxLevel(logging.Filter):
     def __init__(self, level: int) -> None:
         super().__init__()
@@ -229,17 +246,22 @@ class _MaxLevel(logging.Filter):
         return record.levelno < self.level
 
 
-def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str]) -> None:
+def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str], *, machine: bool = False) -> None:
     """Info and below to stdout, warnings and errors to stderr, one line per event; on a
-    stream connected to journald each line starts with its priority (``<4>`` a warning)."""
+    stream connected to journald each line starts with its priority (``<4>`` a warning).
+
+    With ``machine`` (``--json``, ``--jsonl``) every line goes to stderr: stdout is the
+    JSON alone, so `status --json | jq` works while requests are retried.
+    """
     under_systemd = bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
     fmt = "%(levelname)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s: %(message)s"
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    out = logging.StreamHandler(sys.stdout)
+    out = logging.StreamHandler(sys.stderr if machine else sys.stdout)
     out.addFilter(_MaxLevel(logging.WARNING))
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
     for handler in (out, err):
+        handler.addFilter(_HideSent())
         # journald files a line at the priority its <N> prefix names, else at info.
         kind = journal.JournalFormatter if journal.is_journal(handler.stream, env) else logging.Formatter
         handler.setFormatter(kind(fmt, "%Y-%m-%d %H:%M:%S"))
@@ -567,9 +589,11 @@ def cmd_init(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     file = _config_file(args, env)
     text = files("alerter").joinpath("starter_config.yaml").read_text(encoding="utf-8")
     build_config(parse_yaml(text, None), None, env)  # never write a config the job would refuse
+    from alerter import safefile
+
     try:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        safefile.make_private_dirs(file.parent)  # 0700 at every level, whatever the umask
+        fd = safefile.open_regular(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         raise ConfigError(
             f"{file}: a config file is already there; not overwriting it "

@@ -7,17 +7,19 @@ this module reads YAML or environment variables for settings.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import re
+import shlex
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alerter import safefile
 from alerter.errors import ConfigError
 from alerter.forecast import (
     DEFAULT_MIN_ELAPSED,
@@ -151,6 +153,8 @@ class Config:
     # The account this config is for (None without ``accounts:``); see :class:`Account`.
     account: str | None = None
     accounts: tuple[Account, ...] = ()
+    # Keys of earlier releases still read, each with the exact fix (see _warn_deprecated).
+    deprecations: tuple[str, ...] = ()
 
     def thresholds_for(self, meter_id: str) -> tuple[float, ...]:
         """Given a meter id, return its thresholds (its own key, else `default`)."""
@@ -295,11 +299,16 @@ def load_config(
             )
         return build_config({}, None, env)
     try:
-        text = file.read_text(encoding="utf-8")
+        # Not blocking on a FIFO (a run must end by its deadline); a symlink is the user's own.
+        text = safefile.read_regular(file, follow=True).decode("utf-8")
+    except safefile.OddFile as exc:
+        raise ConfigError(f"{file}: the config file is {exc.kind}; make it a regular file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc.__class__.__name__})") from None
     config = build_config(_parse_remembered(text, file, env, remember_parsed), file, env)
+    _warn_if_writable(file, env, remember=remember_parsed, always=always_warn)
     _warn_if_exposed(file, text, config, env, remember=remember_parsed, always=always_warn)
+    _warn_deprecated(file, text, config, env, remember=remember_parsed, always=always_warn)
     return config
 
 
@@ -315,53 +324,96 @@ def _parse_remembered(text: str, file: Path, env: Mapping[str, str], remember: b
     unchanged.
 
     Importing the YAML parser costs a quiet run more than anything else it does, and the
-    file rarely changes. The cache holds the parsed text under its SHA-256, mode 0600 in a
-    0700 directory of the user's own (the same secrets as the config, never more exposed);
-    anything wrong with it (missing, stale, unreadable, not JSON) means "parse again".
-    Only data that JSON represents exactly is cached, and only a real run (``remember``)
-    writes the cache: a dry run or a check changes nothing.
+    file rarely changes. The cache holds the parsed text under its SHA-256 and this
+    release's version (a copy an earlier release kept skipped checks added since), mode
+    0600 in a 0700 directory of the user's own (the same secrets as the config, never more
+    exposed); anything wrong with it (missing, stale, another release's, someone else's,
+    open to others, not a regular file, not JSON) means "parse again". Only data that JSON
+    represents exactly is cached, and only a real run (``remember``) writes the cache: a
+    dry run or a check changes nothing.
     """
     import json
+
+    from alerter import __version__
 
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     cache = parsed_cache_file(env, file)
     try:
-        remembered = json.loads(cache.read_bytes())
-        if isinstance(remembered, dict) and remembered.get("sha256") == digest:
-            data = remembered.get("config")
-            if isinstance(data, dict):
-                return data
-    except (OSError, ValueError):
-        pass
+        remembered = json.loads(read_remembered(cache) or b"null")
+    except ValueError:
+        remembered = None
+    if (
+        isinstance(remembered, dict)
+        and remembered.get("sha256") == digest
+        and remembered.get("version") == __version__
+        and isinstance(remembered.get("config"), dict)
+    ):
+        return remembered["config"]
     data = parse_yaml(text, file)
     try:
         exact = json.loads(json.dumps(data, allow_nan=False)) == data
     except (TypeError, ValueError):
         exact = False
     if exact and remember:
-        _remember_parsed(cache, json.dumps({"sha256": digest, "config": data}).encode("utf-8"))
+        kept = {"version": __version__, "sha256": digest, "config": data}
+        remember_privately(cache, json.dumps(kept).encode("utf-8"))
     return data
 
 
-def _remember_parsed(cache: Path, data: bytes) -> None:
-    """Write the cache atomically, private to the user; failing to is only slower next time."""
-    temp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+# The parsed config is a few hundred values; a cache file larger than this is not ours.
+_REMEMBERED_LIMIT = 4 << 20
+
+
+def read_remembered(path: Path) -> bytes | None:
+    """Given a file in the job's cache (a parsed config, a "said once" marker), return its
+    bytes, or None when anything about it is wrong: missing, unreadable, not a regular file,
+    a symlink, someone else's or open to others, in a directory that is (see ``safefile``)."""
     try:
-        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(temp, cache)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+        with safefile.private_dir(path.parent, create=False) as dir_fd:
+            return safefile.read_in(dir_fd, path.name, _REMEMBERED_LIMIT)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logging.getLogger(__name__).debug("ignoring %s (%s)", path, exc.strerror)
+        return None
+
+
+def remember_privately(path: Path, data: bytes) -> None:
+    """Given a file in the job's cache and its bytes, replace it atomically, mode 0600 in a
+    directory created 0700 at every level; failing to (a directory that is someone else's
+    or open to others included) is only slower, or said again, next time."""
+    try:
+        with safefile.private_dir(path.parent, create=True) as dir_fd:
+            safefile.write_in(dir_fd, path.name, data)
+    except OSError as exc:
+        logging.getLogger(__name__).debug("not remembering %s (%s)", path, exc.strerror)
 
 
 def exposure_mark_file(env: Mapping[str, str], file: Path) -> Path:
     """Return where the job notes that a config file's exposure was reported (beside its parsed copy)."""
-    return parsed_cache_file(env, file).with_suffix(".exposure")
+    return said_once_file(env, file, "exposure")
+
+
+def said_once_file(env: Mapping[str, str], file: Path, what: str) -> Path:
+    """Return where the job notes that ``what`` (exposure, deprecated, ...) was said about a
+    config file, beside its parsed copy."""
+    return parsed_cache_file(env, file).with_suffix(f".{what}")
+
+
+def _said_before(env: Mapping[str, str], file: Path, what: str, mark: str, *, always: bool) -> bool:
+    """Return True when ``what`` was said about the file as it is now (``mark``: a digest of
+    what the warning depends on): a run every 15 minutes under cron must not mail it each
+    time. ``always`` (check-config) says it whatever was said before."""
+    return not always and read_remembered(said_once_file(env, file, what)) == mark.encode("ascii")
+
+
+def _note_said(env: Mapping[str, str], file: Path, what: str, mark: str, *, remember: bool) -> None:
+    """Note that ``what`` was said about the file as it is now (only a real run notes it)."""
+    if remember:
+        remember_privately(said_once_file(env, file, what), mark.encode("ascii"))
+
+
+_ONCE = "said once per change of the file; `check-config` always says it"
 
 
 def _warn_if_exposed(
@@ -384,26 +436,83 @@ def _warn_if_exposed(
     if not mode & 0o044 or not channels:
         return
     mark = hashlib.sha256(f"{oct(mode & 0o7777)}\n{text}".encode()).hexdigest()
-    marker = exposure_mark_file(env, file)
-    if not always:
-        try:
-            if marker.read_text(encoding="ascii") == mark:
-                return
-        except (OSError, UnicodeDecodeError):
-            pass
+    if _said_before(env, file, "exposure", mark, always=always):
+        return
     from alerter.notify import carries_credentials
 
     exposed = [ch.label for ch in channels if carries_credentials(ch.url or "")]
     if exposed:
         logging.getLogger(__name__).warning(
-            "%s is readable by other users and holds credentials in %s; run `chmod 600 %s` "
-            "(said once per change of the file; `check-config` always says it)",
+            "%s is readable by other users and holds credentials in %s; run `chmod 600 %s` (%s)",
             file,
             ", ".join(exposed),
             file,
+            _ONCE,
         )
-    if remember:
-        _remember_parsed(marker, mark.encode("ascii"))
+    _note_said(env, file, "exposure", mark, remember=remember)
+
+
+def _warn_if_writable(file: Path, env: Mapping[str, str], *, remember: bool, always: bool) -> None:
+    """The config decides where the refresh token and the bearer token are sent: a file
+    (or its directory) that someone else may change is said once per change of its owner
+    or mode, and always when ``always``."""
+    problems = []
+    for path, what in ((file, "the config file"), (file.parent, "its directory")):
+        try:
+            info = path.stat()  # a symlinked config: what counts is the file it reaches
+        except OSError:
+            continue
+        fix = f"chmod go-w {shlex.quote(str(path))}"
+        if info.st_uid not in (0, os.geteuid()):
+            problems.append(
+                (
+                    f"{what} {path} belongs to {_owner(info.st_uid)}",
+                    f"chown {_owner(os.geteuid())} {shlex.quote(str(path))}",
+                    info,
+                )
+            )
+        elif info.st_mode & 0o022 and not (stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX):
+            who = {0o020: "its group", 0o002: "others", 0o022: "its group and others"}[info.st_mode & 0o022]
+            problems.append((f"{what} {path} is writable by {who}", fix, info))
+    if not problems:
+        return
+    mark = hashlib.sha256(
+        "\n".join(f"{p}:{i.st_uid}:{oct(i.st_mode)}" for p, _, i in problems).encode()
+    ).hexdigest()
+    if _said_before(env, file, "writable", mark, always=always):
+        return
+    for problem, fix, _ in problems:
+        logging.getLogger(__name__).warning(
+            "%s: someone else could change where the job sends droid's tokens; run `%s` (%s)",
+            problem,
+            fix,
+            _ONCE,
+        )
+    _note_said(env, file, "writable", mark, remember=remember)
+
+
+def _warn_deprecated(
+    file: Path, text: str, config: Config, env: Mapping[str, str], *, remember: bool, always: bool
+) -> None:
+    """Keys of an earlier release still work; say each with its exact fix, once per change
+    of the file (cron mails every warning), and always when ``always``."""
+    if not config.deprecations:
+        return
+    mark = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if _said_before(env, file, "deprecated", mark, always=always):
+        return
+    for message in config.deprecations:
+        logging.getLogger(__name__).warning("%s: %s (%s)", file, message, _ONCE)
+    _note_said(env, file, "deprecated", mark, remember=remember)
+
+
+def _owner(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 # A config is a few hundred values; aliases that expand to more are a mistake or an attack
@@ -537,14 +646,16 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
     timeout = v.number(factory, "factory.timeout_seconds", 10.0, 0.1, 300)
     deadline = v.number(factory, "factory.deadline_seconds", 60.0, 1, 3600)
     if "refresh_margin_hours" in factory:
-        logging.getLogger(__name__).warning(
-            "%s: factory.refresh_margin_hours is no longer used (droid's login is renewed only when "
-            "it is about to expire); remove it",
-            file or "config",
+        v.deprecated(
+            "factory.refresh_margin_hours is no longer used (droid's login is renewed only when it "
+            f"is about to expire); delete the line `refresh_margin_hours: {factory['refresh_margin_hours']}`"
         )
     if "source" in factory and "endpoint" not in factory:
         endpoint = v.choice(factory, "factory.source", "auto", ENDPOINTS)
-        logging.getLogger(__name__).warning("factory.source is now factory.endpoint; rename it")
+        v.deprecated(
+            "factory.source is now factory.endpoint; "
+            f"replace `source: {endpoint}` with `endpoint: {endpoint}`"
+        )
     else:
         endpoint = v.choice(factory, "factory.endpoint", "auto", ENDPOINTS)
     ca_bundle = v.path(factory, "factory.ca_bundle")
@@ -609,10 +720,14 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         quiet_hours=quiet_hours,
         prometheus_textfile=textfile,
         low_balance_usd=low_balance,
+        deprecations=tuple(dict.fromkeys(v.deprecations)),
     )
     if data.get("accounts") is None:
         return config
-    return dataclasses.replace(config, accounts=_accounts(data, config, file, env))
+    accounts = _accounts(data, config, file, env)
+    # An account's config merges the top-level sections: the same old key, said once.
+    every = [*config.deprecations, *(d for account in accounts for d in account.config.deprecations)]
+    return dataclasses.replace(config, accounts=accounts, deprecations=tuple(dict.fromkeys(every)))
 
 
 ACCOUNT_KEYS = {
@@ -821,10 +936,9 @@ def _forecast(v: _Validator, section: Mapping[str, Any]) -> ForecastSettings:
     min_elapsed = dict(DEFAULT_MIN_ELAPSED)
     if "min_elapsed_share" in section and "min_elapsed_percent" not in section:
         min_share = v.number(section, "forecast.min_elapsed_share", 0.1, 0, 0.9)
-        logging.getLogger(__name__).warning(
-            "forecast.min_elapsed_share is now forecast.min_elapsed_percent (%g for %g); rename it",
-            min_share * 100,
-            min_share,
+        v.deprecated(
+            "forecast.min_elapsed_share is now forecast.min_elapsed_percent; replace "
+            f"`min_elapsed_share: {min_share:g}` with `min_elapsed_percent: {min_share * 100:g}`"
         )
         min_elapsed = dict.fromkeys(WINDOW_KINDS, min_share)
     else:
@@ -995,10 +1109,15 @@ def _kind(value: Any) -> str:
 def _shown(value: Any) -> str:
     """Given a value from the config, return it quoted for a message, with secrets masked.
 
-    A misplaced value may be an apprise URL or a key: text goes through ``redact`` (URLs
-    masked, tokens replaced), and a list or mapping, which could hold anything, is only named.
+    A misplaced value may be an apprise URL or a key: a URL is masked (``mask_url``), text
+    that could be part of one (a ``/``, ``@``, ``?`` or ``=``: a URL with its scheme
+    mistyped, a ping key's path) is not shown at all, whatever its length, other text goes
+    through ``redact`` (tokens replaced), and a list or mapping, which could hold
+    anything, is only named.
     """
     if isinstance(value, str):
+        if "://" in value or any(c in value for c in "/@?="):
+            return repr(mask_url(value))
         return repr(redact(value, 60))
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
@@ -1031,6 +1150,11 @@ class _Validator:
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.deprecations: list[str] = []
+
+    def deprecated(self, message: str) -> None:
+        """Note a key of an earlier release that is still read; ``message`` names the fix."""
+        self.deprecations.append(message)
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"At '{key}': {message}")

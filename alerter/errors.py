@@ -95,6 +95,16 @@ class AccountsFailed(AlerterError):
         self.failures = dict(failures)
 
 
+def reason_of(exc: BaseException) -> str:
+    """Given what ended a fetch, return the one line kept in the state and told in a
+    notification: an AlerterError's own message, else only the kind of the bug; either
+    way without any credential this process sent (see :func:`alerter.redact.hide_sent`)."""
+    from alerter.redact import hide_sent
+
+    text = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
+    return hide_sent(text)
+
+
 # Worst first: a state that cannot be kept (alerts may repeat or be lost), a config that
 # cannot be used, a login that needs a person, undelivered alerts, an unreachable API,
 # another run busy with the state, a bug.

@@ -13,6 +13,7 @@ queries may carry secrets (a healthcheck key, an apprise token).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import threading
@@ -23,6 +24,8 @@ from typing import Any, TypeVar
 
 import requests
 from requests.structures import CaseInsensitiveDict
+
+from alerter.redact import remember_sent
 
 MAX_ANSWER_BYTES = 1 << 20  # a real Factory answer is about 2 KB
 MAX_JSON_DEPTH = 32  # real answers nest 3 or 4 levels
@@ -162,6 +165,7 @@ def request(
     if kwargs.get("verify") is False:
         raise ValueError("TLS verification is never turned off")
     kwargs["allow_redirects"] = False  # a redirect would re-send a token to wherever it points
+    _remember_credentials(url, kwargs)
 
     def exchange() -> Answer:
         remaining = deadline - time.monotonic()
@@ -180,6 +184,30 @@ def request(
                 sender.close()
 
     return call_within(deadline, peer, exchange)
+
+
+# Form fields that carry a credential (the refresh token sent to WorkOS, a client secret).
+_SECRET_FIELD = ("token", "secret", "password", "key", "code")
+
+
+def _remember_credentials(url: str, kwargs: Mapping[str, Any]) -> None:
+    """Every credential leaves the process here: note each one, so that ``redact`` hides
+    it in whatever a peer answers (a WorkOS or a proxy that echoes the refresh token in its
+    ``error``) before that text reaches stderr, the state file or a notification."""
+    from urllib.parse import unquote, urlsplit
+
+    for name, value in (kwargs.get("headers") or {}).items():
+        if name.lower() in ("authorization", "proxy-authorization") and isinstance(value, str):
+            remember_sent(value.partition(" ")[2] or value)
+    data = kwargs.get("data")
+    if isinstance(data, Mapping):
+        for name, value in data.items():
+            if isinstance(value, str) and any(word in str(name).lower() for word in _SECRET_FIELD):
+                remember_sent(value)
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password:
+            remember_sent(unquote(password))
 
 
 def _read_body(response: requests.Response, peer: str, deadline: float, max_bytes: int) -> bytes:

@@ -23,7 +23,15 @@ from typing import Any
 
 from alerter.config import Config, QuietHours
 from alerter.decide import Decision, Failure, Observation, decide
-from alerter.errors import AlerterError, AuthError, ConfigError, DeliveryError, StateBusy, StateError
+from alerter.errors import (
+    AlerterError,
+    AuthError,
+    ConfigError,
+    DeliveryError,
+    StateBusy,
+    StateError,
+    reason_of,
+)
 from alerter.meters import Reading
 from alerter.rules import Alert
 from alerter.state import (
@@ -257,7 +265,7 @@ def fetch_from_factory(
             learned = client.login.memory if client is not None else known
             if isinstance(exc, AuthError) and exc.dead_refresh:
                 learned = dataclasses.replace(learned, dead=exc.dead_refresh)
-            reason = str(exc) if isinstance(exc, AlerterError) else f"internal error ({type(exc).__name__})"
+            reason = reason_of(exc)
             expired = isinstance(exc, AuthError) and exc.permanent
             return Fetched(Failure(reason, expired), exc, {"credentials": learned.dump() or None})
         remember = {"endpoint": endpoint, "credentials": client.login.memory.dump() or None}

@@ -40,7 +40,18 @@ log = logging.getLogger(__name__)
 
 NOTIFY_TYPES = {"info": "info", "warning": "warning", "critical": "failure"}
 
-DESKTOP_EXTRA = "pipx install 'factory-usage-alert[desktop]'"
+
+def install_hint(module: str) -> str:
+    """Given a module's PyPI name, return how to add it to the job's environment.
+
+    factory-usage-alert is installed from its source tree (it is not on PyPI, so
+    ``pipx install 'factory-usage-alert[desktop]'`` finds nothing): add the module to the
+    pipx environment, or reinstall from the checkout with the extra, as the README says.
+    """
+    fresh = "`pipx install --force '.[desktop]'`"
+    return f"`pipx inject factory-usage-alert {module}` (or, in the checkout, {fresh})"
+
+
 # apprise's desktop services, by what they need: dbus-python (dbus, kde, qt), PyGObject
 # with libnotify (gnome), PyGObject's Gio (glib, gio), macOS, Windows with pywin32.
 DBUS_SCHEMES = frozenset({"dbus", "kde", "qt"})
@@ -110,12 +121,12 @@ def desktop_problem(scheme: str, env: Mapping[str, str] | None = None) -> str | 
         if sys.platform != "win32":
             return "windows:// works only on Windows"
         if not _has_module("win32api"):
-            return f"windows:// needs the pywin32 module: {DESKTOP_EXTRA}"
+            return f"windows:// needs the pywin32 module: {install_hint('pywin32')}"
         return None
     if scheme in DBUS_SCHEMES:
         if not _has_module("dbus"):
             return (
-                f"{scheme}:// needs the dbus-python module: {DESKTOP_EXTRA} (it is compiled "
+                f"{scheme}:// needs the dbus-python module: {install_hint('dbus-python')} (it is compiled "
                 "against libdbus: first `apt install libdbus-1-dev libglib2.0-dev pkg-config`)"
             )
         if not _has_module("dbus.mainloop.glib"):
@@ -123,8 +134,8 @@ def desktop_problem(scheme: str, env: Mapping[str, str] | None = None) -> str | 
     elif scheme in GI_SCHEMES:
         if not _has_module("gi"):
             return (
-                f"{scheme}:// needs the PyGObject module: {DESKTOP_EXTRA} "
-                "(or a virtualenv with --system-site-packages and `apt install python3-gi`)"
+                f"{scheme}:// needs the PyGObject module, best the system's: `apt install python3-gi`, "
+                "then, in the checkout, `pipx install --force --system-site-packages .`"
             )
         if scheme == "gnome" and not _has_typelib("Notify", "0.7"):
             return "gnome:// needs libnotify's introspection data: `apt install gir1.2-notify-0.7`"

@@ -157,11 +157,39 @@ def _base64_like(word: str) -> bool:
     return any(c.isdigit() or c in "+/=" for c in word) or any(c.isupper() for c in word[1:])
 
 
+# The secrets this process has sent (see alerter.http.request): a peer that echoes one, in
+# whatever shape and however short, must not get it into stderr or the state file.
+_SENT: set[str] = set()
+_SHORTEST_SENT = 4  # "abc" is no secret worth hiding everywhere it occurs
+
+
+def remember_sent(secret: str) -> None:
+    """Given a credential this process sends (a token, a key, a password), make
+    :func:`redact` hide it wherever a peer quotes it, whatever it looks like."""
+    secret = secret.strip()
+    if len(secret) >= _SHORTEST_SENT:
+        _SENT.add(secret)
+
+
+def hide_sent(text: str) -> str:
+    """Given text the job is about to show or keep (a log line, the error line, the reason
+    in the state), return it with every credential this process sent replaced by ``***``.
+
+    Only the secrets themselves are replaced, so paths and names stay readable: this is the
+    last guard at every way out, behind :func:`redact` on each text a peer sent.
+    """
+    for secret in sorted(_SENT, key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
+
+
 def redact(text: str, limit: int = DEFAULT_LIMIT) -> str:
     """Given text from outside (an error message in an answer), return it on one line with
     URLs masked and anything token-like replaced by ``***``, at most ``limit`` characters.
 
-    Replaced: URLs' userinfo, paths and queries (see :func:`mask_url`); ``user:pass@``;
+    Every text a peer sent passes here before it is quoted. Replaced: every credential
+    this process sent (see :func:`remember_sent`); URLs' userinfo, paths and queries (see
+    :func:`mask_url`); ``user:pass@``;
     ``Bearer ...`` and ``Basic ...`` credentials; ``token=...`` and the like; e-mail local
     parts; JWTs; ``fk-...`` keys; and runs of 20 or more hex/base64/base64url characters
     unless they read as joined words (``subscription_not_found_for_this_org``).
@@ -170,6 +198,7 @@ def redact(text: str, limit: int = DEFAULT_LIMIT) -> str:
         # Cut at white space, so that no secret is cut into a piece too short to be recognized.
         words = text[:_MAX_INPUT].rsplit(None, 1)
         text = words[0] if len(words) == 2 else ""
+    text = hide_sent(text)
     text = " ".join(text.split())
     text = _compiled("_URL").sub(lambda m: mask_url(m.group(0)), text)
     text = _compiled("_USERINFO").sub(f"{HIDDEN}@", text)

@@ -31,18 +31,15 @@ import os
 import pwd
 import shlex
 import stat
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from alerter import safefile
 from alerter.errors import StateBusy, StateError
 
 log = logging.getLogger(__name__)
 
-# O_NONBLOCK: opening a FIFO for reading would wait for a writer; O_NOCTTY: a terminal
-# device at the path must not become the job's controlling terminal.
-_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _POLL_SECONDS = 0.05
 
 
@@ -84,22 +81,13 @@ def ensure_private_dir(directory: Path) -> None:
     """Given the state directory, create it (and missing parents) 0700 whatever the umask,
     or check the one that is there. Raise StateError when it is unsafe or cannot be made.
     """
-    missing = []
-    here = directory
-    while not os.path.lexists(here) and here != here.parent:
-        missing.append(here)
-        here = here.parent
-    for new in reversed(missing):
-        try:
-            os.mkdir(new, 0o700)
-            os.chmod(new, 0o700)  # mkdir's mode passes through the umask, which may take bits
-        except FileExistsError:
-            continue  # another run made it first; it is checked below like any other
-        except OSError as exc:
-            raise StateError(
-                f"{new}: cannot create the state directory ({exc.strerror}); "
-                "create it (mode 0700) or set state_file to a writable path"
-            ) from None
+    try:
+        safefile.make_private_dirs(directory)
+    except OSError as exc:
+        raise StateError(
+            f"{exc.filename or directory}: cannot create the state directory ({exc.strerror}); "
+            "create it (mode 0700) or set state_file to a writable path"
+        ) from None
     _check_dir(directory, missing_ok=False)
 
 
@@ -139,7 +127,7 @@ def check_usable(path: Path) -> None:
         if not _may(file, access):
             raise StateError(
                 f"{file}: the {what} is not {'readable' if access == os.R_OK else 'writable'} "
-                f"by {_me()}; give it back (`chown {_me()} {shlex.quote(str(file))}`)"
+                f"by {_me()}; {_give_back(file, info.st_uid)}"
             )
 
 
@@ -194,28 +182,9 @@ def earlier_tag(path: Path, info: os.stat_result, data: bytes) -> str:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Given a path and bytes, replace the file so that readers see old or new, never half.
-
-    The new file has ``mode`` whatever the umask; a symlink at ``path`` is replaced, not
-    followed. Raise OSError when it cannot be written.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Given a path and bytes, replace the file so that readers see old or new, never half
+    (see :func:`alerter.safefile.write_atomic`). Raise OSError when it cannot be written."""
+    safefile.write_atomic(path, data, mode)
 
 
 @contextlib.contextmanager
@@ -273,7 +242,7 @@ def _check_dir(directory: Path, *, missing_ok: bool) -> bool:
     if info.st_uid != os.geteuid():
         raise StateError(
             f"{directory}: the state directory belongs to {_user(info.st_uid)}, not to {_me()} who "
-            f"runs the job; run the job as its owner or give it to this user (`chown {_me()} {quoted}`)"
+            f"runs the job; {_give_back(directory, info.st_uid)}"
         )
     if info.st_mode & 0o022:
         who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[info.st_mode & 0o022]
@@ -288,16 +257,12 @@ def _open_regular(path: Path, flags: int, what: str) -> int:
     """Open a regular file without following a symlink or blocking; raise FileNotFoundError
     when there is none (and ``flags`` do not create one), StateError for anything else odd."""
     try:
-        fd = os.open(path, flags | _OPEN_FLAGS, 0o600)
+        return safefile.open_regular(path, flags)
     except FileNotFoundError:
         raise
+    except safefile.OddFile as exc:
+        raise _odd_file(path, what, exc.mode) from None
     except OSError as exc:
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode):
-            raise _odd_file(path, what, mode) from None
         if exc.errno == errno.EROFS:
             fix = f"make {shlex.quote(str(path.parent))} writable or set state_file to a writable path"
         elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -305,23 +270,10 @@ def _open_regular(path: Path, flags: int, what: str) -> int:
         else:
             fix = f"check its owner and mode (`chown {_me()} {shlex.quote(str(path))}`)"
         raise StateError(f"{path}: cannot open the {what} ({exc.strerror}); {fix}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _odd_file(path, what, mode)
-    return fd
 
 
 def _odd_file(path: Path, what: str, mode: int) -> StateError:
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link (not followed, on purpose)"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    )
-    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    kind = safefile.kind_of(mode)
     return StateError(
         f"{path}: the {what} is {kind}; move it out of the way (the job creates a regular "
         "file there) or set state_file to another path"
@@ -374,6 +326,22 @@ def _may(path: Path, access: int) -> bool:
     # The effective ids are the ones that will open the file (for root only a read-only
     # file system says no).
     return os.access(path, access, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _give_back(path: Path, owner: int) -> str:
+    """The fix for a path that is someone else's. Root running the job against a user's
+    files must not take them (a `chown root` would break that user's own timers): it should
+    run the job as that user. Anyone else may take back what is theirs to take."""
+    if os.geteuid() == 0 and owner != 0:
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = f"#{owner}"
+        return (
+            f"run the job as that user (`sudo -u {shlex.quote(name)} factory-usage-alert ...`, or "
+            "User= in the unit), not as root: giving root their files would break their own timers"
+        )
+    return f"run the job as its owner or give it to this user (`chown {_me()} {shlex.quote(str(path))}`)"
 
 
 def _user(uid: int) -> str:

@@ -273,20 +273,21 @@ def test_any_text_gives_a_config_or_a_clean_config_error(tmp_path_factory, text)
         assert str(exc).startswith(str(file))
 
 
-def test_the_retired_refresh_margin_is_accepted_with_one_warning(caplog):
-    import logging
-
+def test_the_retired_refresh_margin_is_accepted_with_its_fix():
     from alerter.config import build_config
 
-    with caplog.at_level(logging.WARNING):
-        config = build_config({"factory": {"refresh_margin_hours": 24}}, None, {"HOME": "/nonexistent"})
+    config = build_config({"factory": {"refresh_margin_hours": 24}}, None, {"HOME": "/nonexistent"})
     assert config.deadline_seconds == 60
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert "refresh_margin_hours is no longer used" in warning and "remove it" in warning
+    (note,) = config.deprecations
+    assert "refresh_margin_hours is no longer used" in note
+    assert "delete the line `refresh_margin_hours: 24`" in note
 
 
-def test_the_endpoint_key_of_earlier_releases_is_read_with_a_warning(caplog):
+def test_the_endpoint_key_of_earlier_releases_is_read_with_its_fix():
     env = {"HOME": "/home/u"}
-    assert build_config({"factory": {"source": "limits"}}, None, env).endpoint == "limits"
-    assert "factory.source is now factory.endpoint; rename it" in caplog.text
+    config = build_config({"factory": {"source": "limits"}}, None, env)
+    assert config.endpoint == "limits"
+    assert config.deprecations == (
+        "factory.source is now factory.endpoint; replace `source: limits` with `endpoint: limits`",
+    )
     assert build_config({"factory": {"endpoint": "allowance"}}, None, env).endpoint == "allowance"

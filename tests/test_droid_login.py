@@ -184,6 +184,23 @@ def test_no_secret_reaches_output_logs_state_or_notifications(droid_app, workos,
     assert "a***@example.com" in blob  # the masked form is what appears
 
 
+@pytest.mark.parametrize("token", ["rt-secret-0123456789abcdef01234567", "Zq9sh0rt"])
+def test_a_workos_that_echoes_the_refresh_token_in_its_error_leaks_it_nowhere(
+    droid_app, workos, receiver, token
+):
+    """A WorkOS (or a proxy in front of it) that quotes the refresh token back, in ``error``
+    (which looks like an error code) or in ``error_description``, however short it is."""
+    app = droid_app
+    app.store_key = write_keyfile_store(app.store, login_data(-HOUR, refresh_token=token))
+    workos.script = [(400, {"error": token, "error_description": f"bad refresh_token {token}"})]
+    app.serve_usage(usage_body(M))
+    result = app("run", "-vv")
+    assert result.code == 3, result.err
+    assert "WorkOS rejected the refresh token (HTTP 400, ***)" in result.err
+    blob = result.out + result.err + app.state_path.read_text() + json.dumps(receiver.messages())
+    assert token not in blob
+
+
 def test_a_refusal_that_outlives_a_renewal_does_not_renew_again_on_later_runs(droid_app, workos, receiver):
     app = droid_app
     app.store_key = write_keyfile_store(app.store, login_data(2 * DAY))

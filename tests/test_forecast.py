@@ -653,9 +653,10 @@ def test_the_example_config_documents_the_forecast_defaults():
     assert config({"forecast": documented["forecast"]}).forecast == config().forecast
 
 
-def test_the_share_of_earlier_releases_is_read_as_its_percent_with_a_warning(caplog):
-    assert config({"forecast": {"min_elapsed_share": 0.25}}).forecast.min_elapsed_for("5h") == 0.25
-    assert "forecast.min_elapsed_share is now forecast.min_elapsed_percent (25 for 0.25)" in caplog.text
+def test_the_share_of_earlier_releases_is_read_as_its_percent_with_its_fix():
+    old = config({"forecast": {"min_elapsed_share": 0.25}})
+    assert old.forecast.min_elapsed_for("5h") == 0.25
+    assert "replace `min_elapsed_share: 0.25` with `min_elapsed_percent: 25`" in old.deprecations[0]
     assert config({"forecast": {"min_elapsed_percent": 25}}).forecast.min_elapsed_for("weekly") == 0.25
 
 

@@ -208,3 +208,20 @@ def test_redact_examples():
     assert redact("proxy http:/user:pw@host/path") == "proxy ***@host/path"
     assert redact("x" * 500, 50) == "***"  # a 500-letter run is no word
     assert redact("word " * 100, 50).endswith("...") and len(redact("word " * 100, 50)) == 50
+
+
+def test_a_credential_the_job_sent_is_hidden_in_every_log_line_whatever_its_shape(capsys):
+    """The last guard: a sent credential (here a short one no pattern would catch) quoted in
+    any log line, by any code, reaches neither stdout nor stderr."""
+    import logging
+
+    from alerter.cli import setup_logging
+    from alerter.redact import remember_sent
+
+    remember_sent("Xq7pw")
+    setup_logging(0, False, {})
+    logging.getLogger("alerter.test").info("the peer said %s", "bad: Xq7pw")
+    logging.getLogger("alerter.test").warning("the peer said Xq7pw again")
+    out, err = capsys.readouterr()
+    assert "the peer said bad: ***" in out and "the peer said *** again" in err
+    assert "Xq7pw" not in out + err

@@ -54,6 +54,26 @@ def test_a_config_error_quoting_secret_urls_shows_none_of_them(app, command):
             assert piece not in result.out + result.err, (name, piece)
 
 
+SHORT_SECRETS = {"ping key": "k3yShort", "channel password": "pw9", "query token": "sh0rt"}
+
+
+def test_a_config_error_shows_no_short_secret_from_a_mistyped_url(app):
+    s = SHORT_SECRETS
+    app.write_config(
+        {
+            "healthcheck_url": f"https:/hc-ping.com/{s['ping key']}",  # one slash short
+            "factory": {"base_url": f"api.example.com/?token={s['query token']}"},  # no scheme
+            "monitor": {"reset_notice": f"bob:{s['channel password']}@mail"},
+        }
+    )
+    result = app("check-config")
+    assert result.code == 2, result.err
+    for problem in ("At 'healthcheck_url'", "At 'factory.base_url'", "At 'monitor.reset_notice'"):
+        assert problem in result.err, (problem, result.err)
+    for name, secret in SHORT_SECRETS.items():
+        assert secret not in result.out + result.err, name
+
+
 def test_plain_http_to_another_host_is_refused_with_the_fix(app):
     app.write_config({"factory": {"base_url": "http://api.factory.ai"}})
     result = app("check-config")

@@ -37,6 +37,7 @@ from alerter.credentials.identity import CredentialSettings, fingerprint, token_
 from alerter.credentials.stopping import stop_deferred
 from alerter.credentials.store import StoredLogin, describe, encode, read_store
 from alerter.errors import AuthError, UpstreamError
+from alerter.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,11 @@ def _error_code(answer: http.Answer) -> str:
     except ValueError:
         return ""
     code = body.get("error") if isinstance(body, dict) else None
-    return f", {code}" if isinstance(code, str) and _SAFE_ERROR_CODE.fullmatch(code) else ""
+    if not isinstance(code, str) or not _SAFE_ERROR_CODE.fullmatch(code):
+        return ""
+    # A code's shape is no proof: a WorkOS (or a proxy) that echoes the refresh token in
+    # ``error`` would put it in stderr and the state file. The one redaction hides it.
+    return f", {redact(code, 64)}"
 
 
 def _format_time(unix: float | None) -> str:
