@@ -394,6 +394,7 @@ def test_with_accounts_a_stop_signal_waits_for_the_renewal_in_the_accounts_threa
     stopped = finish(running[0])
     assert stopped.code in (130 if signame == "SIGINT" else -signal.Signals[signame],), stopped.err
     assert rig.workos.issued, "the signal came before any renewal"
+    assert "stopping once the renewal is done" in stopped.out + stopped.err
     issued = {pair["refresh_token"] for pair in rig.workos.issued}
     stored_two = json.loads(decrypt_envelope((store_two / "auth.v2.file").read_text(), key_two))
     for token in (rig.stored()["refresh_token"], stored_two["refresh_token"]):
