@@ -181,7 +181,8 @@ def request(
                 body = _read_body(response, peer, last, max_bytes)
                 return Answer(response.status_code, CaseInsensitiveDict(response.headers), body)
         except requests.exceptions.RequestException as exc:
-            raise _peer_error(exc, peer, read_wait) from None
+            connecting = isinstance(exc, requests.exceptions.ConnectTimeout)
+            raise _peer_error(exc, peer, wait if connecting else read_wait) from None
         finally:
             if session is None:
                 sender.close()

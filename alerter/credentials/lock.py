@@ -218,8 +218,9 @@ def writer_at_work(home: Path) -> bool:
     except OSError:
         return False
     for name in names:
-        if scratch_pid(name) is not None:
-            if not _abandoned_scratch(name) and scratch_pid(name) != os.getpid():
+        pid = scratch_pid(name)
+        if pid is not None:
+            if pid != os.getpid() and not _abandoned_scratch(name):
                 return True
             continue
         owner = read_owner(home / name)

@@ -99,9 +99,9 @@ def request_new_tokens(
     WorkOS must be reached by ``deadline`` (monotonic); once the request may have been
     sent, the answer is awaited until ``answer_by`` (default: ``ANSWER_CAP_SECONDS`` past
     ``deadline``), however slowly it comes: giving up on it earlier would lose the pair
-    WorkOS has already rotated to. Send exactly what
-    droid sends. Raise RefreshRejected (4xx other than 429), TransientRefreshError on
-    network trouble, 5xx, 429, a missing answer or an unusable one.
+    WorkOS has already rotated to. Send exactly what droid sends. Raise RefreshRejected
+    (4xx other than 429), TransientRefreshError on network trouble, 5xx, 429, a missing
+    answer or an unusable one.
     """
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID}
     url = workos_url.rstrip("/") + "/authenticate"
