@@ -408,11 +408,12 @@ def test_with_accounts_a_stop_signal_waits_for_the_renewal_in_the_accounts_threa
 
 def test_a_workos_answer_after_the_runs_deadline_is_awaited_and_installed(rig):
     config = yaml.safe_load(rig.config.read_text())
-    config["factory"]["deadline_seconds"] = 8
+    # A renewal starts while 3/4 of the deadline is left: 3 s for a loaded machine to start.
+    config["factory"]["deadline_seconds"] = 12
     rig.config.write_text(yaml.safe_dump(config))
-    # Answered 8 s after the request arrived, so after the run's deadline (it began
+    # Answered 12 s after the request arrived, so after the run's deadline (it began
     # earlier): the token is spent at once, the pair comes late.
-    rig.workos.answer_delay = 8.0
+    rig.workos.answer_delay = 12.0
     late = rig.run()
     assert "login expired" not in late.err
     pair = rig.issued()  # the renewal was started: enough of the deadline was left
