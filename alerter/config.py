@@ -751,6 +751,29 @@ def is_account_name(name: object) -> bool:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _shared_droid_home(home: Path, name: str, homes: dict[object, str]) -> str | None:
+    """Given an account's ``factory_home``, return the account already reading the same
+    droid store, else None (and remember this one's).
+
+    The store directory is compared by its real path and, when it exists, by device and
+    inode: a symlink, a ``..`` or a bind mount cannot make one store look like two.
+    """
+    store = home / ".factory"
+    keys: list[object] = [("store", os.path.realpath(store))]
+    for what, place in (("store", store), ("home", home)):
+        try:
+            st = os.stat(place)
+        except OSError:
+            continue
+        keys.append((what, st.st_dev, st.st_ino))
+    for key in keys:
+        if homes.get(key, name) != name:
+            return homes[key]
+    for key in keys:
+        homes.setdefault(key, name)
+    return None
+
+
 def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Mapping[str, str]) -> tuple:
     """Given the whole parsed config and its Config without accounts, return each account's
     Account. Raise ConfigError listing every problem as ``At 'accounts[i].key'``.
@@ -771,7 +794,7 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
         entries = []
     accounts: list[Account] = []
     seen: set[str] = set()
-    homes: dict[Path, str] = {}  # droid home -> the account that reads it
+    homes: dict[object, str] = {}  # droid store directory (real path, device+inode) -> its account
     top = {k: val for k, val in data.items() if k != "accounts"}
     for i, entry in enumerate(entries):
         where = f"accounts[{i}]"
@@ -812,8 +835,8 @@ def _accounts(data: Mapping[str, Any], base: Config, file: Path | None, env: Map
         if home_dir is not None and home is None:
             continue
         if home is not None:
-            same = homes.setdefault(Path(os.path.abspath(home)), name)
-            if same != name:
+            same = _shared_droid_home(home, name, homes)
+            if same is not None:
                 # One droid login, renewed by two runs at once, and every alert told twice.
                 v.problem(where + ".factory_home", f"is account {same!r}'s droid home too; give each its own")
                 continue

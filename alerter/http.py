@@ -153,12 +153,16 @@ def request(
     session: requests.Session | None = None,
     max_bytes: int = MAX_ANSWER_BYTES,
     read_timeout: float | None = None,
+    answer_by: float | None = None,
     **kwargs: Any,
 ) -> Answer:
     """Send one request and return the complete Answer, all of it by ``deadline``.
 
     ``deadline`` is a ``time.monotonic()`` value bounding connect, headers and body
-    together; ``read_timeout`` (when given) also bounds each wait for data. Redirects are
+    together; ``read_timeout`` (when given) also bounds each wait for data. With
+    ``answer_by`` (later than ``deadline``), only connecting must be done by ``deadline``:
+    once the request may have been sent, its answer is awaited until ``answer_by``, for a
+    request whose mere arrival changes the peer (a spent refresh token). Redirects are
     never followed. Raise PeerTimeout, PeerUnreachable, AnswerTooLarge (more than
     ``max_bytes`` after decompression) or PeerError (a broken answer), each naming ``peer``.
     """
@@ -166,24 +170,28 @@ def request(
         raise ValueError("TLS verification is never turned off")
     kwargs["allow_redirects"] = False  # a redirect would re-send a token to wherever it points
     _remember_credentials(url, kwargs)
+    last = deadline if answer_by is None else max(deadline, answer_by)
 
     def exchange() -> Answer:
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        remaining, answer_remaining = deadline - now, last - now
         wait = remaining if read_timeout is None else min(read_timeout, remaining)
+        read_wait = answer_remaining if read_timeout is None else min(read_timeout, answer_remaining)
         if wait <= 0:
             raise PeerTimeout(peer, "timed out (no time was left before the deadline)")
         sender = session if session is not None else requests.Session()
         try:
-            with sender.request(method, url, stream=True, timeout=(wait, wait), **kwargs) as response:
-                body = _read_body(response, peer, deadline, max_bytes)
+            with sender.request(method, url, stream=True, timeout=(wait, read_wait), **kwargs) as response:
+                body = _read_body(response, peer, last, max_bytes)
                 return Answer(response.status_code, CaseInsensitiveDict(response.headers), body)
         except requests.exceptions.RequestException as exc:
-            raise _peer_error(exc, peer, wait) from None
+            connecting = isinstance(exc, requests.exceptions.ConnectTimeout)
+            raise _peer_error(exc, peer, wait if connecting else read_wait) from None
         finally:
             if session is None:
                 sender.close()
 
-    return call_within(deadline, peer, exchange)
+    return call_within(last, peer, exchange)
 
 
 # Form fields that carry a credential (the refresh token sent to WorkOS, a client secret).

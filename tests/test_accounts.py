@@ -236,6 +236,31 @@ def test_bad_accounts_are_named_by_their_place(accounts, problem):
     assert any(problem in p for p in caught.value.problems), caught.value.problems
 
 
+@pytest.mark.parametrize("linked", ["the home", "its .factory"])
+def test_a_symlink_cannot_make_one_droid_home_look_like_two(tmp_path, linked):
+    real = tmp_path / "real"
+    (real / ".factory").mkdir(parents=True)
+    other = tmp_path / "other"
+    if linked == "the home":
+        other.symlink_to(real)
+    else:
+        other.mkdir()
+        (other / ".factory").symlink_to(real / ".factory")
+    accounts = [{"name": "a", "factory_home": str(real)}, {"name": "b", "factory_home": str(other)}]
+    with pytest.raises(ConfigError) as caught:
+        build_config({"accounts": accounts}, None, {"HOME": str(tmp_path)})
+    problem = "At 'accounts[1].factory_home': is account 'a''s droid home too"
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_two_droid_homes_side_by_side_are_two_accounts(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / name / ".factory").mkdir(parents=True)
+    accounts = [{"name": n, "factory_home": str(tmp_path / n)} for n in ("one", "two")]
+    config = build_config({"accounts": accounts}, None, {"HOME": str(tmp_path)})
+    assert [a.name for a in config.accounts] == ["one", "two"]
+
+
 def test_an_account_config_inherits_the_top_level_and_overrides_its_own_keys():
     config = build_config(
         {

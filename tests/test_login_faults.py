@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,12 @@ import yaml
 from alerter.credentials.identity import token_expiry
 from alerter.credentials.store import decrypt_envelope
 from tests.conftest import USAGE_PATH, python_path, same_clock, usage_body
-from tests.credentials.helpers import SOON, login_data, start_workos, write_keyfile_store
+from tests.credentials.helpers import SOON, login_data, start_workos, wait_for, write_keyfile_store
 from tests.credentials.test_droid_interop import DROID, DROID_VERSION, droid_doctor, droid_env, iso_ms
 from tests.standins import Reply, StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 M = 1_000_000
-EXIT_AUTH = 3
 HANG = 120  # seconds: only a hung run takes this long
 
 needs_droid = pytest.mark.skipif(
@@ -309,9 +309,10 @@ def test_a_run_killed_around_the_renewal_leaves_a_live_login(rig, point, signame
     lost = signame == "SIGKILL" and point in LOST_TO_SIGKILL
     recovered = rig.run(FAULT_SAVE_WAIT="0.3") if lost else rig.run()
     if lost:
-        # The one window no process can cover: the login is gone, and the job says so.
+        # The one window no process can cover: the login is gone; the job uses the access
+        # token while it lasts, then says "login expired".
         assert not rig.workos.accepts(rig.stored()["refresh_token"])
-        assert recovered.code == EXIT_AUTH and "login expired" in recovered.err
+        assert recovered.code == 0 and "WorkOS rejected the refresh token" in recovered.err
         return
     assert recovered.code == 0, recovered.err
     assert "login expired" not in killed.err + recovered.err
@@ -363,6 +364,105 @@ def test_a_stop_signal_while_workos_answers_waits_until_the_pair_is_installed(
     assert len(rig.workos.requests) == 1  # the next run found the renewed login
 
 
+def with_two_accounts(rig: Rig) -> tuple[Path, bytes]:
+    """Make the rig's config two accounts, each with its own droid home (the rig's first);
+    return the second home's store directory and its key."""
+    second = rig.root / "second"
+    data = login_data(SOON)
+    key = write_keyfile_store(second / ".factory", data)
+    config = yaml.safe_load(rig.config.read_text())
+    config["accounts"] = [
+        {"name": "one", "factory_home": str(rig.home)},
+        {"name": "two", "factory_home": str(second)},
+    ]
+    rig.config.write_text(yaml.safe_dump(config))
+    rig.first_refresh_token_two = data["refresh_token"]  # type: ignore[attr-defined]
+    return second / ".factory", key
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_with_accounts_a_stop_signal_waits_for_the_renewal_in_the_accounts_thread(
+    rig, signame, default_stop_signals
+):
+    # Each account renews in a worker thread of the installed command (python -m alerter:
+    # its entry point routes the stop signals through the gate for every thread).
+    store_two, key_two = with_two_accounts(rig)
+    running: list[subprocess.Popen] = []
+    rig.workos.script = [lambda: running[0].send_signal(signal.Signals[signame])]
+    rig.workos.answer_delay = 0.3
+    running.append(rig.start())
+    stopped = finish(running[0])
+    assert stopped.code in (130 if signame == "SIGINT" else -signal.Signals[signame],), stopped.err
+    assert rig.workos.issued, "the signal came before any renewal"
+    assert "stopping once the renewal is done" in stopped.out + stopped.err
+    issued = {pair["refresh_token"] for pair in rig.workos.issued}
+    stored_two = json.loads(decrypt_envelope((store_two / "auth.v2.file").read_text(), key_two))
+    for token in (rig.stored()["refresh_token"], stored_two["refresh_token"]):
+        assert rig.workos.accepts(token), "a renewal was cut in two: droid is logged out"
+        assert token in issued or token in (rig.first_refresh_token, rig.first_refresh_token_two)
+    assert rig.leftovers() == []
+
+    again = rig.run()
+    assert again.code == 0, again.err
+
+
+def test_a_workos_answer_after_the_runs_deadline_is_awaited_and_installed(rig):
+    config = yaml.safe_load(rig.config.read_text())
+    # A renewal starts while 3/4 of the deadline is left: 3 s for a loaded machine to start.
+    config["factory"]["deadline_seconds"] = 12
+    rig.config.write_text(yaml.safe_dump(config))
+    # Answered 12 s after the request arrived, so after the run's deadline (it began
+    # earlier): the token is spent at once, the pair comes late.
+    rig.workos.answer_delay = 12.0
+    late = rig.run()
+    assert "login expired" not in late.err
+    pair = rig.issued()  # the renewal was started: enough of the deadline was left
+    assert rig.stored()["refresh_token"] == pair["refresh_token"], late.err
+    assert_live_and_tidy(rig)
+
+    rig.workos.answer_delay = 0.0
+    assert rig.run().code == 0
+    assert len(rig.workos.requests) == 1  # the next run found the renewed pair
+
+
+@needs_droid
+def test_droid_renewing_first_at_a_slow_workos_is_no_login_expired(tmp_path):
+    rig = Rig(tmp_path, expires_in=40)  # droid renews within 60 s of expiry, the job within 5 min
+    try:
+        granted = threading.local()
+        plain_answer = rig.workos.answer
+
+        def answer(form: dict):
+            reply = plain_answer(form)
+            granted.ok = reply[0] == 200
+            return reply
+
+        rig.workos.answer = answer  # type: ignore[method-assign]
+        # A renewal takes WorkOS 9 s to grant (longer than the job's wait for droid's save);
+        # a rejection comes at once.
+        rig.workos.answer_delay = lambda: 9.0 if getattr(granted, "ok", False) else 0.0
+        droid = subprocess.Popen(
+            [str(DROID), "doctor", "--auth", "--json"],
+            env=droid_env(rig.home, rig.workos.url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: any(r["refresh_token"] == rig.first_refresh_token for r in rig.workos.requests), 60)
+        job = rig.run()  # its request reaches WorkOS after droid's: rejected
+        finish(droid)
+        assert "login expired" not in job.err
+        assert job.code == 0, job.err  # the access token is still valid: it is used
+        assert rig.workos.requests[-1]["refresh_token"] == rig.first_refresh_token  # it was rejected
+        assert rig.holds_live_login()  # droid's pair
+        rig.workos.answer_delay = 0.0
+        again = rig.run()
+        assert again.code == 0, again.err
+        assert "login expired" not in again.err
+    finally:
+        rig.close()
+
+
 @pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
 def test_a_run_killed_at_a_random_moment_while_workos_is_slow(rig, signame, seed):
@@ -380,7 +480,10 @@ def test_a_run_killed_at_a_random_moment_while_workos_is_slow(rig, signame, seed
     if signame == "SIGKILL" and not rig.holds_live_login():
         # Killed while WorkOS held the request (or had just answered): no process survives that.
         assert rotated and not staged, killed.err
-        assert recovered.code == EXIT_AUTH and "login expired" in recovered.err
+        # The access token still works, so the rejection may be droid's renewal in flight:
+        # the token is used, and "login expired" waits until it has expired as well.
+        assert recovered.code == 0 and "login expired" not in recovered.err, recovered.err
+        assert "WorkOS rejected the refresh token" in recovered.err
         return
     assert recovered.code == 0, recovered.err
     assert_live_and_tidy(rig)

@@ -101,10 +101,24 @@ MEASURE = (
 )
 
 
+# A renewal whose request WorkOS received is awaited past the deadline, up to a cap of
+# 2 minutes (refresh.ANSWER_CAP_SECONDS); the runs that renew droid's login shorten the cap
+# so that the matrix still costs about one deadline. What they check: the run ends, and
+# says why, once the cap has passed.
+ANSWER_CAP_SECONDS = 5.0
+CAPPED = (
+    "from alerter.credentials import refresh; "
+    f"refresh.ANSWER_CAP_SECONDS = {ANSWER_CAP_SECONDS}; "
+    "from alerter.cli import entry_point; entry_point()"
+)
+
+
 def start_job(home: Path, *args: str, measure: bool = False, droid: bool = False) -> subprocess.Popen:
     """Start `python -m alerter ARGS --config home/config.yaml`; its output goes to files.
-    With ``measure`` its peak memory goes to home/max_rss_kb."""
-    argv = [sys.executable, "-m", "alerter", *args, "--config", str(home / "config.yaml")]
+    With ``measure`` its peak memory goes to home/max_rss_kb. With ``droid``, a renewal's
+    answer is awaited at most ANSWER_CAP_SECONDS past the deadline."""
+    launch = ["-c", CAPPED] if droid else ["-m", "alerter"]
+    argv = [sys.executable, *launch, *args, "--config", str(home / "config.yaml")]
     if measure:
         argv = [sys.executable, "-c", MEASURE, str(home / "max_rss_kb"), *argv]
     out, err = (home / "stdout").open("wb"), (home / "stderr").open("wb")
@@ -202,7 +216,9 @@ def test_a_factory_api_that_never_finishes_answering_fails_the_run_at_its_deadli
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_workos_that_never_finishes_answering_ends_the_run_at_its_deadline(runs, mode):
+def test_a_workos_that_never_finishes_answering_ends_the_run_at_the_cap_past_its_deadline(runs, mode):
+    # WorkOS received the refresh token: its answer is awaited past the deadline, but only
+    # up to the cap.
     run = runs["workos", mode]
     assert run.code is not None, "the run hung"
     assert run.peer.heads and run.peer.heads[0].startswith(b"POST /user_management/authenticate ")

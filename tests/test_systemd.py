@@ -71,6 +71,29 @@ def test_units_are_oneshot_every_15_minutes_persistent_with_jitter(service, time
     assert tmr["Install"]["WantedBy"] == "timers.target"
 
 
+def minutes(value: str) -> float:
+    """Given a systemd time span of minutes and seconds ("5min", "3min 30s"), return seconds."""
+    spans = re.findall(r"(\d+)\s*(min|s)\b", value)
+    assert spans and "".join(n + u for n, u in spans) == value.replace(" ", ""), value
+    return sum(int(n) * (60 if u == "min" else 1) for n, u in spans)
+
+
+@pytest.mark.parametrize(
+    "service", ["system/factory-usage-alert@.service", "user/factory-usage-alert.service"]
+)
+def test_a_timer_never_hangs_and_its_stop_never_cuts_a_renewal_workos_received(service):
+    # A stop signal waits for a renewal in flight, which may last the run's deadline plus
+    # the cap on WorkOS's answer (and droid's lock wait): neither timeout may cut it.
+    from alerter.config import Config
+    from alerter.credentials.lock import WAIT_SECONDS
+    from alerter.credentials.refresh import ANSWER_CAP_SECONDS
+
+    svc = unit(UNITS / service)["Service"]
+    longest = Config.deadline_seconds + ANSWER_CAP_SECONDS + WAIT_SECONDS
+    assert minutes(svc["TimeoutStartSec"]) > longest
+    assert minutes(svc["TimeoutStopSec"]) > longest  # systemd's default (90 s) is not
+
+
 def test_system_service_runs_as_the_instance_user_and_is_hardened():
     svc = unit(UNITS / "system/factory-usage-alert@.service")["Service"]
     assert svc["User"] == "%i"

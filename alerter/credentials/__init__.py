@@ -250,7 +250,7 @@ def _login_from_store(
     def renew_after_refusal() -> tuple[str, Identity]:
         from alerter.credentials.refresh import renew
 
-        renewed_login = renew(stored, settings)
+        renewed_login = renew(stored, settings, token_refused=True)
         return renewed_login.access_token, _identity(renewed_login, memory)
 
     may_renew = bool(stored.refresh_token) and settings.may_renew

@@ -26,12 +26,13 @@ class CredentialSettings:
     """What the credential code needs from the config.
 
     ``deadline`` is a :func:`time.monotonic` value bounding the whole run: lock waits,
-    WorkOS requests and retry back-offs all stop there. ``None`` means "use the built-in
-    budgets" (about 12 s for the lock, 30 s for a refresh). ``may_renew`` is False for a
-    dry run, which never spends a refresh token nor writes droid's store.
+    WorkOS requests and retry back-offs all stop there, except a renewal WorkOS already
+    received, seen through up to ``refresh.ANSWER_CAP_SECONDS`` past it. ``None`` means
+    "use the built-in budgets" (about 12 s for the lock, 30 s for a refresh). ``may_renew``
+    is False for a dry run, which never spends a refresh token nor writes droid's store.
     ``api_key_env`` and ``droid_store`` choose the login of one account of ``accounts:``.
-    ``renew_reserve_seconds`` is how much of the deadline must be left to start a renewal:
-    an answer WorkOS sends after the job stopped listening would be a spent refresh token.
+    ``renew_reserve_seconds`` is how much of the deadline must be left to start a renewal,
+    so that a slow answer seldom makes the run late.
     """
 
     home: Path

@@ -205,6 +205,34 @@ def clear_abandoned(home: Path) -> None:
             log.debug("cannot remove %s in %s (%s)", name, home, exc.strerror or exc)
 
 
+def writer_at_work(home: Path) -> bool:
+    """Given droid's store directory, say whether another process may be writing the store.
+
+    True when a lock, pending or reclaim directory there belongs to a live process other
+    than this one, or has no owner record yet and is younger than droid's 10 s: droid
+    (or another run) is taking, holding or tidying its write lock. This process's own
+    directories (its prepared ticket) and what dead writers left do not count.
+    """
+    try:
+        names = [entry.name for entry in os.scandir(home) if is_lock_entry(entry.name)]
+    except OSError:
+        return False
+    for name in names:
+        pid = scratch_pid(name)
+        if pid is not None:
+            if pid != os.getpid() and not _abandoned_scratch(name):
+                return True
+            continue
+        owner = read_owner(home / name)
+        if owner is None:
+            age = _age(home / name)
+            if age is not None and age < STALE_SECONDS:
+                return True
+        elif owner["pid"] != os.getpid() and pid_alive(owner["pid"]):
+            return True
+    return False
+
+
 def _abandoned_scratch(name: str) -> bool:
     """Given a scratch directory's name, say whether the process that made it is gone.
 

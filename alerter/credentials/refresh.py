@@ -9,14 +9,19 @@ old refresh token is dead, and the pair it answers with is the only live login. 
 - before the token is spent, room for the new store is reserved beside it and the lock's
   own directory is prepared: a read-only or full disk stops the renewal while the old
   token still works;
-- a request in flight is never abandoned before the run's deadline, and one is started
-  only when enough of the deadline is left for a slow answer; SIGTERM waits until the
-  new pair is installed;
+- the run's deadline may keep a renewal from starting (one is started only when enough
+  of the deadline is left for a slow answer), never cut one short: once the refresh token
+  was sent, the answer is awaited, and installed, up to ``ANSWER_CAP_SECONDS`` past the
+  deadline; a stop signal (SIGTERM, SIGINT, SIGHUP), in whatever thread the renewal
+  runs, waits until the new pair is installed;
 - the answer is staged on disk at once, then installed only if the store still holds the
   spent token (else droid renewed meanwhile, and droid's pair stays); a run killed
   between the two leaves the staged pair for the next run (see ``writeback``);
-- a WorkOS rejection right after droid began its own renewal is not proof that the login
-  ended: the job waits briefly for droid's save before saying "log in again".
+- a WorkOS rejection is proof that the login ended only when no renewal may be in flight
+  elsewhere: droid renews outside its lock and saves only once WorkOS answered it, so
+  while droid's (or another run's) lock directories are in use, droid's store changed
+  since it was read, or the stored access token is still valid, a rejection is a
+  transient failure (the next run reads droid's new pair), never "log in again".
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DROID_SAVE_WAIT_SECONDS = 5.0
 DROID_SAVE_POLL_SECONDS = 0.1
 MAX_ANSWER_BYTES = 64 * 1024  # a token pair and a user record: a few KB
+# The hard cap on a renewal in flight, past the run's deadline. WorkOS spends the refresh
+# token when the request arrives, so its answer is the only live login: abandoning it
+# logs droid out, which is worse than a late run. WorkOS answers in well under a second,
+# a slow network in seconds; 2 minutes is far beyond any answer a user will meet, and
+# still ends a hung exchange. The systemd units leave room for it (TimeoutStartSec and
+# TimeoutStopSec, see systemd/): a timer's stop never SIGKILLs an exchange before this.
+ANSWER_CAP_SECONDS = 120.0
 _SAFE_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -78,16 +90,19 @@ def request_new_tokens(
     deadline: float,
     ca_bundle: str | None = None,
     keep: Callable[[TokenPair], None] | None = None,
+    answer_by: float | None = None,
 ) -> TokenPair:
     """Given a refresh token, return the pair WorkOS issues for it (one attempt).
 
     ``keep(pair)`` runs the moment the pair is read, before this returns: WorkOS has
     spent the old token, so the caller saves the pair there rather than after.
 
-    The answer is awaited until ``deadline`` (monotonic), however slowly it comes: giving
-    up on it earlier would lose the pair WorkOS has already rotated to. Send exactly what
-    droid sends. Raise RefreshRejected (4xx other than 429), TransientRefreshError on
-    network trouble, 5xx, 429, a missing answer or an unusable one.
+    WorkOS must be reached by ``deadline`` (monotonic); once the request may have been
+    sent, the answer is awaited until ``answer_by`` (default: ``ANSWER_CAP_SECONDS`` past
+    ``deadline``), however slowly it comes: giving up on it earlier would lose the pair
+    WorkOS has already rotated to. Send exactly what droid sends. Raise RefreshRejected
+    (4xx other than 429), TransientRefreshError on network trouble, 5xx, 429, a missing
+    answer or an unusable one.
     """
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": CLIENT_ID}
     url = workos_url.rstrip("/") + "/authenticate"
@@ -99,13 +114,14 @@ def request_new_tokens(
             url,
             peer="WorkOS",
             deadline=deadline,
+            answer_by=deadline + ANSWER_CAP_SECONDS if answer_by is None else answer_by,
             data=form,
             headers={"Accept": "application/json"},
             verify=ca_bundle or True,
             max_bytes=MAX_ANSWER_BYTES,
         )
     except http.PeerTimeout:
-        raise TransientRefreshError("WorkOS did not answer within the run's deadline") from None
+        raise TransientRefreshError("WorkOS did not answer in time") from None
     except http.AnswerTooLarge as exc:
         raise TransientRefreshError(f"WorkOS gave an unusable answer ({exc})") from None
     except http.PeerError as exc:
@@ -131,14 +147,16 @@ def request_new_tokens(
     return pair
 
 
-def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
+def renew(stored: StoredLogin, settings: CredentialSettings, *, token_refused: bool = False) -> StoredLogin:
     """Given a login read from droid's store, return the renewed login now stored there.
 
     When droid rotated the tokens since ``stored`` was read, return droid's login without
-    calling WorkOS. Raise AuthError (``permanent`` when only a new droid login helps;
-    ``dead_refresh`` then names the rejected token) or UpstreamError when droid's store
-    cannot be replaced (nothing was spent), WorkOS stayed unreachable, or too little of
-    the deadline was left to ask it safely.
+    calling WorkOS. ``token_refused``: Factory refused the stored access token, so it is
+    no sign that the login lives. Raise AuthError (``permanent`` when only a new droid
+    login helps; ``dead_refresh`` then names the rejected token) or UpstreamError when
+    droid's store cannot be replaced (nothing was spent), WorkOS stayed unreachable or
+    rejected a token another renewal may have spent (see :func:`_renewal_elsewhere`),
+    or too little of the deadline was left to ask it safely.
     """
     deadline = settings.deadline
     if deadline is None:
@@ -164,7 +182,7 @@ def renew(stored: StoredLogin, settings: CredentialSettings) -> StoredLogin:
             f"cannot renew the Factory login: cannot write in {stored.path.parent}: {describe(exc)}"
         ) from None
     try:
-        return _renew_prepared(stored, settings, deadline, reservation, ticket)
+        return _renew_prepared(stored, settings, deadline, reservation, ticket, token_refused)
     finally:
         reservation.release()
         lock.discard(ticket)
@@ -176,7 +194,11 @@ def _renew_prepared(
     deadline: float,
     reservation: writeback.Reservation,
     ticket: lock.Ticket,
+    token_refused: bool,
 ) -> StoredLogin:
+    # The deadline keeps a renewal from starting; one whose request was sent is seen
+    # through to an installed pair until this hard cap.
+    cap = deadline + ANSWER_CAP_SECONDS
     attempts = 0
     while True:
         if deadline - time.monotonic() < settings.renew_reserve_seconds:
@@ -184,6 +206,7 @@ def _renew_prepared(
                 "cannot renew the Factory login: too little of the run's deadline is left to wait "
                 "for WorkOS safely; will try again next run"
             )
+        seen = _signature(stored)
         current = read_store(stored.path, stored.codec)
         if current.refresh_token != stored.refresh_token:
             log.info("droid renewed its login meanwhile; using droid's tokens from %s", current.path)
@@ -201,6 +224,7 @@ def _renew_prepared(
                     keep=lambda pair, staged=staged, current=current: staged.append(
                         _stage(stored, current, pair, reservation)
                     ),
+                    answer_by=cap,
                 )
             except TransientRefreshError as exc:
                 problem, retry_after = str(exc), exc.retry_after
@@ -209,9 +233,15 @@ def _renew_prepared(
                 if droids is not None:
                     log.info("droid renewed its login meanwhile; using droid's tokens from %s", droids.path)
                     return droids
+                elsewhere = _renewal_elsewhere(stored, current, seen, token_refused)
+                if elsewhere is not None:
+                    raise UpstreamError(
+                        f"cannot renew the Factory login yet: {exc}, but {elsewhere}, so it may be "
+                        "droid's renewal in flight; will try again next run"
+                    ) from None
                 raise _login_ended(stored, str(exc)) from None
             else:
-                return _install(stored, current, pair, staged[0] if staged else None, deadline, ticket)
+                return _install(stored, current, pair, staged[0] if staged else None, cap, ticket)
         delay = max(BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1], retry_after or 0)
         log.debug("renewing the Factory login failed (%s); attempt %d", problem, attempts)
         if time.monotonic() + delay + settings.renew_reserve_seconds >= deadline:
@@ -288,6 +318,26 @@ def _await_droid_save(stored: StoredLogin, deadline: float) -> StoredLogin | Non
         if time.monotonic() >= give_up:
             return None
         time.sleep(DROID_SAVE_POLL_SECONDS)
+
+
+def _renewal_elsewhere(
+    stored: StoredLogin, current: StoredLogin, seen: tuple | None, token_refused: bool
+) -> str | None:
+    """After WorkOS rejected the token read as ``current``: say why droid (or another run)
+    may be renewing this login right now, or None when nothing suggests it.
+
+    A rejection is proof that the login ended only when none of these holds: droid asks
+    WorkOS outside its lock and saves when the answer comes, which may be long after our
+    rejection; until then the only traces are its usual ones.
+    """
+    if _signature(stored) != seen:
+        return "droid's store changed since it was read"
+    if lock.writer_at_work(stored.path.parent):
+        return "droid (or another run) is writing droid's store"
+    expires = token_expiry(current.access_token)
+    if not token_refused and expires is not None and expires > time.time():
+        return f"its access token is still valid until {_format_time(expires)}"
+    return None
 
 
 def _signature(stored: StoredLogin) -> tuple | None:

@@ -121,7 +121,8 @@ def _on_signal(number: int, frame: FrameType | None) -> None:
         held = _gate.holders > 0
         reasons = list(_gate.reasons)
     if held:
-        log.debug("signal %d: stopping once %s is done", number, reasons[-1] if reasons else "a step")
+        # Said at once: a renewal WorkOS already received may take a while to see through.
+        log.info("signal %d: stopping once %s is done", number, reasons[-1] if reasons else "a step")
         return
     _act(number)
 

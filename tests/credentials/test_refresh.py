@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -137,6 +139,82 @@ def test_droids_save_that_lands_after_workos_rejected_us_is_awaited(home, settin
     assert stored_json(home, key) == droid[0]
 
 
+# -- the run's deadline never abandons a request WorkOS has received -----------------------
+
+
+def test_a_workos_answer_after_the_run_deadline_is_awaited_and_installed(home, workos):
+    key = write_keyfile_store(home, login_data(-HOUR))
+    workos.answer_delay = 2.0  # the token is spent on arrival; the answer comes after the deadline
+    settings = CredentialSettings(
+        home=home, workos_url=workos.url, deadline=time.monotonic() + 1, renew_reserve_seconds=0.5
+    )
+    login = open_login(settings, env={}, key_lookup=no_keyring)
+    (pair,) = workos.issued
+    assert login.bearer() == pair["access_token"]
+    assert stored_json(home, key)["refresh_token"] == pair["refresh_token"]
+    assert not [p.name for p in home.iterdir() if p.name.startswith((".auth", "auth.v2.write"))]
+
+
+# -- a rejection is "login ended" only when no renewal may be in flight elsewhere --------------
+
+
+def test_a_rejection_while_the_access_token_is_valid_is_transient_and_the_token_is_used(
+    home, settings, workos
+):
+    old = login_data(SOON)  # droid renews it too (within 60 s of expiry), maybe right now
+    key = write_keyfile_store(home, old)
+    workos.spent.add(old["refresh_token"])  # droid's request reached WorkOS first
+    login = open_login(settings, env={}, key_lookup=no_keyring)
+    assert login.bearer() == old["access_token"]
+    assert login.memory.dead is None  # the token is sent again next run, once droid saved or not
+    assert stored_json(home, key) == old
+
+
+def test_a_rejection_while_droid_holds_its_lock_is_not_the_end_of_the_login(home, settings, workos):
+    old = login_data(-HOUR)  # expired: only the lock says droid is at work
+    write_keyfile_store(home, old)
+    droid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = home / "auth.v2.write.lock"
+        lock.mkdir()
+        (lock / "owner.json").write_text(json.dumps({"token": "droids", "pid": droid.pid}))
+        workos.spent.add(old["refresh_token"])
+        with pytest.raises(UpstreamError, match="is writing droid's store") as err:
+            open_login(settings, env={}, key_lookup=no_keyring)
+        assert "log in again" not in str(err.value)
+    finally:
+        droid.kill()
+        droid.wait()
+
+
+def test_a_rejection_after_droids_store_changed_is_not_the_end_of_the_login(home, settings, workos):
+    old = login_data(-HOUR)
+    key = write_keyfile_store(home, old)
+
+    # droid rewrites its store while our request is at WorkOS (same token: droid's own
+    # renewal is still on its way).
+    def droid_rewrites_its_store() -> None:
+        workos.spent.add(old["refresh_token"])
+        write_envelope_store(home / "auth.v2.file", old, key)
+
+    workos.script = [droid_rewrites_its_store]
+    with pytest.raises(UpstreamError, match="store changed since it was read"):
+        open_login(settings, env={}, key_lookup=no_keyring)
+
+
+def test_a_dead_writers_lock_does_not_hide_the_end_of_the_login(home, settings, workos):
+    old = login_data(-HOUR)
+    write_keyfile_store(home, old)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    pending = home / "auth.v2.write.0123456789abcdef0123456789abcdef.pending"
+    pending.mkdir()
+    (pending / "owner.json").write_text(json.dumps({"token": "t", "pid": int(gone.stdout)}))
+    workos.spent.add(old["refresh_token"])
+    with pytest.raises(AuthError, match="log in again") as err:
+        open_login(settings, env={}, key_lookup=no_keyring)
+    assert err.value.permanent
+
+
 def test_keyring_store_is_written_back_to_the_keyring_store(home, settings, workos):
     key = b"K" * 32
     write_envelope_store(home / "auth.v2.keyring", login_data(SOON), key)
@@ -154,7 +232,7 @@ def test_auth_json_is_written_back_as_plain_json(home, settings, workos):
 
 
 def test_rejected_refresh_token_is_permanent_and_store_untouched(home, settings, workos):
-    write_keyfile_store(home, login_data(SOON))
+    write_keyfile_store(home, login_data(-HOUR))  # expired, and no renewal anywhere else
     workos.script = [(400, {"error": "invalid_grant", "error_description": "Session expired"})]
     before = (home / "auth.v2.file").read_bytes()
     with pytest.raises(AuthError, match="invalid_grant.*run `droid` to log in again") as err:
@@ -165,7 +243,7 @@ def test_rejected_refresh_token_is_permanent_and_store_untouched(home, settings,
 
 
 def test_an_error_code_with_a_line_break_is_not_repeated_in_the_one_line_error(home, settings, workos):
-    write_keyfile_store(home, login_data(SOON))
+    write_keyfile_store(home, login_data(-HOUR))
     workos.script = [(400, {"error": "invalid_grant\n"})]  # a pattern's $ matches before it
     with pytest.raises(AuthError) as err:
         open_login(settings, env={}, key_lookup=no_keyring)
@@ -201,7 +279,9 @@ def test_transient_failures_until_the_deadline_are_upstream_errors(home, workos,
     assert not list(home.glob("*auth.v2.write*"))
 
 
-def test_workos_timeout_is_an_upstream_error(home, workos):
+def test_workos_timeout_is_an_upstream_error(home, workos, monkeypatch):
+    # An answer that never comes is awaited up to the cap past the deadline, then given up.
+    monkeypatch.setattr("alerter.credentials.refresh.ANSWER_CAP_SECONDS", 0.5)
     write_keyfile_store(home, login_data(-HOUR))
     workos.script = ["hang"] * 10
     settings = CredentialSettings(
