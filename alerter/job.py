@@ -2,9 +2,10 @@
 
 ::
 
-    lock the state ─ load it ─ fetch (login -> Factory -> meters, or why not) ─ decide
-    ─ save the decided state first (a state that cannot be saved sends nothing)
-    ─ send each alert ─ record each delivery ─ save ─ metrics ─ healthcheck
+    lock the state ─ start the deadline ─ load it ─ fetch (login -> Factory -> meters, or
+    why not) ─ decide ─ save the decided state first (a state that cannot be saved sends
+    nothing) ─ for each delivery: send, record, save (stop signals held across the three)
+    ─ metrics ─ healthcheck
 
 ``fetch(state, now)`` and ``send(channel, alert)`` are passed in: the CLI passes the real
 Factory client and apprise, tests pass stand-ins. The decision itself is
@@ -240,8 +241,8 @@ def _deliver(
 
     A stop signal waits until the delivery under way is sent, recorded and saved; no new
     one begins after it (StopRequested). What was not delivered stays marked in flight in
-    the saved state, so the next run sends it. Only SIGKILL between a send and its save
-    can make one delivery (that one) arrive twice.
+    the saved state, so the next run sends it. Only the delivery in flight can arrive
+    twice: SIGKILL before its save, or a channel that took it without answering in time.
     """
     channels = {ch.id: ch for ch in config.delivery_channels()}
     failed: set[str] = set()
