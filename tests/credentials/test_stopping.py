@@ -31,6 +31,10 @@ SCRIPT = textwrap.dedent(
             (here / "inside").touch()
             while not (here / "go").exists():
                 time.sleep(0.01)
+            # The signal reaches the main thread's handler when that thread next runs:
+            # "waiting" begins there, so the refuse-new scenario waits for it.
+            while mode == "refuse-new" and not stopping.stop_requested():
+                time.sleep(0.01)
             (here / "finished").touch()
 
     def later_step():
