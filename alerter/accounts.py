@@ -4,10 +4,12 @@ Every account has its own :class:`~alerter.config.Config` (built by ``config._ac
 its state file ``state-<name>.json``, thresholds, forecast, channels, base URL and login),
 and is run by :func:`alerter.job.run` exactly as a single account is: its own lock, state,
 ledger, dedup, re-arming, forecasts and "not working" notices. This module only runs them
-side by side within the one deadline, and gathers what they did:
+side by side and gathers what they did:
 
 - accounts are read concurrently (threads: the work is waiting on Factory and the
-  channels, each request bounded by the run's deadline in :mod:`alerter.http`);
+  channels, each request bounded in :mod:`alerter.http` by the account's deadline, which
+  starts when that account holds its own state lock: an account whose lock another run
+  holds does not eat into the others' time, nor they into its);
 - one account failing never stops the others; the run then raises
   :class:`~alerter.errors.AccountsFailed` carrying the worst exit code;
 - the Prometheus textfile is written once, each series labelled with its account;
@@ -102,7 +104,9 @@ def run_all(
     dry_run: bool = False,
     textfile: Path | None = None,
 ) -> list[Outcome]:
-    """Run the job for every account of ``config.accounts`` by ``deadline`` (monotonic).
+    """Run the job for every account of ``config.accounts``; ``deadline`` (monotonic)
+    bounds the run's healthcheck pings, each account has its own deadline from when it
+    holds its own state lock (:class:`alerter.job.Deadline`).
 
     Return each account's Outcome. Raise AccountsFailed (after the others ran, the
     textfile was written and the healthcheck pinged) when any account failed.
@@ -123,11 +127,14 @@ def run_all(
 
     def work(account: Account) -> Decision:
         own = account.config
+        # Each account waits for its own state lock; its deadline starts once it holds it.
+        own_deadline = job.Deadline(own.deadline_seconds)
         shell = job.Shell(
-            fetch=job.fetch_from_factory(own, env, deadline, may_renew=not dry_run),
-            send=job.send_within(deadline),
+            fetch=job.fetch_from_factory(own, env, own_deadline, may_renew=not dry_run),
+            send=job.send_within(own_deadline),
             check_channels=job.check_channels,
             write_metrics=collect(account.name) if textfile else None,
+            deadline=own_deadline,
         )
         return job.run(own, shell, clock, dry_run=dry_run)
 

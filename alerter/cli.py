@@ -290,19 +290,22 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "(node_exporter's textfile collector reads only those)"
         )
     config = load_config(args.config, env, remember_parsed=not args.dry_run)
-    deadline = time.monotonic() + config.deadline_seconds
     textfile = textfile or config.prometheus_textfile
     if config.accounts:
         from alerter.accounts import run_all
 
+        deadline = time.monotonic() + config.deadline_seconds  # the run's pings; each account has its own
         run_all(config, env, args.clock, deadline, dry_run=args.dry_run, textfile=textfile)
         return EXIT_OK
+    # Starts when the run holds the state lock (job.run): waiting for it is not Factory's time.
+    run_deadline = job.Deadline(config.deadline_seconds)
     shell = job.Shell(
-        fetch=job.fetch_from_factory(config, env, deadline, may_renew=not args.dry_run),
-        send=job.send_within(deadline),
+        fetch=job.fetch_from_factory(config, env, run_deadline, may_renew=not args.dry_run),
+        send=job.send_within(run_deadline),
         check_channels=job.check_channels,
-        ping=lambda event: healthcheck.ping(config.healthcheck_url, event, deadline),
+        ping=lambda event: healthcheck.ping(config.healthcheck_url, event, run_deadline.at),
         write_metrics=job.metrics_writer(textfile) if textfile else None,
+        deadline=run_deadline,
     )
     job.run(config, shell, args.clock, dry_run=args.dry_run)
     return EXIT_OK

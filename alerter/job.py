@@ -2,9 +2,10 @@
 
 ::
 
-    lock the state ─ load it ─ fetch (login -> Factory -> meters, or why not) ─ decide
-    ─ save the decided state first (a state that cannot be saved sends nothing)
-    ─ send each alert ─ record each delivery ─ save ─ metrics ─ healthcheck
+    lock the state ─ start the deadline ─ load it ─ fetch (login -> Factory -> meters, or
+    why not) ─ decide ─ save the decided state first (a state that cannot be saved sends
+    nothing) ─ for each delivery: send, record, save (stop signals held across the three)
+    ─ metrics ─ healthcheck
 
 ``fetch(state, now)`` and ``send(channel, alert)`` are passed in: the CLI passes the real
 Factory client and apprise, tests pass stand-ins. The decision itself is
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from alerter.config import Config, QuietHours
+from alerter.credentials.stopping import stop_deferred
 from alerter.decide import Decision, Failure, Observation, decide
 from alerter.errors import (
     AlerterError,
@@ -54,6 +56,49 @@ log = logging.getLogger(__name__)
 DELIVERY_FLOOR_SECONDS = 2.0
 
 
+class Deadline:
+    """The run's wall-clock deadline, which starts when the run holds its state lock.
+
+    Waiting for the lock is not the run's time: a run that waited for another one still
+    gives Factory, WorkOS and the channels the whole ``seconds`` (a run that never gets
+    the lock is StateBusy, bounded by its own wait). With ``accounts:`` each account has
+    its own lock, so each account's deadline starts when it has its own lock.
+
+    Past the deadline the notifications still due share one floor of
+    DELIVERY_FLOOR_SECONDS, counted from the first one that found too little time left:
+    every (alert, channel) pair ends by then, however many channels are silent.
+
+    ``clock`` is a ``time.monotonic()``-like clock (tests inject one).
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._at: float | None = None
+        self._floor_ends: float | None = None
+
+    def start(self) -> None:
+        """Start the run's time now (the lock is held, or none is needed)."""
+        self._at = self._clock() + self.seconds
+        self._floor_ends = None
+
+    @property
+    def at(self) -> float:
+        """The deadline, a monotonic time; before :meth:`start`, counted from now."""
+        return self._at if self._at is not None else self._clock() + self.seconds
+
+    def for_delivery(self) -> float:
+        """Return the time by which the next notification must be delivered: the deadline,
+        or the end of the one floor the notifications still due share past it."""
+        at = self.at
+        if self._floor_ends is None:
+            now = self._clock()
+            if now + DELIVERY_FLOOR_SECONDS <= at:
+                return at
+            self._floor_ends = now + DELIVERY_FLOOR_SECONDS
+        return max(at, self._floor_ends)
+
+
 @dataclass(frozen=True)
 class Fetched:
     """What a run learnt from Factory: the observation, the error behind a failure (raised
@@ -83,6 +128,8 @@ class Shell:
     check_channels: CheckChannels = lambda config, state: (state, {})
     ping: Callable[[str], None] = lambda event: None
     write_metrics: Callable[[Observation, Decision, State], None] | None = None
+    # Started once the run holds the state lock; fetch, send and ping read it then.
+    deadline: Deadline | None = None
 
 
 def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bool = False) -> Decision:
@@ -96,9 +143,14 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
     if dry_run:
         check_usable(config.state_file)  # what a real run would refuse, found without writing
         state = state_with_earlier(config.state_file, config.earlier_state_files, config.channel_aliases())
+        if shell.deadline is not None:
+            shell.deadline.start()
         return _once(config, shell, clock, state, dry_run=True)
     try:
+        # The wait for the lock has its own bound: the run's deadline starts once it is held.
         with locked(config.state_file, timeout=config.deadline_seconds):
+            if shell.deadline is not None:
+                shell.deadline.start()
             # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
             shell.ping("start")
             aliases = config.channel_aliases()
@@ -158,9 +210,10 @@ def _once(config: Config, shell: Shell, clock: Callable[[], float], state: State
                 intent = record_delivery(intent, alert.key, channel_id, None)
     _save(config.state_file, intent, before_sending=True)
     state, failed = _deliver(decision.send, intent, config, shell.send, now, set(unusable))
-    state = settle(state)  # a failed delivery stays due
-    if state != intent:
-        _save(config.state_file, state, before_sending=False)
+    settled = settle(state)  # a failed delivery stays due
+    if settled != state:
+        _save(config.state_file, settled, before_sending=False)
+    state = settled
     if shell.write_metrics is not None:
         shell.write_metrics(observation, decision, state)
     return _finish(fetched, dataclasses.replace(decision, state=state), failed, skipped)
@@ -209,6 +262,13 @@ def _save(path: Path, state: State, *, before_sending: bool) -> None:
 def _deliver(
     alerts: tuple[Alert, ...], state: State, config: Config, send: Send, now: float, skip: set[str]
 ) -> tuple[State, set[str]]:
+    """Send each alert to each of its channels; record and save each delivery as it succeeds.
+
+    A stop signal waits until the delivery under way is sent, recorded and saved; no new
+    one begins after it (StopRequested). What was not delivered stays marked in flight in
+    the saved state, so the next run sends it. Only the delivery in flight can arrive
+    twice: SIGKILL before its save, or a channel that took it without answering in time.
+    """
     channels = {ch.id: ch for ch in config.delivery_channels()}
     failed: set[str] = set()
     for alert in alerts:
@@ -216,13 +276,16 @@ def _deliver(
             channel = channels.get(channel_id)
             if channel is None or channel_id in skip:
                 continue
-            if send(channel, alert):
+            with stop_deferred(f"the delivery to {channel.label}"):
+                if not send(channel, alert):
+                    failed.add(channel.label)
+                    continue
                 state = record_delivery(state, alert.key, channel_id, now)
-                if channel.url is not None:  # on stdout the alert itself is what was said
-                    # The title the channel shows, not the ledger's words ("stale alert for health")
-                    log.info('sent "%s" to %s', alert.title, channel.label)
-            else:
-                failed.add(channel.label)
+                # At once: a run killed later must not send this one again.
+                _save(config.state_file, state, before_sending=False)
+            if channel.url is not None:  # on stdout the alert itself is what was said
+                # The title the channel shows, not the ledger's words ("stale alert for health")
+                log.info('sent "%s" to %s', alert.title, channel.label)
     return state, failed
 
 
@@ -245,9 +308,10 @@ def _summary(reading: Reading) -> str:
 
 
 def fetch_from_factory(
-    config: Config, env: Mapping[str, str], deadline: float, *, may_renew: bool = True
+    config: Config, env: Mapping[str, str], deadline: Deadline, *, may_renew: bool = True
 ) -> Fetch:
-    """Given the config, return the fetch that reads usage from Factory within ``deadline``.
+    """Given the config, return the fetch that reads usage from Factory by the run's
+    ``deadline`` (read when the fetch runs, once the run holds its lock).
 
     Whatever goes wrong (a typed error, or one nobody foresaw) is a Failure carrying the
     error: the run is counted as failed, and the error is raised again at the end.
@@ -259,7 +323,7 @@ def fetch_from_factory(
         known = LoginMemory.load(state.credentials)
         client = None
         try:
-            client = connect(config, env, deadline, memory=known, may_renew=may_renew)
+            client = connect(config, env, deadline.at, memory=known, may_renew=may_renew)
             reading, endpoint = fetch_reading(client, config.endpoint, state.endpoint, now)
         except Exception as exc:  # whatever went wrong, it is a failed run, counted as such
             learned = client.login.memory if client is not None else known
@@ -313,12 +377,12 @@ def metrics_writer(path: Path) -> Callable[[Observation, Decision, State], None]
     return write
 
 
-def send_within(deadline: float) -> Send:
-    """Return the send that delivers through apprise (or stdout), by ``deadline`` at the latest."""
+def send_within(deadline: Deadline) -> Send:
+    """Return the send that delivers through apprise (or stdout) by the run's ``deadline``,
+    or past it within the one floor all the notifications still due share."""
     from alerter.notify import send
 
     def deliver(channel: Any, alert: Alert) -> bool:
-        send_by = max(deadline, time.monotonic() + DELIVERY_FLOOR_SECONDS)
-        return send(channel, alert.title, alert.body, alert.severity, deadline=send_by)
+        return send(channel, alert.title, alert.body, alert.severity, deadline=deadline.for_delivery())
 
     return deliver

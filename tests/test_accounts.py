@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -709,3 +710,39 @@ def test_a_run_remembers_the_api_key_it_used_by_fingerprint_only(app):
     from tests.conftest import API_KEY
 
     assert json.loads(text)["credentials"]["key"] == fingerprint(API_KEY) and API_KEY not in text
+
+
+def test_an_account_whose_lock_was_busy_still_gets_its_whole_deadline(app, receiver):
+    # Each account has its own state lock, and its deadline starts when it holds it: the
+    # work account waits 3 s of a 4 s deadline for another run, then reads in its own 4 s
+    # (before: "Factory API timed out" for work, exit 4, a failed read counted).
+    from tests.test_state_file import lock_held_by_another_process
+
+    served = two_accounts(app, receiver)
+    app.write_config(
+        {
+            "factory": {"endpoint": "limits", "deadline_seconds": 4},
+            "notify": {"urls": [receiver.apprise_url]},
+            "accounts": [
+                {"name": "home", "api_key_env": "HOME_KEY"},
+                {"name": "work", "api_key_env": "WORK_KEY"},
+            ],
+        }
+    )
+    end = time.time() + 3 * HOUR
+    for key in KEYS.values():
+        served.replies[key] = Reply(200, limits_body(window(85, end)), delay=2.0)  # 2 s to answer
+    states = app.state_path.parent
+    states.mkdir(mode=0o700)
+    with lock_held_by_another_process(states / "state-work.json") as holder:
+        release = threading.Timer(3.0, holder.stdin.close)
+        release.start()
+        result = app("run")
+        release.join()
+    assert result.code == EXIT_OK, result.err
+    assert sorted(titles(receiver)) == [
+        "[home] Factory standard.5h at 85% (past 80%)",
+        "[work] Factory standard.5h at 85% (past 80%)",
+    ]
+    work = json.loads((states / "state-work.json").read_text())
+    assert work["health"]["failures"] == 0

@@ -262,3 +262,30 @@ def test_the_steady_path_reads_the_token_claims_from_the_state_not_with_pyjwt(dr
     assert " jwt" not in second.stderr
     assert "alice" not in app.state_path.read_text()
     assert os.environ.get("FACTORY_API_KEY") is None or "FACTORY_API_KEY" not in env
+
+
+def test_a_dry_run_after_an_expired_login_shows_what_the_real_run_sends(droid_app, workos, receiver):
+    # A real run learnt that WorkOS rejected droid's refresh token for good and said so once.
+    # The dry run after it must show what the next real run sends (nothing new), not a
+    # "not working" notice for a login it merely declined to renew.
+    app = droid_app
+    app.write_config(
+        {
+            "factory": {"workos_url": workos.url},
+            "notify": {"urls": [receiver.apprise_url]},
+            "monitor": {"failures_before_alert": 2},
+        }
+    )
+    app.store_key = write_keyfile_store(app.store, login_data(-HOUR))
+    workos.script = [(400, {"error": "invalid_grant"})] * 3
+    assert app("run").code == 3
+    assert [m["title"] for m in receiver.messages()] == ["Factory login expired: run `droid` to log in again"]
+
+    dry = app("run", "--dry-run")
+    real = app("run")
+    assert real.code == 3, real.err
+    sent = [m["title"] for m in receiver.messages()[1:]]
+    shown = [line for line in dry.out.splitlines() if line.startswith("[dry-run] would send")]
+    assert sent == [] and shown == []
+    assert dry.code == real.code
+    assert len(workos.requests) == 1  # the rejected token is never sent again

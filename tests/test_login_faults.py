@@ -45,11 +45,12 @@ needs_droid = pytest.mark.skipif(
 
 # Runs the job with one fault: at the Nth call of a named function (FAULT_AT, e.g.
 # "after:request_new_tokens#1"), the process sends itself FAULT_SIGNAL. FAULT_SAVE_WAIT
-# shortens the wait for droid's own save where no droid is running.
+# shortens the wait for droid's own save where no droid is running; FAULT_INSTALLED runs
+# the command's entry point (its stop gate installed) instead of cli.main.
 LAUNCHER = textwrap.dedent(
     """
     import functools, os, signal, sys
-    from alerter import cli
+    from alerter import cli, notify
     from alerter.credentials import lock, refresh, store, writeback
 
     spec = os.environ.get("FAULT_AT")
@@ -81,6 +82,7 @@ LAUNCHER = textwrap.dedent(
             "read_store": (store, refresh, writeback),  # each module imported it by name
             "reserve": (writeback,), "stage": (writeback,), "install": (writeback,),
             "request_new_tokens": (refresh,), "prepare": (lock,), "take": (lock,), "release": (lock,),
+            "send": (notify,),  # one notification to one channel
         }
         os_calls = {"replace": writeback, "mkdir": lock, "rename": lock}
         if name in os_calls:
@@ -91,6 +93,8 @@ LAUNCHER = textwrap.dedent(
             wrapped = wrap(getattr(homes[name][0], name))
             for module in homes[name]:
                 setattr(module, name, wrapped)
+    if os.environ.get("FAULT_INSTALLED"):  # as the installed command runs: its stop gate too
+        cli.entry_point()
     sys.exit(cli.main(sys.argv[1:]))
     """
 )

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -362,6 +363,30 @@ def test_a_run_that_finds_the_lock_held_names_the_holder_and_exits_non_zero(app,
     result = app("run")
     assert result.code == 0, result.err
     assert len(receiver.messages()) == 1
+
+
+def test_a_run_that_waited_for_the_lock_still_gives_factory_its_whole_deadline(app, receiver):
+    # The audit: the lock held for 3 s of a 4 s deadline left Factory 1 s: "Factory API
+    # timed out", exit 4, counted towards a false "usage alerts are not working". The
+    # deadline starts when the run holds the lock; the wait is bounded on its own.
+    app.write_config(
+        {
+            "notify": {"urls": [receiver.apprise_url]},
+            "factory": {"deadline_seconds": 4},
+            "monitor": {"failures_before_alert": 1},
+        }
+    )
+    app.serve_usage(Reply(200, usage_body(17 * M), delay=2.0))  # Factory takes 2 s to answer
+    app.state_path.parent.mkdir(mode=0o700)
+    with lock_held_by_another_process(app.state_path) as holder:
+        release = threading.Timer(3.0, holder.stdin.close)  # the other run ends after 3 s
+        release.start()
+        result = app("run")
+        release.join()
+    assert result.code == 0, result.err
+    (message,) = receiver.messages()
+    assert "past 80%" in message["title"]
+    assert app.state()["health"]["failures"] == 0
 
 
 def test_a_lock_held_without_a_process_id_is_still_a_busy_exit(app):

@@ -117,7 +117,7 @@ def reading(percent: float) -> Reading:
     return Reading("limits", (Meter("standard.5h", percent / 100, window_end=T0 + 4 * H),))
 
 
-def test_a_run_killed_while_sending_sends_what_it_had_not_recorded_again_and_nothing_twice(tmp_path, caplog):
+def test_a_run_killed_while_sending_sends_only_what_it_had_not_recorded_again(tmp_path, caplog):
     cfg = config(tmp_path)
     fetch = lambda state, now: job.Fetched(reading(100))  # noqa: E731
     delivered = []
@@ -133,17 +133,18 @@ def test_a_run_killed_while_sending_sends_what_it_had_not_recorded_again_and_not
     assert delivered == [("ch-a", "threshold")]
     on_disk = json.loads(cfg.state_file.read_text())
     (entry,) = on_disk["ledger"]
-    assert entry["channels"] == {"ch-a": None, "ch-b": None}  # both were about to be sent
-    # The next run cannot know whether a got it: both are due again, with a warning.
+    # a's delivery was saved as it succeeded; b was about to be sent
+    assert entry["channels"] == {"ch-a": T0, "ch-b": None}
+    # The next run cannot know whether b got it: it is due again, with a warning; a is not.
     again = []
     job.run(cfg, job.Shell(fetch, lambda ch, alert: again.append(ch.id) or True), lambda: T0 + 60)
-    assert sorted(again) == ["ch-a", "ch-b"]
+    assert again == ["ch-b"]
     assert "could not record them; they are due again" in caplog.text
     (entry,) = json.loads(cfg.state_file.read_text())["ledger"]
-    assert entry["channels"] == {"ch-a": T0 + 60, "ch-b": T0 + 60}
+    assert entry["channels"] == {"ch-a": T0, "ch-b": T0 + 60}
     # And once recorded, never twice.
     job.run(cfg, job.Shell(fetch, lambda ch, alert: again.append(ch.id) or True), lambda: T0 + 120)
-    assert sorted(again) == ["ch-a", "ch-b"]
+    assert again == ["ch-b"]
 
 
 def test_a_failed_delivery_leaves_no_mark_and_stays_due(tmp_path):

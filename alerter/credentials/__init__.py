@@ -208,8 +208,11 @@ def _expires_soon(identity: Identity) -> bool:
 
 def _renew_before_use(stored: StoredLogin, identity: Identity, settings: CredentialSettings) -> StoredLogin:
     """Renew a login about to expire; keep using a still-valid token when renewing cannot be done now."""
-    from alerter.credentials.refresh import renew
+    from alerter.credentials.refresh import refuse_known_dead, renew
 
+    # Before the dry run's own refusal: a login known to have ended is the same failure
+    # in a dry run as in a real one, so both show the same notices.
+    refuse_known_dead(stored, settings.memory)
     still_valid = (identity.expires_at or 0.0) > time.time()
     until = _when(identity.expires_at)
     if stored.refresh_token is None:

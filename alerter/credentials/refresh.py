@@ -38,7 +38,7 @@ from pathlib import Path
 
 from alerter import http
 from alerter.credentials import lock, writeback
-from alerter.credentials.identity import CredentialSettings, fingerprint, token_expiry
+from alerter.credentials.identity import CredentialSettings, LoginMemory, fingerprint, token_expiry
 from alerter.credentials.stopping import stop_deferred
 from alerter.credentials.store import StoredLogin, describe, encode, read_store
 from alerter.errors import AuthError, UpstreamError
@@ -167,9 +167,7 @@ def renew(stored: StoredLogin, settings: CredentialSettings, *, token_refused: b
             f"Factory login expired: {stored.path} holds no refresh token; run `droid` to log in again",
             permanent=True,
         )
-    memory = settings.memory
-    if memory is not None and memory.dead == fingerprint(spent):
-        raise _login_ended(stored, "WorkOS rejected its refresh token on an earlier run")
+    refuse_known_dead(stored, settings.memory)
     try:
         reservation = writeback.reserve(stored)
     except writeback.StoreNotWritable as exc:
@@ -347,6 +345,13 @@ def _signature(stored: StoredLogin) -> tuple | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def refuse_known_dead(stored: StoredLogin, memory: LoginMemory | None) -> None:
+    """Raise the permanent AuthError when ``memory`` says WorkOS already rejected the
+    stored refresh token: the login ended, whether or not this run may renew."""
+    if memory is not None and stored.refresh_token and memory.dead == fingerprint(stored.refresh_token):
+        raise _login_ended(stored, "WorkOS rejected its refresh token on an earlier run")
 
 
 def _login_ended(stored: StoredLogin, why: str) -> AuthError:

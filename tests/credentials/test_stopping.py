@@ -31,6 +31,10 @@ SCRIPT = textwrap.dedent(
             (here / "inside").touch()
             while not (here / "go").exists():
                 time.sleep(0.01)
+            # The signal reaches the main thread's handler when that thread next runs:
+            # "waiting" begins there, so the refuse-new scenario waits for it.
+            while mode == "refuse-new" and not stopping.stop_requested():
+                time.sleep(0.01)
             (here / "finished").touch()
 
     def later_step():
@@ -46,6 +50,10 @@ SCRIPT = textwrap.dedent(
     worker.start()
     if mode == "refuse-new":
         threading.Thread(target=later_step, daemon=True).start()
+        # The kernel may hand the signal to a worker thread; its handler then runs in the
+        # main thread only when that wakes up, which an endless join() never does.
+        while worker.is_alive():
+            worker.join(0.01)
     worker.join()
     time.sleep(0.01)  # the re-sent signal reaches the main thread's handler here at the latest
     for _ in range(500):
