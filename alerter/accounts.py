@@ -34,6 +34,7 @@ from alerter.decide import Decision, Observation
 from alerter.errors import AccountsFailed, AlerterError, reason_of, worst_exit_code
 from alerter.meters import Reading
 from alerter.state import State
+from alerter.stopping import leave_signals_to_the_main_thread
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def each_account(accounts: tuple[Account, ...], work: Callable[[Account], T]) ->
     try:
         if len(accounts) == 1:
             return [one(accounts[0])]
-        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(accounts))) as pool:
+        workers = min(MAX_WORKERS, len(accounts))
+        with ThreadPoolExecutor(workers, initializer=leave_signals_to_the_main_thread) as pool:
             return list(pool.map(one, accounts))
     finally:
         for handler in handlers:

@@ -628,7 +628,7 @@ def entry_point() -> None:
     The stop signals go through one gate from the start (``credentials.stopping``), so a
     step that must not be cut in two is protected in whatever thread it runs.
     """
-    from alerter.credentials import stopping
+    from alerter import stopping
 
     stopping.install()
     code = main()

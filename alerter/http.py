@@ -26,6 +26,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from alerter.redact import remember_sent
+from alerter.stopping import leave_signals_to_the_main_thread
 
 MAX_ANSWER_BYTES = 1 << 20  # a real Factory answer is about 2 KB
 MAX_JSON_DEPTH = 32  # real answers nest 3 or 4 levels
@@ -127,6 +128,7 @@ def call_within(deadline: float, what: str, fn: Callable[[], T]) -> T:
     done = threading.Event()
 
     def work() -> None:
+        leave_signals_to_the_main_thread()
         try:
             outcome["value"] = fn()
         except BaseException as exc:  # handed to the caller as is

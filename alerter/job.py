@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from alerter.config import Config, QuietHours
-from alerter.credentials.stopping import stop_deferred
 from alerter.decide import Decision, Failure, Observation, decide
 from alerter.errors import (
     AlerterError,
@@ -48,6 +47,7 @@ from alerter.state import (
     take_over_login_state,
 )
 from alerter.statefile import check_usable
+from alerter.stopping import stop_deferred
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
+from alerter.stopping import leave_signals_to_the_main_thread
+
 log = logging.getLogger(__name__)
 
 SERVICE = "Factory CLI"
@@ -43,6 +45,7 @@ def lookup_key(account: str, timeout: float = LOOKUP_TIMEOUT_SECONDS) -> str | N
     result: list[str | None] = [None]
 
     def run() -> None:
+        leave_signals_to_the_main_thread()
         try:
             result[0] = lookup(account)
         except Exception as exc:  # any keyring failure means "not available here"

@@ -45,7 +45,7 @@ from alerter.credentials.lock_names import (
     scratch_name,
     scratch_pid,
 )
-from alerter.credentials.stopping import stop_deferred
+from alerter.stopping import stop_deferred
 
 log = logging.getLogger(__name__)
 

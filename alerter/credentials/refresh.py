@@ -39,10 +39,10 @@ from pathlib import Path
 from alerter import http
 from alerter.credentials import lock, writeback
 from alerter.credentials.identity import CredentialSettings, LoginMemory, fingerprint, token_expiry
-from alerter.credentials.stopping import stop_deferred
 from alerter.credentials.store import StoredLogin, describe, encode, read_store
 from alerter.errors import AuthError, UpstreamError
 from alerter.redact import redact
+from alerter.stopping import stop_deferred
 
 log = logging.getLogger(__name__)
 

@@ -76,6 +76,19 @@ def uninstall() -> None:
     _give_back_signals()
 
 
+def leave_signals_to_the_main_thread() -> None:
+    """Block the stop signals in the calling thread: call it first in every worker thread.
+
+    The kernel hands a signal sent to the process to any thread that does not block it,
+    and Python runs the handler only in the main thread, when that thread next runs: a
+    main thread waiting in ``join()`` for a worker that took the signal would never see
+    it. Blocked in the workers, the signal always reaches the main thread, whose wait it
+    interrupts. (Threads a worker starts inherit its mask.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+
+
 def stop_requested() -> bool:
     """Return True once a stop signal has come and is waiting for the holders to let go."""
     return bool(_gate.pending)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys, threading, time
     from pathlib import Path
-    from alerter.credentials import stopping
+    from alerter import stopping
 
     here = Path(sys.argv[1])
     mode = sys.argv[2]
@@ -27,6 +28,7 @@ SCRIPT = textwrap.dedent(
         stopping.install()
 
     def held_step():
+        stopping.leave_signals_to_the_main_thread()  # as the job's worker threads do
         with stopping.stop_deferred("a test step"):
             (here / "inside").touch()
             while not (here / "go").exists():
@@ -38,6 +40,7 @@ SCRIPT = textwrap.dedent(
             (here / "finished").touch()
 
     def later_step():
+        stopping.leave_signals_to_the_main_thread()
         while not (here / "finished").exists():
             time.sleep(0.01)
         try:
@@ -50,10 +53,6 @@ SCRIPT = textwrap.dedent(
     worker.start()
     if mode == "refuse-new":
         threading.Thread(target=later_step, daemon=True).start()
-        # The kernel may hand the signal to a worker thread; its handler then runs in the
-        # main thread only when that wakes up, which an endless join() never does.
-        while worker.is_alive():
-            worker.join(0.01)
     worker.join()
     time.sleep(0.01)  # the re-sent signal reaches the main thread's handler here at the latest
     for _ in range(500):
@@ -109,3 +108,21 @@ def test_no_step_begins_once_a_stop_signal_is_waiting(tmp_path: Path) -> None:
     assert process.wait(timeout=60) == -signal.SIGTERM
     assert (tmp_path / "finished").exists()
     assert not (tmp_path / "second-began").exists()
+
+
+def _stop_signals_blocked() -> bool:
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return all(sig in blocked for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+
+
+def test_the_jobs_worker_threads_leave_the_stop_signals_to_the_main_thread():
+    """A worker that took a stop signal would leave the main thread waiting in join(),
+    never running the handler: every worker thread the job starts blocks them."""
+    from alerter import http
+    from alerter.accounts import each_account
+    from alerter.config import Account, Config
+
+    assert not _stop_signals_blocked()  # the main thread takes them
+    assert http.call_within(time.monotonic() + 60, "a test", _stop_signals_blocked)
+    accounts = tuple(Account(name, None, None, Config()) for name in ("home", "work"))
+    assert each_account(accounts, lambda account: _stop_signals_blocked()) == [True, True]
