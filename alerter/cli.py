@@ -347,6 +347,13 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "(node_exporter's textfile collector reads only those)"
         )
     config = load_config(args.config, env, remember_parsed=not args.dry_run)
+    if config.old_unit_state:
+        log.warning(
+            "started by a unit from a release before 1.0: its StateDirectory= keeps the state "
+            "in %s, apart from %s; copy the units again and daemon-reload (README: Upgrade)",
+            config.state_file.parent,
+            config.earlier_state_files[0],
+        )
     textfile = textfile or config.prometheus_textfile
     if config.accounts:
         from alerter.accounts import run_all
