@@ -288,7 +288,9 @@ class _LineHandler(logging.StreamHandler):
     away, a closed descriptor) instead of printing logging's traceback about it."""
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's naming)
-        if isinstance(sys.exc_info()[1], (OSError, ValueError)):
+        exc = sys.exc_info()[1]
+        closed = isinstance(exc, ValueError) and getattr(self.stream, "closed", False)
+        if isinstance(exc, OSError) or closed:  # a bad format string is still a bug to show
             _output_lost.set()
             return  # nowhere left to say it; the command's exit code still tells
         super().handleError(record)
