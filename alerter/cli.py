@@ -11,7 +11,9 @@ import contextlib
 import json
 import logging
 import os
+import select
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -28,7 +30,7 @@ from alerter.config import (
     mask_url,
     parse_yaml,
 )
-from alerter.errors import EXIT_OK, AlerterError, ConfigError, DeliveryError, StateError
+from alerter.errors import EXIT_OK, EXIT_READER_GONE, AlerterError, ConfigError, DeliveryError, StateError
 from alerter.meters import Reading
 from alerter.notify import send, validate_channels
 from alerter.state import load_state
@@ -174,6 +176,11 @@ def main(
     machine = bool(getattr(args, "json", False) or getattr(args, "jsonl", False))
     setup_logging(args.verbose, args.quiet, env, machine=machine)
     args.clock = clock
+    return _reader_gone_or(_dispatch(args, env))
+
+
+def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the parsed command; return its exit code, each typed error mapped to its own."""
     commands = {
         "run": cmd_run,
         "status": cmd_status,
@@ -194,10 +201,49 @@ def main(
         _error(f"{PROG}: interrupted", env)
         return 130
     except Exception as exc:  # a bug: one line, the traceback only on request
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            _output_lost.set()
+            return EXIT_OK  # the reader's choice (`| head`), not a bug: see _reader_gone_or
         if args.verbose >= 2:
             log.exception("unexpected error")
         _error(f"{PROG}: internal error: {type(exc).__name__}; run with -vv for details", env)
         return 1
+
+
+# Set when a line or a printed result could not be written (from any thread).
+_output_lost = threading.Event()
+
+
+def _stdout_gone() -> bool:
+    """Return True when stdout is a pipe (or socket) whose reader has gone: writing to it fails."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no stdout, or not a file: not a pipe's end
+        return False
+
+
+def _reader_gone_or(code: int) -> int:
+    """Given the command's exit code, return it, or 141 when it had nothing else to report
+    and stdout's reader stopped reading (`status | head -1`).
+
+    What was left to print is dropped without a word, as by any command that SIGPIPE ends:
+    the reader chose to stop, so it is not "an error nobody foresaw" (exit 1) and stderr
+    stays free for real problems. A run's work (deliveries, the state) is done by then.
+    """
+    try:
+        sys.stdout.flush()  # what is still buffered is output too
+    except (OSError, ValueError):
+        _output_lost.set()
+    if not (_output_lost.is_set() and _stdout_gone()):
+        return code  # nothing was lost (a quiet run), or it was lost for another reason
+    # Unwritten output would fail again at the final flush: let it go nowhere.
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return code or EXIT_READER_GONE
 
 
 def _error(line: str, env: Mapping[str, str]) -> None:
@@ -237,6 +283,19 @@ class _HideSent(logging.Filter):
         return True
 
 
+class _LineHandler(logging.StreamHandler):
+    """A stream handler that drops a line its stream no longer takes (a reader that went
+    away, a closed descriptor) instead of printing logging's traceback about it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's naming)
+        exc = sys.exc_info()[1]
+        closed = isinstance(exc, ValueError) and getattr(self.stream, "closed", False)
+        if isinstance(exc, OSError) or closed:  # a bad format string is still a bug to show
+            _output_lost.set()
+            return  # nowhere left to say it; the command's exit code still tells
+        super().handleError(record)
+
+
 class _MaxLevel(logging.Filter):
     def __init__(self, level: int) -> None:
         super().__init__()
@@ -256,9 +315,9 @@ def setup_logging(verbose: int, quiet: bool, env: Mapping[str, str], *, machine:
     under_systemd = bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
     fmt = "%(levelname)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s: %(message)s"
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    out = logging.StreamHandler(sys.stderr if machine else sys.stdout)
+    out = _LineHandler(sys.stderr if machine else sys.stdout)
     out.addFilter(_MaxLevel(logging.WARNING))
-    err = logging.StreamHandler(sys.stderr)
+    err = _LineHandler(sys.stderr)
     err.setLevel(logging.WARNING)
     for handler in (out, err):
         handler.addFilter(_HideSent())
@@ -290,6 +349,13 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "(node_exporter's textfile collector reads only those)"
         )
     config = load_config(args.config, env, remember_parsed=not args.dry_run)
+    if config.old_unit_state:
+        log.warning(
+            "started by a unit from a release before 1.0: its StateDirectory= keeps the state "
+            "in %s, apart from %s; copy the units again and daemon-reload (README: Upgrade)",
+            config.state_file.parent,
+            config.earlier_state_files[0],
+        )
     textfile = textfile or config.prometheus_textfile
     if config.accounts:
         from alerter.accounts import run_all

@@ -128,6 +128,9 @@ class Config:
     state_file: Path = field(default_factory=lambda: default_state_file({}))
     # Where earlier releases kept the state (see earlier_state_files); carried over once.
     earlier_state_files: tuple[Path, ...] = ()
+    # Started by a unit copied from a release before 1.0: its StateDirectory= is one of
+    # the earlier places, so its runs keep a state apart from the shared one (see build_config).
+    old_unit_state: bool = False
     # An account's: the states of the single login before ``accounts:`` (the default path
     # and the earlier ones), taken over by the account whose login they record; and
     # whether this account is the first listed (it says what concerns them all, once).
@@ -662,8 +665,20 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
 
     state_file = v.path(data, "state_file")
     # Only the default path takes over a state an earlier release kept elsewhere; a path
-    # the config names is the user's own choice.
-    earlier = () if state_file or env.get("STATE_DIRECTORY") else earlier_state_files(env, _user_name())
+    # the config names is the user's own choice. A unit of an earlier release (not copied
+    # again after the upgrade) still keeps its state where its StateDirectory= says: its
+    # runs merge what the shared state says was sent too, or an alert a run by hand sent
+    # would come again from the timer (and the other way round, by the same merge).
+    old_unit_state = False
+    if state_file:
+        earlier: tuple[Path, ...] = ()
+    elif env.get("STATE_DIRECTORY"):
+        earlier = earlier_state_files(env, _user_name())
+        old_unit_state = default_state_file(env) in earlier
+        shared = default_state_file({k: v for k, v in env.items() if k != "STATE_DIRECTORY"})
+        earlier = (shared, *earlier) if old_unit_state else ()
+    else:
+        earlier = earlier_state_files(env, _user_name())
     state_file = state_file or default_state_file(env)
 
     thresholds = _thresholds(v, data)
@@ -710,6 +725,7 @@ def build_config(data: Mapping[str, Any], file: Path | None, env: Mapping[str, s
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         state_file=state_file,
         earlier_state_files=earlier,
+        old_unit_state=old_unit_state,
         thresholds=thresholds,
         warning_at=warning_at,
         critical_at=critical_at,

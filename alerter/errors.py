@@ -9,6 +9,8 @@ EXIT_UPSTREAM = 4
 EXIT_DELIVERY = 5
 EXIT_STATE = 6
 EXIT_BUSY = 7
+# stdout's reader went away (`status | head -1`): what a command that SIGPIPE ended returns.
+EXIT_READER_GONE = 141
 
 
 class AlerterError(Exception):

@@ -154,7 +154,9 @@ def run(config: Config, shell: Shell, clock: Callable[[], float], *, dry_run: bo
             # Pinged only once the lock is held: a run skipped for a busy lock is not a run.
             shell.ping("start")
             aliases = config.channel_aliases()
-            carry_over(config.state_file, config.earlier_state_files, aliases)  # once, after an upgrade
+            carry_over(
+                config.state_file, config.earlier_state_files, aliases, shared=not config.old_unit_state
+            )
             state = load_state(config.state_file, aliases=aliases)
             decision = _once(config, shell, clock, state, dry_run=False)
     except StateBusy:

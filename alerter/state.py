@@ -729,7 +729,9 @@ def save_state(path: Path, state: State) -> None:
     _remove_leftovers(path)
 
 
-def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None = None) -> None:
+def carry_over(
+    path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] | None = None, *, shared: bool = True
+) -> None:
     """Given the state path (its lock held) and where earlier releases kept the state, merge
     what each earlier state file says was delivered into the state, once, so that an
     upgrade repeats no alert.
@@ -740,15 +742,18 @@ def carry_over(path: Path, earlier: Sequence[Path], aliases: Mapping[str, str] |
     two. The state remembers which version of each file it merged, so the next run merges
     nothing, and a file an older unit still writes is merged again once it has changed.
     The earlier files are left as they were. One that cannot be read is named in a warning.
-    ``aliases``: see :func:`load`. Raise StateError when the state cannot be read or saved.
+    ``aliases``: see :func:`load`. ``shared``: the state is the one every way of starting
+    the job uses (not an old unit's own). Raise StateError when the state cannot be read or
+    saved.
     """
     state, said = _carried(path, earlier, aliases, keep_aside=True)
     if state is None or not said:
         return
     save_state(path, state)
+    why = ", the one state every way of starting the job now uses" if shared else ""
     for line in said:
         if line:
-            log.info("%s, the one state every way of starting the job now uses", line)
+            log.info("%s%s", line, why)
 
 
 def state_with_earlier(

@@ -42,12 +42,14 @@ def home_app(app, receiver, tmp_path, monkeypatch):
     return app
 
 
-def run_as_old_unit(app, state_directory) -> None:
+def run_as_old_unit(app, state_directory):
     """A run as an earlier release's unit started it: systemd set $STATE_DIRECTORY."""
     app.env["STATE_DIRECTORY"] = str(state_directory)
     app.env["INVOCATION_ID"] = "0123"
     try:
-        assert app("run").code == 0
+        result = app("run")
+        assert result.code == 0, result.err
+        return result
     finally:
         del app.env["STATE_DIRECTORY"], app.env["INVOCATION_ID"]
 
@@ -79,6 +81,40 @@ def test_an_upgrade_carries_the_earlier_state_over_and_repeats_no_alert(home_app
     assert "carried" not in result.out
     assert [m["title"].split(" at ")[-1][:3] for m in app.receiver.messages()] == ["85%", "97%"]
     assert old.read_bytes() == remembered
+
+
+@pytest.mark.parametrize("old_place", ["user unit on systemd 252", "system unit"])
+def test_a_unit_not_copied_again_after_the_upgrade_repeats_no_alert_and_says_so(home_app, old_place):
+    # The package is upgraded, the units are not copied again: the old unit runs the new
+    # command with its StateDirectory=, and the user also runs the job by hand.
+    app = home_app
+    old_dir = (
+        app.home / ".config" / "factory-usage-alert"
+        if old_place == "user unit on systemd 252"
+        else app.home / "var-lib-fua" / ME
+    )
+    app.serve_usage(usage_body(8_000_000))  # 40 %: nothing to say
+    run_as_old_unit(app, old_dir)
+    app.serve_usage(usage_body(12_000_000))  # 60 %: the run by hand sends the 50 % alert
+    assert app("run").code == 0
+    assert len(app.receiver.messages()) == 1
+
+    result = run_as_old_unit(app, old_dir)
+    assert len(app.receiver.messages()) == 1, "the old unit sent the 50 % alert again"
+    assert "started by a unit from a release before 1.0" in result.err
+    assert "copy the units again" in result.err
+    assert (
+        f"merged the alerts already sent from {app.default_state} into {old_dir / 'state.json'}\n"
+        in result.out
+    )
+
+    app.serve_usage(usage_body(17_000_000))  # 85 %: the old unit sends the 80 % alert ...
+    run_as_old_unit(app, old_dir)
+    assert app("run").code == 0  # ... and the run by hand does not send it again
+    assert [m["title"].split("(past ")[-1] for m in app.receiver.messages()] == ["50%)", "80%)"]
+
+    result = app("run")  # by hand, or under the new units: nothing about old units
+    assert "started by a unit" not in result.err
 
 
 def test_commands_by_hand_read_the_earlier_state_until_a_run_carries_it_over(home_app):
