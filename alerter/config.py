@@ -397,7 +397,11 @@ def _cache_fix(directory: Path, exc: OSError) -> str:
     if isinstance(exc, safefile.NotPrivate) and "open to others" in (exc.strerror or ""):
         return f"{directory} {exc.strerror}: run `chmod 700 {quoted}`"
     if isinstance(exc, safefile.NotPrivate):
-        return f"{directory} {exc.strerror}: remove it (`sudo rm -r {quoted}`; the job makes its own)"
+        # Another user's cache in a shared XDG_CACHE_HOME, or one a `sudo` run left behind.
+        return (
+            f"{directory} {exc.strerror}: set XDG_CACHE_HOME to a directory of your own, or remove "
+            f"it if it is a leftover (`sudo rm -r {quoted}`; the job makes its own)"
+        )
     return (
         f"{directory} cannot be written ({exc.strerror or type(exc).__name__}): make it writable "
         "or set XDG_CACHE_HOME to a directory the job may write"
