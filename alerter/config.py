@@ -381,15 +381,34 @@ def read_remembered(path: Path) -> bytes | None:
         return None
 
 
-def remember_privately(path: Path, data: bytes) -> None:
+def remember_privately(path: Path, data: bytes) -> str | None:
     """Given a file in the job's cache and its bytes, replace it atomically, mode 0600 in a
-    directory created 0700 at every level; failing to (a directory that is someone else's
-    or open to others included) is only slower, or said again, next time."""
+    directory created 0700 at every level. Return None, or why it could not (a directory
+    that is someone else's or open to others, a read-only home) and the fix, in words:
+    failing is only slower, or said again, next time."""
     try:
         with safefile.private_dir(path.parent, create=True) as dir_fd:
             safefile.write_in(dir_fd, path.name, data)
     except OSError as exc:
         logging.getLogger(__name__).debug("not remembering %s (%s)", path, exc.strerror)
+        return _cache_fix(path.parent, exc)
+    return None
+
+
+def _cache_fix(directory: Path, exc: OSError) -> str:
+    quoted = shlex.quote(str(directory))
+    if isinstance(exc, safefile.NotPrivate) and "open to others" in (exc.strerror or ""):
+        return f"{directory} {exc.strerror}: run `chmod 700 {quoted}`"
+    if isinstance(exc, safefile.NotPrivate):
+        # Another user's cache in a shared XDG_CACHE_HOME, or one a `sudo` run left behind.
+        return (
+            f"{directory} {exc.strerror}: set XDG_CACHE_HOME to a directory of your own, or remove "
+            f"it if it is a leftover (`sudo rm -r {quoted}`; the job makes its own)"
+        )
+    return (
+        f"{directory} cannot be written ({exc.strerror or type(exc).__name__}): make it writable "
+        "or set XDG_CACHE_HOME to a directory the job may write"
+    )
 
 
 def exposure_mark_file(env: Mapping[str, str], file: Path) -> Path:
@@ -410,10 +429,21 @@ def _said_before(env: Mapping[str, str], file: Path, what: str, mark: str, *, al
     return not always and read_remembered(said_once_file(env, file, what)) == mark.encode("ascii")
 
 
-def _note_said(env: Mapping[str, str], file: Path, what: str, mark: str, *, remember: bool) -> None:
-    """Note that ``what`` was said about the file as it is now (only a real run notes it)."""
-    if remember:
-        remember_privately(said_once_file(env, file, what), mark.encode("ascii"))
+def _note_said(
+    env: Mapping[str, str], file: Path, what: str, mark: str, *, remember: bool, said: bool = True
+) -> None:
+    """Note that ``what`` was said about the file as it is now (only a real run notes it).
+
+    A warning that cannot be noted comes again on every run: that is said too, with the
+    fix, or the promise "once per change of the file" would break without a word."""
+    if not remember:
+        return
+    problem = remember_privately(said_once_file(env, file, what), mark.encode("ascii"))
+    if problem is not None and said:
+        logging.getLogger(__name__).warning(
+            "the warning above will be said on every run: the job cannot note that it said it, as %s",
+            problem,
+        )
 
 
 _ONCE = "said once per change of the file; `check-config` always says it"
@@ -452,7 +482,7 @@ def _warn_if_exposed(
             file,
             _ONCE,
         )
-    _note_said(env, file, "exposure", mark, remember=remember)
+    _note_said(env, file, "exposure", mark, remember=remember, said=bool(exposed))
 
 
 def _warn_if_writable(file: Path, env: Mapping[str, str], *, remember: bool, always: bool) -> None:

@@ -37,11 +37,17 @@ LOW_REARM_MIN_CENTS = 100.0
 LOW_REARM_SHARE = 0.10
 
 
+def level_cents(level_usd: float) -> float:
+    """Given ``low_balance_usd``, return it in cents, free of binary rounding: 1.1 * 100 is
+    110.00000000000001, which made a balance of exactly $1.10 "below $1.1"."""
+    return round(level_usd * 100, 6)
+
+
 def rearm_cents(level_usd: float) -> float:
     """Given ``low_balance_usd``, return the balance in cents at or above which the
     low-balance notice is armed again: the level plus the larger of $1 and 10 % of it."""
-    level = level_usd * 100
-    return level + max(LOW_REARM_MIN_CENTS, LOW_REARM_SHARE * level)
+    level = level_cents(level_usd)
+    return round(level + max(LOW_REARM_MIN_CENTS, LOW_REARM_SHARE * level), 6)
 
 
 def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[list[Alert], State]:
@@ -72,7 +78,7 @@ def assess(reading: Reading, state: State, config: Config, now: float) -> tuple[
     level = config.low_balance_usd
     if level is None or cents >= rearm_cents(level):
         low_since = None  # topped up clearly above the level (or no level): armed again
-    elif low_since is None and cents < level * 100:
+    elif low_since is None and cents < level_cents(level):
         low_since = now
     after = ExtraUsage(float(cents), spending_since, low_since)
     if after != before:

@@ -175,12 +175,32 @@ def hide_sent(text: str) -> str:
     """Given text the job is about to show or keep (a log line, the error line, the reason
     in the state), return it with every credential this process sent replaced by ``***``.
 
-    Only the secrets themselves are replaced, so paths and names stay readable: this is the
-    last guard at every way out, behind :func:`redact` on each text a peer sent.
+    Whatever shape a peer gives it back in: as it was sent, percent-encoded (a proxy that
+    quotes the form body or the URL it got, ``%2F`` or ``%2f``), or cut across lines (an
+    error page wrapped at 76 columns). Only the secrets themselves are replaced, so paths
+    and names stay readable: this is the last guard at every way out, behind
+    :func:`redact` on each text a peer sent.
     """
-    for secret in sorted(_SENT, key=len, reverse=True):
-        text = text.replace(secret, HIDDEN)
-    return text
+    if not _SENT:
+        return text
+    return _sent_pattern(frozenset(_SENT)).sub(HIDDEN, text)
+
+
+@functools.lru_cache(maxsize=4)
+def _sent_pattern(sent: frozenset[str]) -> re.Pattern[str]:
+    """One pattern for every secret sent, the longest first, each in any of its shapes."""
+    return re.compile("|".join(_any_shape(s) for s in sorted(sent, key=len, reverse=True)))
+
+
+def _any_shape(secret: str) -> str:
+    # Each character as itself or percent-encoded (UTF-8, either case of hex; a space
+    # also as "+"), white space allowed between any two of them.
+    chars = []
+    for c in secret:
+        encoded = "".join(f"%(?i:{b:02x})" for b in c.encode("utf-8"))
+        plus = "|\\+" if c == " " else ""
+        chars.append(f"(?:{re.escape(c)}|{encoded}{plus})")
+    return r"\s*".join(chars)
 
 
 def redact(text: str, limit: int = DEFAULT_LIMIT) -> str:

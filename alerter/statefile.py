@@ -239,10 +239,31 @@ def _check_dir(directory: Path, *, missing_ok: bool) -> bool:
     quoted = shlex.quote(str(directory))
     if not stat.S_ISDIR(info.st_mode):
         raise StateError(f"{directory}: is not a directory; set state_file to a path in a directory")
+    if info.st_mode & stat.S_ISVTX and info.st_mode & 0o022:
+        # A directory shared on purpose (/tmp, /var/tmp): anyone may create files in it, so
+        # it can never hold the state, and it is not this job's to close (`chmod go-w /tmp`
+        # or `chown` of it would break the system): a directory of its own in it can.
+        own = directory / f"factory-usage-alert-{_me()}" / "state.json"
+        raise StateError(
+            f"{directory}: the state directory is shared with other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}, like /tmp); set state_file to a path in a "
+            f"directory of its own (`state_file: {own}`: the job creates it, private)"
+        )
     if info.st_uid != os.geteuid():
+        if info.st_uid == 0:
+            # A system directory (/srv, /var/lib): not the user's to take (`chown` of it
+            # would hand the user what the system relies on); a directory in it can be.
+            mine = shlex.quote(str(directory / "factory-usage-alert"))
+            fix = (
+                "set state_file to a path in a directory of yours (the default, "
+                "~/.local/state/factory-usage-alert/state.json, is one), or have root make one "
+                f"(`sudo install -d -m 700 -o {_me()} {mine}`)"
+            )
+        else:
+            fix = _give_back(directory, info.st_uid)
         raise StateError(
             f"{directory}: the state directory belongs to {_user(info.st_uid)}, not to {_me()} who "
-            f"runs the job; {_give_back(directory, info.st_uid)}"
+            f"runs the job; {fix}"
         )
     if info.st_mode & 0o022:
         who = {0o020: "group", 0o002: "others", 0o022: "group and others"}[info.st_mode & 0o022]

@@ -12,8 +12,10 @@ notifications, so it does not depend on the machine's speed.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -49,6 +51,32 @@ def money_flaps(runs: int) -> tuple[int, int]:
     dip = [reading(100 if i != 2 else 99.5, 5000 - 100 * i) for i in range(runs)]
     spent = told(dip, Config(channels=(team,)))
     return low, spent
+
+
+def levels_misjudged() -> tuple[int, int]:
+    """Return (levels of ``low_balance_usd`` from $0.01 to $100, in cents, at which a balance
+    exactly at the level warns or one exactly at the re-arm line does not re-arm; levels)."""
+    from alerter.config import Channel, Config
+    from alerter.meters import Meter, Reading
+    from alerter.money import assess
+    from alerter.state import State, record_delivery
+
+    team = Channel(id="ch-team", label="team", url="json://team")
+    meters = (Meter("standard.5h", 0.5, window_end=1_790_018_000.0, active=True),)
+    wrong = 0
+    for level in range(1, 10_001):
+        usd = level / 100
+        config = Config(channels=(team,), low_balance_usd=usd)
+        at_level, _ = assess(Reading("limits", meters, extra_usage_cents=level), State(), config, 1.0)
+        low, state = assess(Reading("limits", meters, extra_usage_cents=0), State(), config, 1.0)
+        for alert in low:
+            state = record_delivery(state, alert.key, "ch-team", 1.0)
+        # The first whole cent at or above the documented line, level + max($1, 10 %),
+        # computed exactly.
+        line = math.ceil(level + max(Fraction(100), Fraction(level, 10)))
+        _, state = assess(Reading("limits", meters, extra_usage_cents=line), state, config, 2.0)
+        wrong += bool(at_level) or state.extra_usage.low_since is not None
+    return wrong, 10_000
 
 
 def url_rotation(runs: int) -> int:
@@ -159,9 +187,11 @@ def main() -> None:
     low, spent = money_flaps(args.runs)
     rotated = url_rotation(args.runs)
     who, repeats = account_takeover()
+    misjudged, levels = levels_misjudged()
     n, code = args.runs, args.code
     print(f"{code}: low-balance warnings in {n} runs at $10 +- 1 cent: {low}")
     print(f"{code}: 'extra usage is being spent' notices, one dip to 99.5 % in {n} runs: {spent}")
+    print(f"{code}: levels misjudging a balance exactly at the level or re-arm line: {misjudged} of {levels}")
     print(f"{code}: alerts sent again in {n} runs after rotating a named channel's URL: {rotated}")
     print(f"{code}: the single login's state taken over by: {who} (work listed first)")
     print(f"{code}: home's alerts sent again after moving to accounts: {repeats}")

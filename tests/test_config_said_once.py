@@ -77,3 +77,29 @@ def test_a_config_file_owned_by_another_user_is_said(app):
     result = app("run")
     assert result.code == 0, result.err
     assert "belongs to" in result.err and "chown" in result.err
+
+
+@pytest.mark.parametrize("cache", ["open to others", "someone else's"])
+def test_a_warning_that_cannot_be_noted_as_said_says_why_and_the_fix(app, cache):
+    """The "said once" mark lives in the job's cache. A cache directory the job refuses (one
+    open to others, another user's in a shared XDG_CACHE_HOME) repeated the deprecation
+    warnings on every run, "said once per change of the file" and all, without a word of
+    why; each repeat now says why and the fix. (A read-only one: see test_systemd.)"""
+    if cache == "someone else's" and os.geteuid() != 0:
+        pytest.skip("only root can give a directory to another uid")
+    earlier_init_config(app)
+    app.serve_usage(usage_body(M))
+    directory = app.home / ".cache" / "factory-usage-alert"
+    directory.mkdir(parents=True)
+    if cache == "open to others":
+        directory.chmod(0o755)
+        fix = f"{directory} is open to others (mode 0755): run `chmod 700 {directory}`"
+    else:
+        directory.chmod(0o700)
+        os.chown(directory, 65534, 65534)
+        fix = f"{directory} belongs to uid 65534: set XDG_CACHE_HOME to a directory of your own"
+    for _ in range(2):
+        result = app("run")
+        assert result.code == 0, result.err
+        assert FIXES[0] in result.err, result.err
+        assert "will be said on every run" in result.err and fix in result.err, result.err

@@ -74,3 +74,18 @@ def test_usage_that_clearly_dropped_ends_the_episode_and_the_next_one_is_told():
 def test_between_the_rearm_line_and_100_percent_no_episode_begins():
     told, state = runs([reading(95, 5000), reading(95, 4900)], Config(channels=(TEAM,)))
     assert told == [] and state.extra_usage == ExtraUsage(4900.0, None, None)
+
+
+def test_a_balance_exactly_at_the_level_or_the_rearm_line_is_judged_exactly():
+    """``low_balance_usd: 1.1`` made 1.1 * 100 = 110.00000000000001 cents: a balance of
+    exactly $1.10 warned "below $1.1", and with 4.11 a top-up to exactly the re-arm line
+    ($5.11) did not re-arm (511.00000000000006). One in 17 levels in cents did one or the other."""
+    from alerter.money import rearm_cents
+
+    at_level = Config(channels=(TEAM,), low_balance_usd=1.1)
+    told, _ = runs([reading(50, 110), reading(50, 110)], at_level)
+    assert told == []
+    assert rearm_cents(4.11) == 511
+    rearmed = Config(channels=(TEAM,), low_balance_usd=4.11)
+    told, _ = runs([reading(50, 400), reading(50, 511), reading(50, 400)], rearmed)
+    assert told == ["Factory extra-usage balance low: $4.00 (below $4.11)"] * 2

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import string
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import assume, given, settings
@@ -225,3 +226,24 @@ def test_a_credential_the_job_sent_is_hidden_in_every_log_line_whatever_its_shap
     out, err = capsys.readouterr()
     assert "the peer said bad: ***" in out and "the peer said *** again" in err
     assert "Xq7pw" not in out + err
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param(lambda s: quote(s, safe=""), id="percent-encoded"),
+        pytest.param(lambda s: quote(s, safe="").replace("%2F", "%2f"), id="percent-encoded-lower-hex"),
+        pytest.param(lambda s: quote_plus(s), id="form-encoded"),
+        pytest.param(lambda s: f"{s[:9]}\n    {s[9:]}", id="wrapped-across-lines"),
+    ],
+)
+def test_a_sent_credential_echoed_in_another_shape_is_hidden(shape):
+    """A proxy quoting the form body or URL it got shows the secret percent-encoded; an
+    error page wraps it across lines: neither shape may bring it back, in pieces or whole."""
+    from alerter.redact import hide_sent, remember_sent
+
+    secret = "Qz/9 k+Wm=ab"  # short pieces, no run a pattern would catch
+    remember_sent(secret)
+    echoed = f"invalid_grant: refresh {shape(secret)} is not valid"
+    for shown in (redact(echoed), hide_sent(echoed)):
+        assert " ".join(shown.split()) == "invalid_grant: refresh *** is not valid", shown

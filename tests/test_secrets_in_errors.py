@@ -112,3 +112,23 @@ def test_a_factory_error_holding_a_token_is_redacted_everywhere(app, receiver, f
     for secret in (JWT, *JWT.split("."), FACTORY_KEY, FACTORY_KEY[3:], EMAIL_USER):
         for where in (result.out, result.err, state, *messages):
             assert secret not in where, secret
+
+
+def test_a_factory_error_quoting_the_api_key_across_two_lines_shows_no_piece_of_it(app, receiver):
+    """An error text wrapped at a fixed width cuts the key the job sent in two: the piece
+    after ``fk-`` was too short for any pattern, and reached stderr, the state and the
+    notification. The key the job sent is hidden in whatever shape it comes back."""
+    from tests.conftest import API_KEY
+
+    app.write_config({"notify": {"urls": [receiver.apprise_url]}, "monitor": {"failures_before_alert": 1}})
+    head, tail = API_KEY[:13], API_KEY[13:]
+    app.serve_usage(Reply(200, {"error": f"the API key {head}\n{tail} is revoked"}))
+    result = app("run")
+
+    assert result.code == 4, result.err
+    assert "the API key *** is revoked" in result.err
+    state = app.state_path.read_text()
+    messages = [call.body.decode() for call in receiver.calls("POST", "/notify")]
+    assert len(messages) == 1 and "the API key *** is revoked" in messages[0]
+    for where in (result.out, result.err, state, *messages):
+        assert tail not in where and head[3:] not in where

@@ -16,6 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -213,10 +214,67 @@ def test_a_state_directory_that_others_can_write_is_refused_not_changed(app, mod
         result = app(*command)
         assert result.code == EXIT_STATE, (command, result)
         line = one_error_line(result.err)
-        assert str(directory) in line and f"mode {mode:04o}" in line and "chmod go-w" in line
+        assert str(directory) in line and f"mode {mode:04o}" in line
+        # A sticky directory is shared on purpose (/tmp): closing it is no fix.
+        fix = "shared with other users" if mode & stat.S_ISVTX else "chmod go-w"
+        assert fix in line, line
     assert app.factory.calls() == []
     assert snapshot(app.home) == before
     assert stat.S_IMODE(directory.stat().st_mode) == mode
+
+
+def test_a_state_file_in_a_shared_directory_like_tmp_is_told_where_to_go_instead(app):
+    """`state_file: /tmp/state.json`: root was told to `chmod go-w /tmp` (and a user to
+    `chown` it), which would break the system; the fix is a directory of the job's own
+    there, and the path the error names works as it is."""
+    app.serve_usage(usage_body(17 * M))
+    shared = app.home / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp is: root's, sticky, open to all
+    app.state_path = shared / "state.json"
+    app.write_config({"state_file": str(app.state_path)})
+    for command in (["run"], ["check-config"]):
+        result = app(*command)
+        assert result.code == EXIT_STATE, (command, result)
+        line = one_error_line(result.err)
+        assert "shared with other users" in line and "chmod" not in line and "chown" not in line, line
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    suggested = line.split("`state_file: ", 1)[1].split("`", 1)[0]
+    assert Path(suggested).parent.parent == shared
+    app.state_path = Path(suggested)
+    app.write_config({"state_file": suggested})
+    result = app("run")
+    assert result.code == 0, result.err
+    assert stat.S_IMODE(Path(suggested).parent.stat().st_mode) == 0o700
+
+
+@needs_root
+def test_a_user_is_not_told_to_chown_a_system_directory(tmp_path):
+    """A user whose state_file is in a directory of root's (/srv) was told to `chown` it
+    to themselves; now to use a directory of their own, or have root make one in it."""
+    system = Path(tempfile.mkdtemp(prefix="fua-srv-", dir="/tmp"))
+    try:
+        system.chmod(0o755)
+        # The interpreter may live where nobody cannot read (/root): it becomes nobody
+        # once started, as a service's User= would be.
+        probe = (
+            "import os; from pathlib import Path; from alerter.statefile import check_usable\n"
+            f"os.setgid({OTHER_UID}); os.setuid({OTHER_UID})\n"
+            "try:\n    check_usable(Path(%r))\nexcept Exception as exc:\n    print(exc)\n"
+        ) % str(system / "state.json")
+        line = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT), "HOME": "/nonexistent", "PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        assert "belongs to root" in line, line
+        assert "chown" not in line and "sudo install -d -m 700 -o nobody" in line, line
+    finally:
+        shutil.rmtree(system)
 
 
 def test_only_the_state_files_own_directory_is_checked(app):

@@ -11,14 +11,16 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from alerter.config import default_state_file
-from tests.conftest import usage_body
+from tests.conftest import python_path, same_clock, usage_body
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
@@ -175,3 +177,42 @@ def test_systemd_analyze_security_rates_the_system_service_ok(tmp_path):
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", done.stdout)
     assert match, done.stdout[-500:]
     assert float(match.group(1)) <= MAX_EXPOSURE and match.group(2) == "OK", match.group(0)
+
+
+def _can_unshare() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare(1) for read-only bind mounts")
+def test_the_system_unit_lets_a_warning_about_the_config_be_said_once(app):
+    """The system unit makes the home read-only but for its ReadWritePaths=: the cache that
+    notes a warning was said was not among them, so a config from the earlier `init` warned
+    of its three retired keys on every run of the timer. Here the home is made read-only as
+    the unit makes it (its ExecStartPre= directories made first, its writable paths kept
+    writable), and the job runs three times."""
+    text = (UNITS / "system/factory-usage-alert@.service").read_text().replace("/home/%i", str(app.home))
+    for made in re.findall(r"^ExecStartPre=\+runuser -u %i -- mkdir -p -m 0700 (\S+)$", text, flags=re.M):
+        Path(made).mkdir(mode=0o700, parents=True, exist_ok=True)
+    writable = [p for p in re.findall(r"^ReadWritePaths=-?(\S+)$", text, flags=re.M) if Path(p).exists()]
+    app.state_path = app.home / ".local/state/factory-usage-alert/state.json"
+    starter = (Path(__file__).parent / "data" / "starter-config-fbc5bf8.yaml").read_text()
+    ours = f"factory:\n  base_url: {app.factory.url}\n"
+    app.config_path.write_text(starter.replace("factory:\n", ours, 1))
+    app.config_path.chmod(0o600)
+    app.serve_usage(usage_body(1_000_000))
+    # Each writable path bound onto itself first, then the home (with them) made read-only.
+    script = 'home="$1"; shift; n="$1"; shift; i=0; while [ "$i" -lt "$n" ]; do '
+    script += 'mount --bind "$1" "$1" || exit 99; shift; i=$((i+1)); done; '
+    script += 'mount --rbind "$home" "$home" && mount -o remount,bind,ro "$home" "$home" && exec "$@"'
+    argv = ["unshare", "-m", "sh", "-c", script, "sh", str(app.home), str(len(writable)), *writable]
+    argv += [sys.executable, "-m", "alerter", "run", "--config", str(app.config_path)]
+    env = {**app.env, "TZ": "UTC", **same_clock(), "PYTHONPATH": python_path(str(UNITS.parent))}
+    warned = []
+    for _ in range(3):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        warned.append("refresh_margin_hours" in done.stderr)
+    assert app.state_path.exists()  # the sandbox let the job keep its state
+    assert warned == [True, False, False]
