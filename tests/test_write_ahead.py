@@ -86,7 +86,14 @@ def test_a_replay_with_failed_runs_equals_the_hourly_runs(app, receiver, tmp_pat
     # Three failed runs in a row with failures_before_alert: 1, then usage again: the runs
     # say "not working" once and "working again" once; the replay of what they saw says
     # exactly the same.
-    app.write_config({"notify": {"urls": [receiver.apprise_url]}, "monitor": {"failures_before_alert": 1}})
+    # deadline_seconds: 2: the 503 is retried until the deadline, which need not be a minute.
+    app.write_config(
+        {
+            "factory": {"deadline_seconds": 2},
+            "notify": {"urls": [receiver.apprise_url]},
+            "monitor": {"failures_before_alert": 1},
+        }
+    )
     start = 1_764_000_000
     answers = [
         Reply(200, usage_body(2 * M, start=start)),
