@@ -1307,7 +1307,11 @@ class _Validator:
         if not isinstance(value, str) or not value.strip():
             self.problem(key, f"must be a file system path, not {_kind(value)}")
             return None
-        return Path(os.path.expandvars(value)).expanduser()
+        try:
+            return Path(os.path.expandvars(value)).expanduser()
+        except RuntimeError:  # ~name of a user this system does not have
+            self.problem(key, "starts with ~ and a user this system does not have; give the path in full")
+            return None
 
     def apprise_url(self, url: Any, key: str) -> bool:
         # A cheap syntax check here; apprise itself parses the URLs once per config

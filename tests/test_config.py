@@ -80,6 +80,12 @@ def config_error(tmp_path: Path, text: str) -> str:
     return str(info.value)
 
 
+def test_a_path_under_the_home_of_a_user_that_does_not_exist_is_a_config_error(tmp_path):
+    # Found by the hypothesis test below ('~0'): pathlib raised RuntimeError, an internal error.
+    message = config_error(tmp_path, "state_file: ~no-such-user-fua/state.json\n")
+    assert "state_file" in message and "give the path in full" in message
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
