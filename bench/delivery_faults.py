@@ -68,17 +68,10 @@ def write_config(root: Path, factory: StandIn, urls: list[str], **factory_extra)
 
 def run_job(root: Path, config: Path, **fault: str) -> tuple[int | None, str]:
     """Run the installed command once (through the fault launcher); return (exit code, stderr)."""
-    env = {
-        "HOME": str(root),
-        "FACTORY_API_KEY": API_KEY,
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": python_path(str(ROOT)),
-        "FAULT_INSTALLED": "1",
-        **fault,
-    }
-    argv = [sys.executable, "-c", LAUNCHER, "run", "-q", "--config", str(config)]
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=HANG)
+        done = subprocess.run(
+            _argv(config), env=_env(root, **fault), capture_output=True, text=True, timeout=HANG
+        )
     except subprocess.TimeoutExpired:
         return None, "hung"
     return done.returncode, done.stderr
@@ -86,15 +79,26 @@ def run_job(root: Path, config: Path, **fault: str) -> tuple[int | None, str]:
 
 def start_job(root: Path, config: Path) -> subprocess.Popen:
     """Start the installed command's entry point (no fault) in the background."""
-    env = {
+    return subprocess.Popen(
+        _argv(config), env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _env(root: Path, **fault: str) -> dict[str, str]:
+    """The environment of a run in ``root`` (its HOME), with the fault launcher's ``fault``."""
+    return {
         "HOME": str(root),
         "FACTORY_API_KEY": API_KEY,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": python_path(str(ROOT)),
         "FAULT_INSTALLED": "1",
+        **fault,
     }
-    argv = [sys.executable, "-c", LAUNCHER, "run", "-q", "--config", str(config)]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _argv(config: Path) -> list[str]:
+    """The command line of a run through the fault launcher (the installed entry point)."""
+    return [sys.executable, "-c", LAUNCHER, "run", "-q", "--config", str(config)]
 
 
 def kills(reps: int) -> dict[str, dict[str, int]]:
